@@ -1,0 +1,197 @@
+"""The travel demo wired together: log, services, runner, simulation and audit.
+
+Everything ``saga book``, ``simulate``, ``resume``, ``compensate``,
+``inventory`` and ``check`` do is a method here, so Python callers get the
+same operations as the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from saga_cli.domain import Event, EventType, SagaStatus
+from saga_cli.errors import InvalidInputError
+from saga_cli.runner import EventListener, Outcome, RecoveryReport, SagaRunner, registry
+from saga_cli.services.travel import (
+    SAGA_NAME,
+    SERVICES,
+    AuditReport,
+    BookingRequest,
+    CrashPoint,
+    InventoryRow,
+    TravelServices,
+    audit,
+    open_services,
+    travel_saga,
+)
+from saga_cli.store import SagaStore
+
+
+@dataclass(slots=True)
+class SimulationReport:
+    """Counts from one ``saga simulate`` batch."""
+
+    count: int = 0
+    completed: int = 0
+    compensated: int = 0
+    stuck: int = 0
+    interrupted: int = 0
+    seconds: float = 0.0
+    failures: Counter[str] = field(default_factory=Counter)
+    released: Counter[str] = field(default_factory=Counter)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON shape of ``saga simulate --json``."""
+        return {
+            "count": self.count,
+            "completed": self.completed,
+            "compensated": self.compensated,
+            "stuck": self.stuck,
+            "interrupted": self.interrupted,
+            "seconds": round(self.seconds, 4),
+            "sagas_per_second": round(self.count / self.seconds, 1) if self.seconds else None,
+            "failures": dict(sorted(self.failures.items())),
+            "capacity_released": dict(sorted(self.released.items())),
+        }
+
+
+class TravelBooking:
+    """The seed's travel booking on a saga log.
+
+    Args:
+        store: the saga log; the services use separate connections to it.
+        on_event: called with each durable event (for progress displays).
+        crash_at: kill this process at a crash point (failure injection).
+    """
+
+    def __init__(
+        self,
+        store: SagaStore,
+        *,
+        on_event: EventListener | None = None,
+        crash_at: CrashPoint | None = None,
+    ) -> None:
+        self.store = store
+        self.services: TravelServices = open_services(store)
+        self.definition = travel_saga(self.services, crash_at=crash_at)
+        self._listeners: list[EventListener] = [] if on_event is None else [on_event]
+        self.runner = SagaRunner(store, registry(self.definition), on_event=self._dispatch)
+
+    def _dispatch(self, execution_id: str, event: Event) -> None:
+        for listener in self._listeners:
+            listener(execution_id, event)
+
+    def close(self) -> None:
+        """Close the services' connections (the store is the caller's)."""
+        self.services.close()
+
+    def book(self, request: BookingRequest) -> Outcome:
+        """Book one trip and drive the saga to rest.
+
+        Raises:
+            InvalidInputError: the request names an unknown flight, hotel or car.
+        """
+        self.services.validate(request)
+        return self.runner.run(self.definition, request.to_payload())
+
+    def resume(self, execution_id: str) -> Outcome:
+        """Resume one execution (id or unique prefix)."""
+        return self.runner.resume(self.store.resolve_id(execution_id))
+
+    def resume_all(self) -> RecoveryReport:
+        """Resume every interrupted execution."""
+        return self.runner.resume_all()
+
+    def compensate(self, execution_id: str) -> Outcome:
+        """Abort one execution by backward recovery."""
+        return self.runner.compensate(self.store.resolve_id(execution_id))
+
+    def inventory(self) -> list[InventoryRow]:
+        """Capacity, availability and reservations per service and resource."""
+        return self.services.inventory()
+
+    def restock(self, capacity: int) -> None:
+        """Set every resource's capacity (for load tests)."""
+        self.services.restock(capacity)
+
+    def check(self) -> AuditReport:
+        """Audit the log against the services."""
+        executions = {
+            record_id: (status, json.loads(payload))
+            for record_id, status, payload in self.store.executions_of(SAGA_NAME)
+        }
+        return audit(executions, self.services)
+
+    def simulate(
+        self,
+        count: int,
+        *,
+        fail: Sequence[str] = (),
+        fail_rate: float = 0.0,
+        seed: int | None = None,
+        progress: Callable[[Outcome], None] | None = None,
+    ) -> SimulationReport:
+        """Book `count` random trips with failure injection.
+
+        Args:
+            count: bookings to make (>= 1).
+            fail: steps that always decline.
+            fail_rate: probability that a booking fails at a step drawn at random.
+            seed: makes the trips and the drawn failures reproducible.
+            progress: called after each booking.
+
+        Raises:
+            InvalidInputError: count below 1 or a rate outside [0, 1].
+        """
+        if count < 1:
+            raise InvalidInputError(f"--count must be at least 1 (got {count})")
+        if not 0.0 <= fail_rate <= 1.0:
+            raise InvalidInputError(f"--fail-rate must be within [0, 1] (got {fail_rate})")
+        BookingRequest("x", "x", fail=tuple(fail))  # validates the step names
+        rng = random.Random(seed)
+        codes = {name: self.services.by_name[name].resource_codes() for name in SERVICES}
+        report = SimulationReport(count=count)
+
+        def tally(_execution_id: str, event: Event) -> None:
+            if event.type is EventType.STEP_FAILED and event.step is not None:
+                report.failures[event.step] += 1
+            elif event.type is EventType.COMPENSATION_SUCCEEDED and event.step is not None:
+                report.released[event.step] += 1
+
+        self._listeners.append(tally)
+        started = time.perf_counter()
+        try:
+            for number in range(count):
+                failing = set(fail)
+                if fail_rate and rng.random() < fail_rate:
+                    failing.add(rng.choice(SERVICES))
+                request = BookingRequest(
+                    flight=rng.choice(codes["flight"]),
+                    hotel=rng.choice(codes["hotel"]),
+                    car=rng.choice(codes["car"]),
+                    customer=f"customer-{number + 1}",
+                    fail=tuple(sorted(failing)),
+                )
+                outcome = self.runner.run(self.definition, request.to_payload())
+                report.outcomes.append(outcome)
+                if outcome.status is SagaStatus.COMPLETED:
+                    report.completed += 1
+                elif outcome.status is SagaStatus.COMPENSATED:
+                    report.compensated += 1
+                elif outcome.status is SagaStatus.STUCK:
+                    report.stuck += 1
+                else:
+                    report.interrupted += 1
+                if progress is not None:
+                    progress(outcome)
+        finally:
+            self._listeners.remove(tally)
+            report.seconds = time.perf_counter() - started
+        return report

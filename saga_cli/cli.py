@@ -1,0 +1,520 @@
+"""The ``saga`` command line: parse, call the library, render, exit.
+
+Only Typer is imported at start-up; each command imports the library and rich
+when it runs, so ``saga --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import IntEnum
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from saga_cli.booking import TravelBooking
+    from saga_cli.runner import Outcome
+    from saga_cli.store import SagaStore
+
+
+class ExitCode(IntEnum):
+    """Exit codes, the same for every command (and listed in the README)."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    COMPENSATED = 3
+    STUCK = 4
+
+
+app = typer.Typer(
+    name="saga",
+    help=(
+        "Durable sagas on a SQLite saga log: book a trip, kill the process, resume it, "
+        "and every booking ends consistent.\n\n"
+        "Try:  saga book --flight FL100 --hotel GRAND --car ECONOMY"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+db_app = typer.Typer(help="Inspect and migrate the saga log's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+DEFAULT_DB = "saga.db"
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
+FailOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--fail",
+        metavar="STEP",
+        help="Make STEP's service decline (flight, hotel, car, confirm). Repeatable.",
+    ),
+]
+CrashOption = Annotated[
+    str | None,
+    typer.Option(
+        "--crash-at",
+        metavar="POINT",
+        help="SIGKILL this process at POINT: STEP:before|after or compensate-STEP:before|after.",
+    ),
+]
+
+
+class _State:
+    """Options given before the command name."""
+
+    db: str = DEFAULT_DB
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"saga {version('saga-cli')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db",
+            envvar="SAGA_DB",
+            metavar="PATH_OR_URL",
+            help="The saga log: a file path or sqlite:///PATH?synchronous=FULL&busy_timeout=5000.",
+        ),
+    ] = DEFAULT_DB,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    state = _State()
+    state.db = db
+    ctx.obj = state
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _errors_to_exit_codes(command: F) -> F:
+    """Turn the library's errors into ``Error: …`` on stderr and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from saga_cli.errors import SagaError
+
+        try:
+            return command(*args, **kwargs)
+        except SagaError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            code = ExitCode.USAGE if exc.bad_input else ExitCode.ERROR
+            raise typer.Exit(code) from None
+        except KeyboardInterrupt:
+            typer.echo(
+                "Interrupted; unfinished executions continue with `saga resume --all`.", err=True
+            )
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+@contextmanager
+def _store(ctx: typer.Context) -> Iterator[SagaStore]:
+    from saga_cli.store import open_store
+
+    store = open_store(ctx.obj.db if ctx.obj else DEFAULT_DB)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def _travel(
+    ctx: typer.Context, *, crash_at: str | None = None, show_steps: bool = False
+) -> Iterator[TravelBooking]:
+    from saga_cli.booking import TravelBooking
+    from saga_cli.services.travel import CrashPoint
+
+    point = CrashPoint.parse(crash_at) if crash_at else None
+    listener = None
+    if show_steps:
+        from saga_cli import render
+
+        console = _console()
+
+        def listener(execution_id: str, event: Any) -> None:
+            render.event_line(console, execution_id, event)
+
+    with _store(ctx) as store:
+        booking = TravelBooking(store, on_event=listener, crash_at=point)
+        try:
+            yield booking
+        finally:
+            booking.close()
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _outcome_code(result: Outcome) -> int:
+    from saga_cli.domain import SagaStatus
+
+    return {
+        SagaStatus.COMPLETED: ExitCode.OK,
+        SagaStatus.COMPENSATED: ExitCode.COMPENSATED,
+        SagaStatus.STUCK: ExitCode.STUCK,
+    }.get(result.status, ExitCode.ERROR)
+
+
+def _finish(result: Outcome, as_json: bool) -> None:
+    if as_json:
+        _print_json(
+            {
+                "id": result.execution_id,
+                "saga": result.saga,
+                "status": result.status.value,
+                "error": result.error,
+                "results": result.results,
+            }
+        )
+    else:
+        from saga_cli import render
+
+        render.outcome(_console(), result)
+    raise typer.Exit(_outcome_code(result))
+
+
+@app.command()
+@_errors_to_exit_codes
+def book(
+    ctx: typer.Context,
+    flight: Annotated[str, typer.Option(help="Flight code, e.g. FL100 (see `saga inventory`).")],
+    hotel: Annotated[str, typer.Option(help="Hotel code, e.g. GRAND.")],
+    car: Annotated[str | None, typer.Option(help="Car class, e.g. ECONOMY (optional).")] = None,
+    customer: Annotated[str, typer.Option(help="Name on the booking.")] = "guest",
+    fail: FailOption = None,
+    crash_at: CrashOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Book a trip: reserve flight, hotel and car, then confirm; compensate on failure.
+
+    Example: saga book --flight FL100 --hotel GRAND --car ECONOMY --fail car
+    """
+    from saga_cli.services.travel import BookingRequest
+
+    request = BookingRequest(flight, hotel, car, customer, tuple(fail or ()))
+    with _travel(ctx, crash_at=crash_at, show_steps=not as_json) as travel:
+        result = travel.book(request)
+    _finish(result, as_json)
+
+
+@app.command("list")
+@_errors_to_exit_codes
+def list_(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this status: pending, running, compensating, completed, compensated, stuck."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most N executions.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """List executions, newest first; interrupted ones are marked.
+
+    Example: saga list --status compensated --limit 5
+    """
+    from saga_cli.domain import SagaStatus
+    from saga_cli.errors import InvalidInputError
+    from saga_cli.views import is_interrupted, summary_json
+
+    wanted = None
+    if status is not None:
+        try:
+            wanted = SagaStatus(status)
+        except ValueError:
+            names = ", ".join(s.value for s in SagaStatus)
+            raise InvalidInputError(f"unknown status {status!r}; choose from {names}") from None
+    with _store(ctx) as store:
+        records = store.list_executions(status=wanted, limit=limit)
+    rows = [(record, is_interrupted(record)) for record in records]
+    if as_json:
+        _print_json([summary_json(record, interrupted) for record, interrupted in rows])
+        return
+    from saga_cli import render
+
+    render.executions(_console(), rows)
+
+
+@app.command()
+@_errors_to_exit_codes
+def show(
+    ctx: typer.Context,
+    execution_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one execution: its steps and the full transition log.
+
+    Example: saga show 3f2a
+    """
+    from saga_cli.services.travel import SAGA_NAME, STEPS
+    from saga_cli.views import describe
+
+    with _store(ctx) as store:
+        view = describe(store, execution_id)
+        if view.record.saga == SAGA_NAME:
+            view = describe(store, view.record.id, STEPS)
+    if as_json:
+        _print_json(view.as_json())
+        return
+    from saga_cli import render
+
+    render.execution(_console(), view)
+
+
+@app.command()
+@_errors_to_exit_codes
+def resume(
+    ctx: typer.Context,
+    execution_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="Execution id or a unique prefix.")
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Resume every interrupted execution.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Continue an interrupted execution from the log (or all of them with --all).
+
+    Example: saga resume --all
+    """
+    from saga_cli.errors import InvalidInputError
+
+    if all_ == (execution_id is not None):
+        raise InvalidInputError("give either an execution ID or --all")
+    with _travel(ctx, show_steps=not as_json and not all_) as travel:
+        if execution_id is not None:
+            result = travel.resume(execution_id)
+        else:
+            report = travel.resume_all()
+    if execution_id is not None:
+        _finish(result, as_json)
+    if as_json:
+        _print_json(
+            {
+                "resumed": len(report.outcomes),
+                "busy": report.busy,
+                "outcomes": [
+                    {"id": o.execution_id, "status": o.status.value} for o in report.outcomes
+                ],
+            }
+        )
+    else:
+        from saga_cli import render
+
+        render.recovery(_console(), report)
+    from saga_cli.domain import SagaStatus
+
+    if any(o.status is SagaStatus.STUCK for o in report.outcomes):
+        raise typer.Exit(ExitCode.STUCK)
+
+
+@app.command()
+@_errors_to_exit_codes
+def compensate(
+    ctx: typer.Context,
+    execution_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Abort an unfinished execution: compensate its completed steps in reverse.
+
+    Example: saga compensate 3f2a
+    """
+    with _travel(ctx, show_steps=not as_json) as travel:
+        result = travel.compensate(execution_id)
+    _finish(result, as_json)
+
+
+@app.command()
+@_errors_to_exit_codes
+def simulate(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option(help="How many bookings to make.")] = 10,
+    fail: FailOption = None,
+    fail_rate: Annotated[
+        float, typer.Option(metavar="P", help="Chance that a booking fails at a random step.")
+    ] = 0.0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for reproducible trips and failures.")
+    ] = None,
+    crash_at: CrashOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run a batch of random bookings with failure injection, then summarise.
+
+    Example: saga simulate --count 50 --fail-rate 0.2 --seed 7
+    """
+    from saga_cli.errors import InvalidInputError
+
+    if count < 1:
+        raise InvalidInputError(f"--count must be at least 1 (got {count})")
+    if not 0.0 <= fail_rate <= 1.0:
+        raise InvalidInputError(f"--fail-rate must be within [0, 1] (got {fail_rate})")
+    from rich.progress import Progress
+
+    from saga_cli import render
+
+    with (
+        _travel(ctx, crash_at=crash_at) as travel,
+        Progress(console=_console(stderr=True), transient=True, disable=as_json) as progress,
+    ):
+        task = progress.add_task("booking", total=count)
+        report = travel.simulate(
+            count,
+            fail=tuple(fail or ()),
+            fail_rate=fail_rate,
+            seed=seed,
+            progress=lambda _outcome: progress.advance(task),
+        )
+    if as_json:
+        _print_json(report.as_json())
+    else:
+        render.simulation(_console(), report)
+
+
+@app.command()
+@_errors_to_exit_codes
+def faults() -> None:
+    """List every failure-injection option and what it does.
+
+    Example: saga faults
+    """
+    from saga_cli import render
+    from saga_cli.services.travel import FAULT_OPTIONS
+
+    render.faults(_console(), FAULT_OPTIONS)
+
+
+@app.command()
+@_errors_to_exit_codes
+def inventory(
+    ctx: typer.Context,
+    restock: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="First set every resource's capacity to N (load tests)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show each service's resources: capacity, available, pending, confirmed.
+
+    Example: saga inventory --json
+    """
+    with _travel(ctx) as travel:
+        if restock is not None:
+            travel.restock(restock)
+        rows = travel.inventory()
+    if as_json:
+        _print_json(
+            [
+                {
+                    "service": r.service,
+                    "resource": r.resource,
+                    "name": r.name,
+                    "capacity": r.capacity,
+                    "available": r.available,
+                    "pending": r.pending,
+                    "confirmed": r.confirmed,
+                }
+                for r in rows
+            ]
+        )
+        return
+    from saga_cli import render
+
+    render.inventory(_console(), rows)
+
+
+@app.command()
+@_errors_to_exit_codes
+def check(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Audit the log against the services; exit 1 if anything is inconsistent.
+
+    Example: saga check
+    """
+    with _travel(ctx) as travel:
+        report = travel.check()
+    if as_json:
+        _print_json({"consistent": report.consistent, "violations": report.violations})
+    else:
+        from saga_cli import render
+
+        render.audit(_console(), report)
+    if not report.consistent:
+        raise typer.Exit(ExitCode.ERROR)
+
+
+@db_app.command("upgrade")
+@_errors_to_exit_codes
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply pending schema migrations (every command also does this on first use).
+
+    Example: saga db upgrade
+    """
+    from saga_cli.store.migrate import HEAD_REVISION
+
+    with _store(ctx) as store:
+        typer.echo(f"{store.url}: schema at revision {HEAD_REVISION} (latest)")
+
+
+@db_app.command("status")
+@_errors_to_exit_codes
+def db_status(ctx: typer.Context) -> None:
+    """Show the applied and pending schema revisions, without writing anything.
+
+    Example: saga db status
+    """
+    from saga_cli.store.migrate import KNOWN_REVISIONS
+    from saga_cli.store.sqlite import read_revision
+
+    path, current = read_revision(ctx.obj.db if ctx.obj else DEFAULT_DB)
+    applied = (
+        KNOWN_REVISIONS[: KNOWN_REVISIONS.index(current) + 1] if current in KNOWN_REVISIONS else ()
+    )
+    pending = [r for r in KNOWN_REVISIONS if r not in applied]
+    typer.echo(f"{path}: revision {current or 'none (empty or new database)'}")
+    typer.echo(f"applied: {', '.join(applied) or '-'}")
+    typer.echo(f"pending: {', '.join(pending) or '-'}")
+    if current is not None and current not in KNOWN_REVISIONS:
+        typer.echo("this database is newer than this saga; upgrade saga-cli", err=True)
+        raise typer.Exit(ExitCode.USAGE)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    app()

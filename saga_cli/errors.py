@@ -1,0 +1,84 @@
+"""Exceptions raised by saga_cli, rooted at :class:`SagaError`.
+
+The library raises these and never prints or exits; the CLI turns them into a
+one-line message and an exit code. ``bad_input`` marks the errors that are the
+caller's to fix (exit 2) as opposed to runtime failures (exit 1).
+"""
+
+from __future__ import annotations
+
+
+class SagaError(Exception):
+    """Base of every error saga_cli raises on purpose."""
+
+    bad_input = False
+
+
+class InvalidInputError(SagaError):
+    """Raised when an argument, payload or option is malformed or out of range."""
+
+    bad_input = True
+
+
+class DefinitionError(InvalidInputError):
+    """Raised when a saga definition is inconsistent (names, kinds, compensations)."""
+
+
+class UnknownExecutionError(InvalidInputError):
+    """Raised when no execution matches an id or id prefix."""
+
+
+class AmbiguousIdError(InvalidInputError):
+    """Raised when an id prefix matches more than one execution."""
+
+
+class UnknownSagaError(InvalidInputError):
+    """Raised when an execution names a saga definition this process does not know."""
+
+
+class StoreError(SagaError):
+    """Raised when the saga log cannot be read or written."""
+
+
+class NotADatabaseError(StoreError):
+    """Raised when the --db file exists but is not a SQLite database (it is left untouched)."""
+
+    bad_input = True
+
+
+class SchemaTooNewError(StoreError):
+    """Raised when the log was migrated by a newer saga than this one."""
+
+    bad_input = True
+
+
+class DatabaseLockedError(StoreError):
+    """Raised when another writer held the database past the busy timeout."""
+
+
+class MigrationError(StoreError):
+    """Raised when applying the schema migrations fails (the version is left unchanged)."""
+
+
+class ExecutionBusyError(SagaError):
+    """Raised when another live process holds the execution's lease."""
+
+
+class LeaseLostError(SagaError):
+    """Raised when a write is refused because another owner took the execution over."""
+
+
+class IllegalTransitionError(SagaError):
+    """Raised when an event does not fit the execution's state (a corrupt or foreign log)."""
+
+
+class StepError(SagaError):
+    """Base of the errors a step's action or compensation raises to steer the runner."""
+
+
+class BusinessError(StepError):
+    """A participant refused the request (no availability, declined card): compensate at once."""
+
+
+class TransientError(StepError):
+    """A participant failed in a way worth retrying (timeout, connection reset)."""

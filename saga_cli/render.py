@@ -1,0 +1,224 @@
+"""Rich rendering of library results. Never touches the database.
+
+Colour and width come from rich's own detection, so ``NO_COLOR`` and
+``COLUMNS`` are honoured, and output piped to a file has no escape codes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from saga_cli.booking import SimulationReport
+from saga_cli.domain import Event, EventType, SagaStatus
+from saga_cli.runner import Outcome, RecoveryReport
+from saga_cli.services.travel import AuditReport, FaultOption, InventoryRow
+from saga_cli.store import ExecutionRecord
+from saga_cli.views import ExecutionView
+
+STATUS_STYLE = {
+    SagaStatus.PENDING: "dim",
+    SagaStatus.RUNNING: "cyan",
+    SagaStatus.COMPENSATING: "yellow",
+    SagaStatus.COMPLETED: "green",
+    SagaStatus.COMPENSATED: "magenta",
+    SagaStatus.STUCK: "bold red",
+}
+
+EVENT_LINE = {
+    EventType.SAGA_STARTED: ("•", "saga started", "dim"),
+    EventType.SAGA_RESUMED: ("↻", "resumed from the log", "cyan"),
+    EventType.STEP_STARTED: ("→", "started", "dim"),
+    EventType.STEP_SUCCEEDED: ("✓", "succeeded", "green"),
+    EventType.STEP_FAILED: ("✗", "failed", "red"),
+    EventType.COMPENSATION_REQUESTED: ("↩", "compensation requested", "yellow"),
+    EventType.COMPENSATION_STARTED: ("↩", "compensating", "dim"),
+    EventType.COMPENSATION_SUCCEEDED: ("↩", "compensated", "magenta"),
+    EventType.COMPENSATION_FAILED: ("✗", "compensation failed", "red"),
+    EventType.SAGA_COMPLETED: ("✓", "saga completed", "bold green"),
+    EventType.SAGA_COMPENSATED: ("✗", "saga compensated", "bold magenta"),
+    EventType.SAGA_STUCK: ("!", "saga stuck: needs attention", "bold red"),
+}
+
+
+def _time(at: float | None) -> str:
+    if at is None:
+        return ""
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _status(status: SagaStatus, interrupted: bool = False) -> Text:
+    text = Text(status.value, style=STATUS_STYLE[status])
+    if interrupted:
+        text.append(" (interrupted)", style="bold yellow")
+    return text
+
+
+def _detail(event: Event) -> str:
+    detail = event.detail or {}
+    if "error" in detail:
+        retry = " (will retry)" if detail.get("retry_at") is not None else ""
+        return f"{detail['error']}{retry}"
+    if "reason" in detail:
+        return str(detail["reason"])
+    return ""
+
+
+def event_line(console: Console, execution_id: str, event: Event) -> None:
+    """Print one durable event as a progress line (``saga book``)."""
+    if event.type is EventType.STEP_STARTED and event.attempt <= 1:
+        return  # the outcome line follows at once; keep the display short
+    if event.type is EventType.COMPENSATION_STARTED and event.attempt <= 1:
+        return
+    mark, words, style = EVENT_LINE[event.type]
+    step = f"{event.step:<8} " if event.step else ""
+    attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+    extra = _detail(event)
+    line = Text(f"  {mark} ", style=style)
+    line.append(f"{step}{words}{attempt}")
+    if extra:
+        line.append(f"  {extra}", style="dim")
+    console.print(line)
+
+
+def outcome(console: Console, result: Outcome) -> None:
+    """Print the one-line result of a saga."""
+    line = Text(f"{result.execution_id}  ")
+    line.append_text(_status(result.status))
+    if result.error and result.status is not SagaStatus.COMPLETED:
+        line.append(f"  ({result.error})", style="dim")
+    console.print(line)
+
+
+def executions(console: Console, rows: Sequence[tuple[ExecutionRecord, bool]]) -> None:
+    """Print ``saga list``."""
+    if not rows:
+        console.print("No executions match.")
+        return
+    table = Table(title="Saga executions (newest first)")
+    table.add_column("id", no_wrap=True)
+    table.add_column("saga", min_width=6, overflow="fold")
+    table.add_column("status", min_width=9)
+    table.add_column("step", min_width=4, overflow="fold")
+    table.add_column("created (UTC)", no_wrap=True)
+    for record, interrupted in rows:
+        table.add_row(
+            record.id[:12],
+            record.saga,
+            _status(record.status, interrupted),
+            record.step or "",
+            _time(record.created_at),
+        )
+    console.print(table)
+
+
+def execution(console: Console, view: ExecutionView) -> None:
+    """Print ``saga show``: the step summary, then the transition log."""
+    record = view.record
+    header = Text(f"{record.id}  {record.saga}  ")
+    header.append_text(_status(record.status, view.interrupted))
+    console.print(header)
+    console.print(f"payload: {record.payload}", style="dim", markup=False, highlight=False)
+    steps = Table(title="Steps")
+    for column in ("step", "status", "attempts", "duration", "compensation", "error"):
+        steps.add_column(column)
+    for step in view.steps:
+        duration = "" if step.duration is None else f"{step.duration * 1000:.1f} ms"
+        steps.add_row(
+            step.name,
+            step.status,
+            str(step.attempts),
+            duration,
+            str(step.compensation_attempts or ""),
+            step.error or "",
+        )
+    console.print(steps)
+    log = Table(title="Transition log")
+    for column in ("seq", "time (UTC)", "step", "event", "attempt", "detail"):
+        log.add_column(column)
+    for event in view.events:
+        log.add_row(
+            str(event.seq),
+            _time(event.at) + f".{int(event.at * 1000) % 1000:03d}",
+            event.step or "",
+            event.type.value,
+            str(event.attempt or ""),
+            _detail(event),
+        )
+    console.print(log)
+
+
+def simulation(console: Console, report: SimulationReport) -> None:
+    """Print the summary table of ``saga simulate``."""
+    table = Table(title=f"Simulation: {report.count} bookings in {report.seconds:.2f} s")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    table.add_row(Text("completed", style="green"), str(report.completed))
+    table.add_row(Text("compensated", style="magenta"), str(report.compensated))
+    table.add_row(Text("stuck", style="red"), str(report.stuck))
+    table.add_row("interrupted", str(report.interrupted))
+    for step, count in sorted(report.failures.items()):
+        table.add_row(f"failures at {step}", str(count))
+    for step, count in sorted(report.released.items()):
+        table.add_row(f"{step} reservations released", str(count))
+    console.print(table)
+
+
+def faults(console: Console, options: Sequence[FaultOption]) -> None:
+    """Print ``saga faults``."""
+    table = Table(title="Failure injection")
+    table.add_column("option", no_wrap=True)
+    table.add_column("commands", no_wrap=True)
+    table.add_column("what it does")
+    for option in options:
+        table.add_row(option.option, option.commands, option.effect)
+    console.print(table)
+
+
+def inventory(console: Console, rows: Sequence[InventoryRow]) -> None:
+    """Print ``saga inventory``."""
+    table = Table(title="Inventory")
+    table.add_column("service")
+    table.add_column("resource")
+    table.add_column("name", no_wrap=True, max_width=24, overflow="ellipsis")
+    for column in ("capacity", "available", "pending", "confirmed"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row.service,
+            row.resource,
+            row.name,
+            str(row.capacity),
+            Text(str(row.available), style="red" if row.available == 0 else ""),
+            str(row.pending),
+            str(row.confirmed),
+        )
+    console.print(table)
+
+
+def audit(console: Console, report: AuditReport) -> None:
+    """Print ``saga check``."""
+    if report.consistent:
+        console.print(
+            f"[green]consistent[/]: {report.executions} executions, "
+            f"{report.reservations} reservations, capacity conserved"
+        )
+        return
+    console.print(f"[bold red]{len(report.violations)} violation(s)[/]")
+    for violation in report.violations:
+        console.print(f"  - {violation}", markup=False)
+
+
+def recovery(console: Console, report: RecoveryReport) -> None:
+    """Print the summary of ``saga resume --all``."""
+    counts: dict[str, int] = {}
+    for result in report.outcomes:
+        counts[result.status.value] = counts.get(result.status.value, 0) + 1
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
+    console.print(f"Resumed {len(report.outcomes)} execution(s): {parts}.")
+    if report.busy:
+        console.print(f"Skipped {len(report.busy)} owned by a live process.")

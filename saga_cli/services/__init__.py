@@ -1,0 +1,1 @@
+"""Participants: the demo microservices the sagas call."""

@@ -1,0 +1,603 @@
+"""The demo travel services (flight, hotel, car) and the booking saga built on them.
+
+Each service behaves as a separate microservice: it owns its tables
+(``<service>_resource`` and ``<service>_reservation``), opens its own
+connection and commits its own transactions; it never shares one with the
+saga log. Reservations are keyed by the idempotency key the orchestrator
+passes, which makes every call safe to repeat:
+
+* reserving twice with a key returns the first reservation;
+* cancelling twice releases the capacity once;
+* cancelling a key that was never reserved leaves a tombstone, so a reserve
+  that arrives late is refused instead of leaking capacity.
+
+Capacity is taken with a conditional ``UPDATE … WHERE available > 0`` (and a
+CHECK constraint), never read-then-write, so concurrent sagas cannot overbook.
+Failure injection lives here, not in the engine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from saga_cli.domain import (
+    DEFAULT_RETRIABLE_RETRY,
+    SagaDefinition,
+    SagaStatus,
+    Step,
+    StepContext,
+    StepKind,
+)
+from saga_cli.errors import BusinessError, InvalidInputError, StoreError, TransientError
+from saga_cli.store.sqlite import translate_errors
+
+SERVICES = ("flight", "hotel", "car")
+SAGA_NAME = "travel-booking"
+STEPS = (*SERVICES, "confirm")
+Connect = Callable[[], sqlite3.Connection]
+
+
+class NoAvailabilityError(BusinessError):
+    """Raised when a resource has no capacity left."""
+
+
+class ReservationRefusedError(BusinessError):
+    """Raised when a reserve arrives for a key that was already cancelled (a tombstone)."""
+
+
+class InjectedFailureError(BusinessError):
+    """Raised by ``--fail STEP``: the service declines the request."""
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRow:
+    """One resource of one service, with where its capacity went."""
+
+    service: str
+    resource: str
+    name: str
+    capacity: int
+    available: int
+    pending: int
+    confirmed: int
+
+
+class ReservationService:
+    """One travel microservice over its own two tables."""
+
+    def __init__(self, name: str, connect: Connect, path: str) -> None:
+        if name not in SERVICES:
+            raise InvalidInputError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+        self.name = name
+        self._connect = connect
+        self._path = path
+        self._local = threading.local()
+        self._resources = f"{name}_resource"
+        self._reservations = f"{name}_reservation"
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        with translate_errors(self._path):
+            cursor = self._db().cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+
+    def reserve(self, key: str, saga_id: str, resource: str, customer: str) -> dict[str, Any]:
+        """Hold one unit of `resource` as a pending reservation under `key`.
+
+        Raises:
+            NoAvailabilityError: nothing left.
+            ReservationRefusedError: `key` was cancelled before this arrived.
+        """
+        with self._transaction() as cur:
+            row = cur.execute(
+                f"SELECT status, resource FROM {self._reservations} WHERE key=?", (key,)
+            ).fetchone()
+            if row is not None:
+                if row[0] == "canceled":
+                    raise ReservationRefusedError(
+                        f"{self.name} reservation {key} was cancelled before the request arrived"
+                    )
+                return {"reservation": key, "resource": row[1]}
+            taken = cur.execute(
+                f"UPDATE {self._resources} SET available = available - 1"
+                " WHERE code=? AND available > 0",
+                (resource,),
+            ).rowcount
+            if taken != 1:
+                raise NoAvailabilityError(f"no {self.name} availability for {resource}")
+            now = time.time()
+            cur.execute(
+                f"INSERT INTO {self._reservations}"
+                " (key, saga_id, resource, customer, status, created_at, updated_at)"
+                " VALUES (?,?,?,?,'pending',?,?)",
+                (key, saga_id, resource, customer, now, now),
+            )
+        return {"reservation": key, "resource": resource}
+
+    def cancel(self, key: str, saga_id: str) -> dict[str, Any]:
+        """Release the reservation under `key`, once; tombstone it if it never arrived."""
+        with self._transaction() as cur:
+            row = cur.execute(
+                f"SELECT status, resource FROM {self._reservations} WHERE key=?", (key,)
+            ).fetchone()
+            now = time.time()
+            if row is None:
+                cur.execute(
+                    f"INSERT INTO {self._reservations}"
+                    " (key, saga_id, resource, customer, status, created_at, updated_at)"
+                    " VALUES (?,?,NULL,NULL,'canceled',?,?)",
+                    (key, saga_id, now, now),
+                )
+                return {"canceled": key, "tombstone": True}
+            if row[0] == "canceled":
+                return {"canceled": key, "already": True}
+            cur.execute(
+                f"UPDATE {self._reservations} SET status='canceled', updated_at=? WHERE key=?",
+                (now, key),
+            )
+            cur.execute(
+                f"UPDATE {self._resources} SET available = available + 1 WHERE code=?", (row[1],)
+            )
+        return {"canceled": key}
+
+    def confirm(self, key: str) -> dict[str, Any]:
+        """Turn a pending reservation into a confirmed one (releases the semantic lock).
+
+        Raises:
+            TransientError: the reservation is missing or cancelled; the saga
+                cannot confirm what it does not hold (an operator must look).
+        """
+        with self._transaction() as cur:
+            changed = cur.execute(
+                f"UPDATE {self._reservations} SET status='confirmed', updated_at=?"
+                " WHERE key=? AND status='pending'",
+                (time.time(), key),
+            ).rowcount
+            if changed:
+                return {"confirmed": key}
+            row = cur.execute(
+                f"SELECT status FROM {self._reservations} WHERE key=?", (key,)
+            ).fetchone()
+        if row is not None and row[0] == "confirmed":
+            return {"confirmed": key, "already": True}
+        raise TransientError(f"{self.name} reservation {key} is {row[0] if row else 'missing'}")
+
+    def resource_codes(self) -> list[str]:
+        """Codes of the resources this service offers."""
+        with translate_errors(self._path):
+            rows = self._db().execute(f"SELECT code FROM {self._resources} ORDER BY code")
+            return [r[0] for r in rows]
+
+    def inventory(self) -> list[InventoryRow]:
+        """Capacity and where it went, per resource."""
+        sql = (
+            f"SELECT r.code, r.name, r.capacity, r.available,"
+            f" (SELECT COUNT(*) FROM {self._reservations} v"
+            f"   WHERE v.resource = r.code AND v.status = 'pending'),"
+            f" (SELECT COUNT(*) FROM {self._reservations} v"
+            f"   WHERE v.resource = r.code AND v.status = 'confirmed')"
+            f" FROM {self._resources} r ORDER BY r.code"
+        )
+        with translate_errors(self._path):
+            rows = self._db().execute(sql).fetchall()
+        return [InventoryRow(self.name, *row) for row in rows]
+
+    def reservations(self) -> list[tuple[str, str, str | None, str]]:
+        """Every reservation as (key, saga_id, resource, status), tombstones included."""
+        with translate_errors(self._path):
+            return list(
+                self._db().execute(
+                    f"SELECT key, saga_id, resource, status FROM {self._reservations}"
+                )
+            )
+
+    def restock(self, capacity: int) -> None:
+        """Set every resource's capacity, keeping what is reserved.
+
+        Raises:
+            InvalidInputError: `capacity` is below what is already reserved.
+        """
+        with self._transaction() as cur:
+            held = cur.execute(
+                f"SELECT MAX(capacity - available) FROM {self._resources}"
+            ).fetchone()[0]
+            if capacity < (held or 0):
+                raise InvalidInputError(
+                    f"capacity {capacity} is below the {held} {self.name} units already reserved"
+                )
+            cur.execute(
+                f"UPDATE {self._resources}"
+                " SET available = ? - (capacity - available), capacity = ?",
+                (capacity, capacity),
+            )
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+class TravelServices:
+    """The three services, each with its own connection to its own tables."""
+
+    def __init__(self, connect: Connect, path: str) -> None:
+        self.flight = ReservationService("flight", connect, path)
+        self.hotel = ReservationService("hotel", connect, path)
+        self.car = ReservationService("car", connect, path)
+        self.by_name: dict[str, ReservationService] = {
+            "flight": self.flight,
+            "hotel": self.hotel,
+            "car": self.car,
+        }
+
+    def inventory(self) -> list[InventoryRow]:
+        """Inventory of every service."""
+        return [row for service in self.by_name.values() for row in service.inventory()]
+
+    def restock(self, capacity: int) -> None:
+        """Set every resource of every service to `capacity`."""
+        if capacity < 1:
+            raise InvalidInputError("capacity must be at least 1")
+        for service in self.by_name.values():
+            service.restock(capacity)
+
+    def validate(self, request: BookingRequest) -> None:
+        """Refuse a request that names a resource no service offers.
+
+        Raises:
+            InvalidInputError: naming the unknown code and the known ones.
+        """
+        for service, code in request.resources().items():
+            known = self.by_name[service].resource_codes()
+            if code not in known:
+                raise InvalidInputError(f"unknown {service} {code!r}; known: {', '.join(known)}")
+
+    def close(self) -> None:
+        """Close the services' connections."""
+        for service in self.by_name.values():
+            service.close()
+
+
+# -- the booking request -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BookingRequest:
+    """A trip to book: the payload of a travel-booking execution.
+
+    ``fail`` names steps whose service declines (failure injection); it is
+    part of the payload so a resumed execution keeps failing the same way.
+    """
+
+    flight: str
+    hotel: str
+    car: str | None = None
+    customer: str = "guest"
+    fail: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for step in self.fail:
+            if step not in STEPS:
+                raise InvalidInputError(
+                    f"unknown step {step!r} in --fail; steps: {', '.join(STEPS)}"
+                )
+        if not self.flight or not self.hotel:
+            raise InvalidInputError("a booking needs a flight and a hotel")
+
+    def resources(self) -> dict[str, str]:
+        """The resource code requested from each service."""
+        wanted = {"flight": self.flight, "hotel": self.hotel}
+        if self.car:
+            wanted["car"] = self.car
+        return wanted
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON payload stored in the log."""
+        return {
+            "flight": self.flight,
+            "hotel": self.hotel,
+            "car": self.car,
+            "customer": self.customer,
+            "fail": list(self.fail),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> BookingRequest:
+        """Parse a stored payload.
+
+        Raises:
+            InvalidInputError: a field is missing or of the wrong type.
+        """
+        try:
+            car = payload.get("car")
+            return cls(
+                flight=str(payload["flight"]),
+                hotel=str(payload["hotel"]),
+                car=None if car is None else str(car),
+                customer=str(payload.get("customer", "guest")),
+                fail=tuple(str(s) for s in payload.get("fail", ())),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise InvalidInputError(f"malformed booking payload: {exc}") from None
+
+
+# -- crash points and the saga definition ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CrashPoint:
+    """Where ``--crash-at`` kills the process: ``STEP:before|after`` or ``compensate-STEP:…``."""
+
+    step: str
+    compensation: bool
+    when: str
+
+    @classmethod
+    def parse(cls, text: str) -> CrashPoint:
+        """Parse ``car:after`` or ``compensate-hotel:before``.
+
+        Raises:
+            InvalidInputError: unknown step or moment.
+        """
+        target, _, when = text.partition(":")
+        compensation = target.startswith("compensate-")
+        step = target.removeprefix("compensate-")
+        if when not in ("before", "after"):
+            raise InvalidInputError(
+                f"crash point {text!r} must end in :before or :after (e.g. car:after)"
+            )
+        valid = SERVICES if compensation else STEPS
+        if step not in valid:
+            prefix = "compensate-" if compensation else ""
+            raise InvalidInputError(
+                f"unknown step {step!r} in crash point {text!r}; choose from "
+                + ", ".join(f"{prefix}{s}" for s in valid)
+            )
+        return cls(step, compensation, when)
+
+    def __str__(self) -> str:
+        return f"{'compensate-' if self.compensation else ''}{self.step}:{self.when}"
+
+
+def all_crash_points() -> list[CrashPoint]:
+    """Every crash point of the travel saga, in execution order."""
+    points = [CrashPoint(s, False, w) for s in STEPS for w in ("before", "after")]
+    points += [CrashPoint(s, True, w) for s in reversed(SERVICES) for w in ("before", "after")]
+    return points
+
+
+def _die() -> None:
+    """Kill this process the hard way: no cleanup, no finally blocks, no flush."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(slots=True)
+class _Faults:
+    crash_at: CrashPoint | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def wrap(
+        self, step: str, compensation: bool, call: Callable[[StepContext], Any]
+    ) -> Callable[[StepContext], Any]:
+        point = self.crash_at
+        if point is None or point.step != step or point.compensation != compensation:
+            return call
+        when = point.when
+
+        def crashing(ctx: StepContext) -> Any:
+            if when == "before":
+                _die()
+            result = call(ctx)
+            _die()
+            return result
+
+        return crashing
+
+
+def travel_saga(services: TravelServices, *, crash_at: CrashPoint | None = None) -> SagaDefinition:
+    """The seed's travel booking: flight, hotel, car, then confirm.
+
+    The three reservations are compensatable and stay ``pending`` (a semantic
+    lock) until the retriable ``confirm`` step turns them ``confirmed``.
+    """
+    faults = _Faults(crash_at)
+
+    def reserver(service: ReservationService) -> Callable[[StepContext], Any]:
+        def reserve(ctx: StepContext) -> Any:
+            request = BookingRequest.from_payload(ctx.payload)
+            code = request.resources().get(service.name)
+            if code is None:
+                return {"skipped": True}
+            if service.name in request.fail:
+                raise InjectedFailureError(f"{service.name} declined the booking (--fail)")
+            return service.reserve(ctx.key, ctx.execution_id, code, request.customer)
+
+        return reserve
+
+    def canceller(service: ReservationService) -> Callable[[StepContext], Any]:
+        def cancel(ctx: StepContext) -> Any:
+            if service.name not in BookingRequest.from_payload(ctx.payload).resources():
+                return {"skipped": True}
+            return service.cancel(ctx.action_key, ctx.execution_id)
+
+        return cancel
+
+    def confirm(ctx: StepContext) -> Any:
+        request = BookingRequest.from_payload(ctx.payload)
+        if "confirm" in request.fail:
+            raise TransientError("confirmation failed (--fail confirm)")
+        for name in request.resources():
+            services.by_name[name].confirm(f"{ctx.execution_id}:{name}")
+        return {"confirmed": sorted(request.resources())}
+
+    steps = [
+        Step(
+            name,
+            faults.wrap(name, False, reserver(services.by_name[name])),
+            faults.wrap(name, True, canceller(services.by_name[name])),
+        )
+        for name in SERVICES
+    ]
+    steps.append(
+        Step(
+            "confirm",
+            faults.wrap("confirm", False, confirm),
+            kind=StepKind.RETRIABLE,
+            retry=DEFAULT_RETRIABLE_RETRY,
+        )
+    )
+    return SagaDefinition(SAGA_NAME, tuple(steps))
+
+
+# -- the audit ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """Result of ``saga check``."""
+
+    violations: list[str]
+    executions: int
+    reservations: int
+
+    @property
+    def consistent(self) -> bool:
+        """True when no violation was found."""
+        return not self.violations
+
+
+def audit(
+    executions: Mapping[str, tuple[SagaStatus, Mapping[str, Any]]], services: TravelServices
+) -> AuditReport:
+    """Check the log against the services.
+
+    Args:
+        executions: travel-booking executions by id: (status, payload).
+        services: the services to inspect.
+
+    Checks that each completed execution holds a confirmed reservation at
+    every service it booked, each compensated one holds none, no reservation
+    belongs to no execution, and every resource's capacity is conserved.
+    """
+    violations: list[str] = []
+    held: dict[str, dict[str, str]] = {}
+    total = 0
+    for name, service in services.by_name.items():
+        for key, saga_id, resource, status in service.reservations():
+            total += 1
+            if saga_id not in executions:
+                violations.append(f"{name} reservation {key} belongs to no execution")
+                continue
+            if status != "canceled":
+                held.setdefault(saga_id, {})[name] = status
+            if resource is None and status != "canceled":
+                violations.append(f"{name} reservation {key} holds no resource")
+    for execution_id, (status, payload) in executions.items():
+        holding = held.get(execution_id, {})
+        if status is SagaStatus.COMPLETED:
+            try:
+                wanted = BookingRequest.from_payload(payload).resources()
+            except InvalidInputError:
+                violations.append(f"execution {execution_id} has a malformed payload")
+                continue
+            for name in wanted:
+                if holding.get(name) != "confirmed":
+                    violations.append(
+                        f"completed execution {execution_id} has {name} reservation "
+                        f"{holding.get(name, 'missing')}, expected confirmed"
+                    )
+        elif status is SagaStatus.COMPENSATED:
+            for name, state in holding.items():
+                violations.append(
+                    f"compensated execution {execution_id} still holds a {state} {name} reservation"
+                )
+    for row in services.inventory():
+        if row.available + row.pending + row.confirmed != row.capacity or row.available < 0:
+            violations.append(
+                f"{row.service} {row.resource}: capacity {row.capacity} != available "
+                f"{row.available} + pending {row.pending} + confirmed {row.confirmed}"
+            )
+    return AuditReport(violations, len(executions), total)
+
+
+def open_services(store: Any) -> TravelServices:
+    """The travel services on the same database as `store` (separate connections).
+
+    Raises:
+        StoreError: the store's backend cannot host the demo services.
+    """
+    connect = getattr(store, "connect", None)
+    if connect is None:
+        raise StoreError("the travel services need a SQLite saga log")
+    return TravelServices(connect, store.url)
+
+
+@dataclass(frozen=True, slots=True)
+class FaultOption:
+    """One failure-injection option, as ``saga faults`` lists it."""
+
+    option: str
+    commands: str
+    effect: str
+
+
+FAULT_OPTIONS = (
+    FaultOption(
+        "--fail STEP",
+        "book, simulate",
+        "The STEP service declines (a business failure); completed steps are compensated "
+        "in reverse. STEP: flight, hotel, car, or confirm (confirm is retried, then stuck). "
+        "Repeatable.",
+    ),
+    FaultOption(
+        "--fail-rate P",
+        "simulate",
+        "Each booking fails with probability P at a flight, hotel or car step drawn at "
+        "random; reproducible with --seed.",
+    ),
+    FaultOption(
+        "--crash-at STEP:before",
+        "book, simulate",
+        "SIGKILL this process after STEP's started record is durable, before its service "
+        "runs. `saga resume` calls the service again with the same key.",
+    ),
+    FaultOption(
+        "--crash-at STEP:after",
+        "book, simulate",
+        "SIGKILL after STEP's service committed, before the outcome is recorded. The "
+        "resumed call is answered from the service's idempotency record.",
+    ),
+    FaultOption(
+        "--crash-at compensate-STEP:before|after",
+        "book, simulate",
+        "The same two crash points around STEP's compensation (combine with --fail to reach them).",
+    ),
+    FaultOption(
+        "(scarce catalogue)",
+        "book, simulate",
+        "Capacities are small, cars the scarcest, so bookings run out of cars naturally "
+        "and compensate; `saga inventory --restock N` refills every resource to N.",
+    ),
+)

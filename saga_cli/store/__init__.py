@@ -1,0 +1,150 @@
+"""The saga log: the only package that talks SQL.
+
+:class:`SagaStore` is the contract the runner and the CLI program against;
+:func:`open_store` picks the backend from the URL.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from saga_cli.domain import Event, SagaStatus
+from saga_cli.errors import InvalidInputError
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    """A row of the execution table, as the rest of the library sees it."""
+
+    id: str
+    saga: str
+    payload: str
+    status: SagaStatus
+    step: str | None
+    created_at: float
+    updated_at: float
+    owner: str | None
+    lease_expires_at: float | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What one commit writes: new events and the execution row's new projection."""
+
+    execution_id: str
+    expected_version: int
+    events: Sequence[Event]
+    status: SagaStatus
+    step: str | None
+    owner: str | None
+    lease_expires_at: float | None
+    now: float
+
+
+class SagaStore(abc.ABC):
+    """Durable storage of executions and their events.
+
+    Every write is one transaction that commits before the call returns: when
+    :meth:`create` or :meth:`append` returns, its records survive a crash.
+    """
+
+    url: str
+
+    @abc.abstractmethod
+    def create(self, record: ExecutionRecord, events: Sequence[Event]) -> None:
+        """Insert a new execution with its first events, in one transaction."""
+
+    @abc.abstractmethod
+    def append(self, transition: Transition) -> int:
+        """Append events and update the execution row if its version still matches.
+
+        Returns:
+            The execution's new version.
+
+        Raises:
+            LeaseLostError: the version moved on (another owner took over);
+                nothing was written.
+        """
+
+    @abc.abstractmethod
+    def claim(
+        self,
+        execution_id: str,
+        expected_version: int,
+        owner: str,
+        lease_expires_at: float,
+        event: Event | None,
+        now: float,
+    ) -> int:
+        """Take the lease of an execution by compare-and-set on its version.
+
+        Returns:
+            The new version.
+
+        Raises:
+            ExecutionBusyError: the version moved on since it was read.
+        """
+
+    @abc.abstractmethod
+    def get(self, execution_id: str) -> ExecutionRecord:
+        """Return one execution by full id.
+
+        Raises:
+            UnknownExecutionError: no such execution.
+        """
+
+    @abc.abstractmethod
+    def events(self, execution_id: str) -> list[Event]:
+        """Return an execution's events in sequence order."""
+
+    @abc.abstractmethod
+    def resolve_id(self, prefix: str) -> str:
+        """Expand a unique id prefix to the full id.
+
+        Raises:
+            UnknownExecutionError: nothing matches.
+            AmbiguousIdError: more than one execution matches.
+        """
+
+    @abc.abstractmethod
+    def list_executions(
+        self, *, status: SagaStatus | None = None, limit: int = 20
+    ) -> list[ExecutionRecord]:
+        """Return executions newest first, optionally of one status."""
+
+    @abc.abstractmethod
+    def unfinished(self) -> list[ExecutionRecord]:
+        """Return every execution that is not completed, compensated or stuck, oldest first."""
+
+    @abc.abstractmethod
+    def executions_of(self, saga: str) -> list[tuple[str, SagaStatus, str]]:
+        """Return (id, status, payload JSON) of every execution of one saga."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connections."""
+
+
+def open_store(url: str, *, create: bool = True) -> SagaStore:
+    """Open (and migrate, on first use) the saga log at `url`.
+
+    Args:
+        url: a file path or ``sqlite:///path``; SQLite settings ride along as
+            query parameters: ``?synchronous=NORMAL&busy_timeout=2000``.
+        create: whether a missing database file may be created.
+
+    Raises:
+        InvalidInputError: the URL names a backend this build does not support.
+        StoreError: the database cannot be opened, is not a saga log, or is
+            newer than this version.
+    """
+    if "://" in url and not url.startswith("sqlite:"):
+        raise InvalidInputError(
+            f"unsupported database URL {url!r}: use a file path or sqlite:///PATH"
+        )
+    from saga_cli.store.sqlite import SqliteStore
+
+    return SqliteStore.open(url, create=create)

@@ -1,0 +1,86 @@
+"""Applies the Alembic migrations in ``migrations/`` to a saga log.
+
+Alembic and SQLAlchemy are imported only when a database actually needs
+upgrading: every command checks the version with a single query against
+:data:`KNOWN_REVISIONS` first (a test keeps that list equal to the scripts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from saga_cli.errors import MigrationError
+
+KNOWN_REVISIONS = ("0001", "0002")
+HEAD_REVISION = KNOWN_REVISIONS[-1]
+
+
+def migrations_dir() -> Path:
+    """Locate the Alembic scripts: inside the installed package, or the source tree.
+
+    Raises:
+        MigrationError: neither location holds them (a broken install).
+    """
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "migrations", package.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise MigrationError(f"the migration scripts are missing from {package}; reinstall saga-cli")
+
+
+def _alembic_config(connection: Any) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _sqlite_engine(url: str, busy_timeout_ms: int) -> Any:
+    """An engine whose transactions take SQLite's write lock up front (BEGIN IMMEDIATE).
+
+    Two processes opening a fresh log at once then migrate one after the
+    other; the second finds the schema at head and does nothing.
+    """
+    from sqlalchemy import create_engine, event
+
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def upgrade(url: str, *, busy_timeout_ms: int = 5000) -> None:
+    """Bring the database at `url` to the newest revision.
+
+    Raises:
+        MigrationError: a revision failed; its transaction was rolled back.
+    """
+    from alembic import command
+
+    engine = _sqlite_engine(url, busy_timeout_ms)
+    try:
+        with engine.connect() as connection:
+            command.upgrade(_alembic_config(connection), "head")
+            connection.commit()
+    except Exception as exc:  # alembic and drivers raise many types; report one
+        raise MigrationError(f"migrating {url} failed: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+def script_revisions() -> list[str]:
+    """Revision ids of the migration scripts, oldest first (reads files, no database)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(migrations_dir()))
+    return [rev.revision for rev in reversed(list(scripts.walk_revisions()))]

@@ -1,0 +1,162 @@
+"""Read models: what ``list`` and ``show`` present, derived from the log alone.
+
+No definition is needed to describe an execution, so ``saga show`` works on
+any log, including executions of sagas this process has never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from saga_cli import lease
+from saga_cli.domain import Event, EventType, SagaStatus, is_terminal
+from saga_cli.store import ExecutionRecord, SagaStore
+
+
+def is_interrupted(record: ExecutionRecord, now: float | None = None) -> bool:
+    """Non-terminal, not parked as stuck, and no live process owns it."""
+    if is_terminal(record.status) or record.status is SagaStatus.STUCK:
+        return False
+    return not lease.holds_lease(record, time.time() if now is None else now)
+
+
+@dataclass(frozen=True, slots=True)
+class StepView:
+    """One step as the log tells it."""
+
+    name: str
+    status: str
+    attempts: int = 0
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+    compensation_attempts: int = 0
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the first start to the last outcome, if both are known."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON shape of ``saga show --json``."""
+        return {
+            "name": self.name,
+            "status": self.status,
+            "attempts": self.attempts,
+            "compensation_attempts": self.compensation_attempts,
+            "duration": self.duration,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionView:
+    """An execution with its step summary and full transition log."""
+
+    record: ExecutionRecord
+    interrupted: bool
+    steps: list[StepView]
+    events: list[Event]
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON shape of ``saga show --json``."""
+        r = self.record
+        return {
+            **summary_json(r, self.interrupted),
+            "payload": json.loads(r.payload),
+            "owner": r.owner,
+            "lease_expires_at": r.lease_expires_at,
+            "version": r.version,
+            "steps": [s.as_json() for s in self.steps],
+            "events": [
+                {
+                    "seq": e.seq,
+                    "step": e.step,
+                    "type": e.type.value,
+                    "attempt": e.attempt,
+                    "at": e.at,
+                    "detail": e.detail,
+                }
+                for e in self.events
+            ],
+        }
+
+
+def summary_json(record: ExecutionRecord, interrupted: bool) -> dict[str, Any]:
+    """The JSON shape of one row of ``saga list --json``."""
+    return {
+        "id": record.id,
+        "saga": record.saga,
+        "status": record.status.value,
+        "step": record.step,
+        "interrupted": interrupted,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+_STEP_STATUS = {
+    EventType.STEP_STARTED: "running",
+    EventType.STEP_SUCCEEDED: "succeeded",
+    EventType.STEP_FAILED: "failed",
+    EventType.COMPENSATION_STARTED: "compensating",
+    EventType.COMPENSATION_SUCCEEDED: "compensated",
+    EventType.COMPENSATION_FAILED: "compensation failed",
+}
+
+
+def step_views(events: Sequence[Event], step_names: Sequence[str] = ()) -> list[StepView]:
+    """Summarise each step from the events; steps never started show as ``not run``."""
+    order: list[str] = list(step_names)
+    fields: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if event.step is None or event.type not in _STEP_STATUS:
+            continue
+        if event.step not in order:
+            order.append(event.step)
+        info = fields.setdefault(event.step, {"status": "not run", "attempts": 0, "comp": 0})
+        info["status"] = _STEP_STATUS[event.type]
+        if event.type is EventType.STEP_STARTED:
+            info["attempts"] = max(info["attempts"], event.attempt)
+            info.setdefault("started_at", event.at)
+        elif event.type is EventType.COMPENSATION_STARTED:
+            info["comp"] = max(info["comp"], event.attempt)
+        else:
+            info["ended_at"] = event.at
+        if event.type in (EventType.STEP_FAILED, EventType.COMPENSATION_FAILED):
+            detail = event.detail or {}
+            info["error"] = detail.get("error")
+            if detail.get("retry_at") is not None:
+                info["status"] = (
+                    "retrying" if event.type is EventType.STEP_FAILED else ("compensation retrying")
+                )
+    return [
+        StepView(
+            name=name,
+            status=fields.get(name, {}).get("status", "not run"),
+            attempts=fields.get(name, {}).get("attempts", 0),
+            started_at=fields.get(name, {}).get("started_at"),
+            ended_at=fields.get(name, {}).get("ended_at"),
+            error=fields.get(name, {}).get("error"),
+            compensation_attempts=fields.get(name, {}).get("comp", 0),
+        )
+        for name in order
+    ]
+
+
+def describe(store: SagaStore, execution_id: str, step_names: Sequence[str] = ()) -> ExecutionView:
+    """Load one execution (by id or unique prefix) with its steps and events.
+
+    Raises:
+        UnknownExecutionError: no execution matches.
+        AmbiguousIdError: the prefix matches several.
+    """
+    record = store.get(store.resolve_id(execution_id))
+    events = store.events(record.id)
+    return ExecutionView(record, is_interrupted(record), step_views(events, step_names), events)
