@@ -17,9 +17,9 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from saga_cli.domain import Event, EventType, SagaStatus
@@ -36,6 +36,7 @@ from saga_cli.errors import (
 )
 from saga_cli.store import ExecutionRecord, SagaStore, Transition, migrate
 
+_T = TypeVar("_T")
 SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _HEX = frozenset("0123456789abcdef")
@@ -78,17 +79,22 @@ class SqliteSettings:
         if not path:
             raise InvalidInputError(f"database URL {url!r} names no file")
         self.path = path
-        unknown = set(query) - {"synchronous", "busy_timeout"}
+        known = ("synchronous", "participant_synchronous", "busy_timeout")
+        unknown = set(query) - set(known)
         if unknown:
             raise InvalidInputError(
                 f"unknown SQLite setting(s) {', '.join(sorted(unknown))} in {url!r}; "
-                "known: synchronous, busy_timeout"
+                f"known: {', '.join(known)}"
             )
-        self.synchronous = query.get("synchronous", "FULL").upper()
-        if self.synchronous not in SYNCHRONOUS_LEVELS:
-            raise InvalidInputError(
-                f"synchronous={self.synchronous} is not one of {', '.join(SYNCHRONOUS_LEVELS)}"
-            )
+        self.synchronous = _level(query, "synchronous", "FULL")
+        # Participants that live in the log's own file (the demo services)
+        # append to the same WAL. Their commits need no fsync of their own:
+        # the runner records every participant call's outcome in the log, and
+        # that FULL commit's fsync makes all earlier WAL frames durable too. A
+        # power cut in between loses the participant's write *and* the outcome
+        # record, so resume re-sends the call under the same key.
+        weaker = "NORMAL" if self.synchronous in ("FULL", "EXTRA") else self.synchronous
+        self.participant_synchronous = _level(query, "participant_synchronous", weaker)
         try:
             self.busy_timeout_ms = int(query.get("busy_timeout", "5000"))
         except ValueError:
@@ -101,8 +107,8 @@ class SqliteSettings:
         """The same database as a SQLAlchemy URL (for the migrations)."""
         return f"sqlite:///{self.path}"
 
-    def connect(self) -> sqlite3.Connection:
-        """Open a connection with the log's pragmas.
+    def connect(self, *, participant: bool = False) -> sqlite3.Connection:
+        """Open a connection with the log's pragmas (or a participant's, see above).
 
         Autocommit mode (``isolation_level=None``): transactions are opened
         explicitly with ``BEGIN IMMEDIATE`` so a writer takes the lock before
@@ -119,26 +125,39 @@ class SqliteSettings:
             mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")
-            connection.execute(f"PRAGMA synchronous={self.synchronous}")
+            level = self.participant_synchronous if participant else self.synchronous
+            connection.execute(f"PRAGMA synchronous={level}")
             connection.execute("PRAGMA foreign_keys=ON")
         return connection
 
 
+def translated(exc: sqlite3.DatabaseError, path: str) -> StoreError:
+    """The library's one-line error for one of sqlite3's."""
+    message = str(exc)
+    if "locked" in message or "busy" in message:
+        return DatabaseLockedError(
+            f"{path} is locked by another writer and stayed locked past the busy timeout; "
+            "try again, or raise it with ?busy_timeout=MS"
+        )
+    if "not a database" in message or "malformed" in message:
+        return NotADatabaseError(f"{path} is not a saga log (SQLite says: {message})")
+    return StoreError(f"{path}: {message}")
+
+
 @contextlib.contextmanager
 def translate_errors(path: str) -> Iterator[None]:
-    """Turn sqlite3's errors into the library's one-line errors."""
+    """Turn sqlite3's errors raised inside the block into the library's errors."""
     try:
         yield
     except sqlite3.DatabaseError as exc:
-        message = str(exc)
-        if "locked" in message or "busy" in message:
-            raise DatabaseLockedError(
-                f"{path} is locked by another writer and stayed locked past the busy timeout; "
-                "try again, or raise it with ?busy_timeout=MS"
-            ) from None
-        if "not a database" in message or "malformed" in message:
-            raise NotADatabaseError(f"{path} is not a saga log (SQLite says: {message})") from None
-        raise StoreError(f"{path}: {message}") from None
+        raise translated(exc, path) from None
+
+
+def _level(query: dict[str, str], name: str, default: str) -> str:
+    level = query.get(name, default).upper()
+    if level not in SYNCHRONOUS_LEVELS:
+        raise InvalidInputError(f"{name}={level} is not one of {', '.join(SYNCHRONOUS_LEVELS)}")
+    return level
 
 
 def _check_file(path: str, *, create: bool) -> None:
@@ -190,15 +209,19 @@ def _row_to_record(row: Sequence[Any]) -> ExecutionRecord:
     )
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def _event_rows(execution_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    # Enum members are str subclasses: sqlite3 stores them as their text.
     return [
         (
             execution_id,
             e.seq,
             e.step,
-            e.type.value,
+            e.type,
             e.attempt,
-            None if e.detail is None else json.dumps(e.detail, separators=(",", ":")),
+            None if e.detail is None else _encode(e.detail),
             e.at,
         )
         for e in events
@@ -212,6 +235,7 @@ class SqliteStore(SagaStore):
         self.settings = settings
         self.url = settings.path
         self._db = connection
+        self._cursor = connection.cursor()
         self._lock = threading.Lock()
 
     @classmethod
@@ -246,61 +270,73 @@ class SqliteStore(SagaStore):
         with self._lock:
             self._db.close()
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Cursor]:
-        """One IMMEDIATE transaction that commits on exit, or rolls back on error."""
-        with self._lock, translate_errors(self.url):
-            cursor = self._db.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
+    def _commit(self, work: Callable[[sqlite3.Cursor], _T]) -> _T:
+        """Run `work` in one IMMEDIATE transaction and commit; roll back on any error.
+
+        Written without context managers: this is the hot path, run about
+        five times per saga.
+        """
+        with self._lock:
+            cursor = self._cursor
             try:
-                yield cursor
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            cursor.execute("COMMIT")
+                cursor.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(cursor)
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        cursor.execute("ROLLBACK")
+                    raise
+                return result
+            except sqlite3.DatabaseError as exc:
+                raise translated(exc, self.url) from None
 
     def create(self, record: ExecutionRecord, events: Sequence[Event]) -> None:
         """Insert an execution and its first events in one transaction."""
-        with self._write() as cursor:
-            cursor.execute(
-                _INSERT_EXECUTION,
-                (
-                    record.id,
-                    record.saga,
-                    record.payload,
-                    record.status.value,
-                    record.step,
-                    record.created_at,
-                    record.updated_at,
-                    record.owner,
-                    record.lease_expires_at,
-                    record.version,
-                ),
-            )
-            cursor.executemany(_INSERT_EVENT, _event_rows(record.id, events))
+        row = (
+            record.id,
+            record.saga,
+            record.payload,
+            record.status,
+            record.step,
+            record.created_at,
+            record.updated_at,
+            record.owner,
+            record.lease_expires_at,
+            record.version,
+        )
+        event_rows = _event_rows(record.id, events)
+
+        def work(cursor: sqlite3.Cursor) -> None:
+            cursor.execute(_INSERT_EXECUTION, row)
+            cursor.executemany(_INSERT_EVENT, event_rows)
+
+        self._commit(work)
 
     def append(self, transition: Transition) -> int:
         """Compare-and-set the execution row and append events, in one transaction."""
         t = transition
-        with self._write() as cursor:
-            cursor.execute(
-                _UPDATE_EXECUTION,
-                (
-                    t.status.value,
-                    t.step,
-                    t.now,
-                    t.owner,
-                    t.lease_expires_at,
-                    t.execution_id,
-                    t.expected_version,
-                ),
-            )
+        update = (
+            t.status,
+            t.step,
+            t.now,
+            t.owner,
+            t.lease_expires_at,
+            t.execution_id,
+            t.expected_version,
+        )
+        event_rows = _event_rows(t.execution_id, t.events)
+
+        def work(cursor: sqlite3.Cursor) -> None:
+            cursor.execute(_UPDATE_EXECUTION, update)
             if cursor.rowcount != 1:
                 raise LeaseLostError(
                     f"execution {t.execution_id} was taken over by another process; "
                     "this process stopped writing to it"
                 )
-            cursor.executemany(_INSERT_EVENT, _event_rows(t.execution_id, t.events))
+            cursor.executemany(_INSERT_EVENT, event_rows)
+
+        self._commit(work)
         return t.expected_version + 1
 
     def claim(
@@ -313,7 +349,8 @@ class SqliteStore(SagaStore):
         now: float,
     ) -> int:
         """Take the lease by compare-and-set; the optional event records why."""
-        with self._write() as cursor:
+
+        def work(cursor: sqlite3.Cursor) -> None:
             cursor.execute(
                 _CLAIM_EXECUTION, (owner, lease_expires_at, now, execution_id, expected_version)
             )
@@ -323,6 +360,8 @@ class SqliteStore(SagaStore):
                 )
             if event is not None:
                 cursor.executemany(_INSERT_EVENT, _event_rows(execution_id, [event]))
+
+        self._commit(work)
         return expected_version + 1
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -393,8 +432,8 @@ class SqliteStore(SagaStore):
         return [(row[0], SagaStatus(row[1]), row[2]) for row in rows]
 
     def connect(self) -> sqlite3.Connection:
-        """A new connection to the same file with the same pragmas, for a participant."""
-        return self.settings.connect()
+        """A new connection to the same file for a participant that lives in it."""
+        return self.settings.connect(participant=True)
 
 
 def read_revision(url: str) -> tuple[str, str | None]:
