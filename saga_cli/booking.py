@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +48,17 @@ class SimulationReport:
     failures: Counter[str] = field(default_factory=Counter)
     released: Counter[str] = field(default_factory=Counter)
     outcomes: list[Outcome] = field(default_factory=list)
+
+    def count_outcome(self, outcome: Outcome) -> None:
+        """Add one finished booking to the counts."""
+        if outcome.status is SagaStatus.COMPLETED:
+            self.completed += 1
+        elif outcome.status is SagaStatus.COMPENSATED:
+            self.compensated += 1
+        elif outcome.status is SagaStatus.STUCK:
+            self.stuck += 1
+        else:
+            self.interrupted += 1
 
     def as_json(self) -> dict[str, Any]:
         """The JSON shape of ``saga simulate --json``."""
@@ -105,9 +118,11 @@ class TravelBooking:
         """Resume one execution (id or unique prefix)."""
         return self.runner.resume(self.store.resolve_id(execution_id))
 
-    def resume_all(self) -> RecoveryReport:
-        """Resume every interrupted execution."""
-        return self.runner.resume_all()
+    def resume_all(
+        self, *, concurrency: int = 1, progress: Callable[[Outcome], None] | None = None
+    ) -> RecoveryReport:
+        """Resume every interrupted execution, `concurrency` at a time."""
+        return self.runner.resume_all(concurrency=concurrency, progress=progress)
 
     def compensate(self, execution_id: str) -> Outcome:
         """Abort one execution by backward recovery."""
@@ -136,6 +151,7 @@ class TravelBooking:
         fail: Sequence[str] = (),
         fail_rate: float = 0.0,
         seed: int | None = None,
+        concurrency: int = 1,
         progress: Callable[[Outcome], None] | None = None,
     ) -> SimulationReport:
         """Book `count` random trips with failure injection.
@@ -145,53 +161,82 @@ class TravelBooking:
             fail: steps that always decline.
             fail_rate: probability that a booking fails at a step drawn at random.
             seed: makes the trips and the drawn failures reproducible.
+            concurrency: executions in flight at once (threads sharing the log;
+                their log writes are group-committed).
             progress: called after each booking.
 
         Raises:
-            InvalidInputError: count below 1 or a rate outside [0, 1].
+            InvalidInputError: count or concurrency below 1, or a rate outside [0, 1].
         """
         if count < 1:
             raise InvalidInputError(f"--count must be at least 1 (got {count})")
+        if concurrency < 1:
+            raise InvalidInputError(f"--concurrency must be at least 1 (got {concurrency})")
         if not 0.0 <= fail_rate <= 1.0:
             raise InvalidInputError(f"--fail-rate must be within [0, 1] (got {fail_rate})")
-        BookingRequest("x", "x", fail=tuple(fail))  # validates the step names
-        rng = random.Random(seed)
-        codes = {name: self.services.by_name[name].resource_codes() for name in SERVICES}
+        requests = self.random_requests(count, fail=fail, fail_rate=fail_rate, seed=seed)
         report = SimulationReport(count=count)
+        lock = threading.Lock()
 
         def tally(_execution_id: str, event: Event) -> None:
-            if event.type is EventType.STEP_FAILED and event.step is not None:
-                report.failures[event.step] += 1
-            elif event.type is EventType.COMPENSATION_SUCCEEDED and event.step is not None:
-                report.released[event.step] += 1
+            if event.step is None:
+                return
+            if event.type is EventType.STEP_FAILED:
+                with lock:
+                    report.failures[event.step] += 1
+            elif event.type is EventType.COMPENSATION_SUCCEEDED:
+                with lock:
+                    report.released[event.step] += 1
+
+        def book(request: BookingRequest) -> Outcome:
+            outcome = self.runner.run(self.definition, request.to_payload())
+            with lock:
+                report.count_outcome(outcome)
+            if progress is not None:
+                progress(outcome)
+            return outcome
 
         self._listeners.append(tally)
         started = time.perf_counter()
         try:
-            for number in range(count):
-                failing = set(fail)
-                if fail_rate and rng.random() < fail_rate:
-                    failing.add(rng.choice(SERVICES))
-                request = BookingRequest(
+            if concurrency == 1:
+                report.outcomes = [book(request) for request in requests]
+            else:
+                with ThreadPoolExecutor(concurrency, thread_name_prefix="saga") as pool:
+                    report.outcomes = list(pool.map(book, requests))
+        finally:
+            self._listeners.remove(tally)
+            report.seconds = time.perf_counter() - started
+        return report
+
+    def random_requests(
+        self,
+        count: int,
+        *,
+        fail: Sequence[str] = (),
+        fail_rate: float = 0.0,
+        seed: int | None = None,
+    ) -> list[BookingRequest]:
+        """`count` random trips over the catalogue, reproducible with `seed`.
+
+        Raises:
+            InvalidInputError: `fail` names an unknown step.
+        """
+        BookingRequest("x", "x", fail=tuple(fail))  # validates the step names
+        rng = random.Random(seed)
+        codes = {name: self.services.by_name[name].resource_codes() for name in SERVICES}
+        requests = []
+        for number in range(count):
+            failing = set(fail)
+            if fail_rate and rng.random() < fail_rate:
+                failing.add(rng.choice(SERVICES))
+            requests.append(
+                BookingRequest(
                     flight=rng.choice(codes["flight"]),
                     hotel=rng.choice(codes["hotel"]),
                     car=rng.choice(codes["car"]),
                     customer=f"customer-{number + 1}",
                     fail=tuple(sorted(failing)),
                 )
-                outcome = self.runner.run(self.definition, request.to_payload())
-                report.outcomes.append(outcome)
-                if outcome.status is SagaStatus.COMPLETED:
-                    report.completed += 1
-                elif outcome.status is SagaStatus.COMPENSATED:
-                    report.compensated += 1
-                elif outcome.status is SagaStatus.STUCK:
-                    report.stuck += 1
-                else:
-                    report.interrupted += 1
-                if progress is not None:
-                    progress(outcome)
-        finally:
-            self._listeners.remove(tally)
-            report.seconds = time.perf_counter() - started
-        return report
+            )
+        return requests

@@ -321,6 +321,10 @@ def resume(
     all_: Annotated[
         bool, typer.Option("--all", help="Resume every interrupted execution.")
     ] = False,
+    concurrency: Annotated[
+        int,
+        typer.Option(metavar="K", min=1, help="With --all: resume K executions at once."),
+    ] = 8,
     as_json: JsonOption = False,
 ) -> None:
     """Continue interrupted executions from the log.
@@ -338,7 +342,7 @@ def resume(
         if execution_id is not None:
             result = travel.resume(execution_id)
         else:
-            report = travel.resume_all()
+            report = travel.resume_all(concurrency=concurrency)
     if execution_id is not None:
         _finish(result, as_json)
     if as_json:
@@ -394,6 +398,14 @@ def simulate(
     seed: Annotated[
         int | None, typer.Option(help="Seed for reproducible trips and failures.")
     ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(metavar="K", help="Run K bookings at once (their log writes share commits)."),
+    ] = 1,
+    capacity: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="First restock every resource to capacity N (load tests)."),
+    ] = None,
     crash_at: CrashOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -415,12 +427,15 @@ def simulate(
         _travel(ctx, crash_at=crash_at) as travel,
         Progress(console=_console(stderr=True), transient=True, disable=as_json) as progress,
     ):
+        if capacity is not None:
+            travel.restock(capacity)
         task = progress.add_task("booking", total=count)
         report = travel.simulate(
             count,
             fail=tuple(fail or ()),
             fail_rate=fail_rate,
             seed=seed,
+            concurrency=concurrency,
             progress=lambda _outcome: progress.advance(task),
         )
     if as_json:

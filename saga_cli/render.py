@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from saga_cli.booking import SimulationReport
 from saga_cli.domain import Event, EventType, SagaStatus
-from saga_cli.runner import Outcome, RecoveryReport
-from saga_cli.services.travel import AuditReport, FaultOption, InventoryRow
-from saga_cli.store import ExecutionRecord
-from saga_cli.views import ExecutionView
+
+if TYPE_CHECKING:  # types only: `saga list` must not pay for importing the engine
+    from saga_cli.booking import SimulationReport
+    from saga_cli.runner import Outcome, RecoveryReport
+    from saga_cli.services.travel import AuditReport, FaultOption, InventoryRow
+    from saga_cli.store import ExecutionRecord
+    from saga_cli.views import ExecutionView
 
 STATUS_STYLE = {
     SagaStatus.PENDING: "dim",

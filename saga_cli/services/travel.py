@@ -37,7 +37,7 @@ from saga_cli.domain import (
     StepKind,
 )
 from saga_cli.errors import BusinessError, InvalidInputError, StoreError, TransientError
-from saga_cli.store.sqlite import translate_errors
+from saga_cli.store.sqlite import translate_errors, write_lock
 
 SERVICES = ("flight", "hotel", "car")
 SAGA_NAME = "travel-booking"
@@ -80,6 +80,7 @@ class ReservationService:
         self._connect = connect
         self._path = path
         self._local = threading.local()
+        self._write_lock = write_lock(path)
         self._resources = f"{name}_resource"
         self._reservations = f"{name}_reservation"
 
@@ -91,7 +92,9 @@ class ReservationService:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        with translate_errors(self._path):
+        # The process-wide write lock of the file: threads of this process
+        # queue here instead of sleeping in SQLite's busy handler.
+        with self._write_lock, translate_errors(self._path):
             cursor = self._db().cursor()
             cursor.execute("BEGIN IMMEDIATE")
             try:
