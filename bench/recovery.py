@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 CHILD = """
+import dataclasses
 import sys
 import saga_cli.services.travel as travel
 from saga_cli.booking import TravelBooking
@@ -49,7 +50,7 @@ requests = booking[str(points[0])].random_requests(count, seed=1)
 for number, request in enumerate(requests):
     point = points[number % len(points)]
     if point.compensation:
-        request = type(request)(request.flight, request.hotel, request.car, request.customer, ("car",))
+        request = dataclasses.replace(request, fail=("car",))
     try:
         booking[str(point)].book(request)
     except Crash:
@@ -80,9 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0)
         launch = time.time()
         done = subprocess.run(
-            [saga_binary(), "--db", db, "resume", "--all", "--concurrency",
-             str(args.concurrency), "--json"],
-            capture_output=True, text=True, check=False,
+            [
+                saga_binary(),
+                "--db",
+                db,
+                "resume",
+                "--all",
+                "--concurrency",
+                str(args.concurrency),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         wall = time.perf_counter() - started
         if done.returncode != 0:

@@ -419,13 +419,21 @@ def simulate(
         raise InvalidInputError(f"--count must be at least 1 (got {count})")
     if not 0.0 <= fail_rate <= 1.0:
         raise InvalidInputError(f"--fail-rate must be within [0, 1] (got {fail_rate})")
+    from saga_cli.services.travel import BookingRequest
+
+    BookingRequest("-", "-", fail=tuple(fail or ()))  # refuses unknown steps up front
     from rich.progress import Progress
 
     from saga_cli import render
 
     with (
         _travel(ctx, crash_at=crash_at) as travel,
-        Progress(console=_console(stderr=True), transient=True, disable=as_json) as progress,
+        # Only on a terminal: piped stderr stays clean for one-line errors.
+        Progress(
+            console=_console(stderr=True),
+            transient=True,
+            disable=as_json or not sys.stderr.isatty(),
+        ) as progress,
     ):
         if capacity is not None:
             travel.restock(capacity)
@@ -539,10 +547,16 @@ def db_status(ctx: typer.Context) -> None:
 
     Example: saga db status
     """
+    from saga_cli.errors import SchemaTooNewError
     from saga_cli.store.migrate import KNOWN_REVISIONS
     from saga_cli.store.sqlite import read_revision
 
     path, current = read_revision(ctx.obj.db if ctx.obj else DEFAULT_DB)
+    if current is not None and current not in KNOWN_REVISIONS:
+        raise SchemaTooNewError(
+            f"{path} has schema revision {current}, newer than this saga understands "
+            f"(up to {KNOWN_REVISIONS[-1]}); upgrade saga-cli"
+        )
     applied = (
         KNOWN_REVISIONS[: KNOWN_REVISIONS.index(current) + 1] if current in KNOWN_REVISIONS else ()
     )
@@ -550,9 +564,6 @@ def db_status(ctx: typer.Context) -> None:
     typer.echo(f"{path}: revision {current or 'none (empty or new database)'}")
     typer.echo(f"applied: {', '.join(applied) or '-'}")
     typer.echo(f"pending: {', '.join(pending) or '-'}")
-    if current is not None and current not in KNOWN_REVISIONS:
-        typer.echo("this database is newer than this saga; upgrade saga-cli", err=True)
-        raise typer.Exit(ExitCode.USAGE)
 
 
 def main() -> None:

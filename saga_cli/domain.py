@@ -8,6 +8,7 @@ resume work from the log alone.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -100,8 +101,10 @@ class RetryPolicy:
             raise DefinitionError("a retry policy needs max_attempts >= 1")
         if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
             raise DefinitionError("retry delays must be >= 0 and the multiplier >= 1")
-        if not 0 <= self.jitter <= 1:
+        if not 0 <= self.jitter <= 1:  # also false for NaN
             raise DefinitionError("retry jitter must be within [0, 1]")
+        if not all(map(math.isfinite, (self.initial_delay, self.multiplier, self.max_delay))):
+            raise DefinitionError("retry delays and the multiplier must be finite numbers")
 
     def delay_before(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before `attempt` (2 = the first retry)."""
@@ -296,6 +299,17 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
         raise IllegalTransitionError(
             f"event {event.seq} names step {event.step!r}, which saga {definition.name!r} lacks"
         )
+    if state.status in TERMINAL_STATUSES:
+        raise IllegalTransitionError(
+            f"event {event.seq} ({kind.value}) follows the end of the execution"
+        )
+    if kind in _OUTCOMES:
+        expected = (kind in _COMPENSATION_OUTCOMES, index, event.attempt)
+        if state.in_flight != expected:
+            raise IllegalTransitionError(
+                f"event {event.seq} ({kind.value} of {event.step!r}, attempt {event.attempt}) "
+                "answers no call in flight"
+            )
     nxt = max(state.next_seq, event.seq + 1)
     if kind is EventType.SAGA_STARTED:
         return state._replace(next_seq=nxt)
@@ -330,22 +344,36 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
                 in_flight=None,
                 retry=(False, index, event.attempt + 1, float(retry_at)),
             )
-        if forward_only(definition, state):
-            # Forward-only territory: the step is never compensated; the
-            # runner records saga_stuck in the same commit.
+        uncertain = bool(detail.get("uncertain"))
+        kind_of_step = definition.steps[index].kind
+        if forward_only(definition, state) or (uncertain and kind_of_step is StepKind.PIVOT):
+            # Forward-only territory, or a pivot that may have happened and
+            # cannot be undone: nothing is compensated; the runner records
+            # saga_stuck in the same commit and an operator decides.
             return state._replace(
                 next_seq=nxt, in_flight=None, retry=None, error=str(detail.get("error"))
             )
+        applied = state.applied
+        if uncertain and kind_of_step is StepKind.COMPENSATABLE:
+            # Failed with something other than a business refusal (a timeout,
+            # a lost connection): the effect may exist, so it is compensated
+            # too. Compensations must tolerate an action that never happened.
+            applied = (*applied, index)
         return state._replace(
             status=_moved(state, SagaStatus.COMPENSATING),
             next_seq=nxt,
             in_flight=None,
             retry=None,
+            applied=applied,
             error=str(detail.get("error", "failed")),
         )
     if kind is EventType.COMPENSATION_REQUESTED:
         if forward_only(definition, state):
             raise IllegalTransitionError("the saga passed its pivot; it can only move forward")
+        if pivot_in_doubt(definition, state):
+            raise IllegalTransitionError(
+                "the pivot's outcome is unknown; resume the execution to learn it"
+            )
         reason = str((event.detail or {}).get("reason", "compensation requested"))
         applied = state.applied
         if state.in_flight is not None and not state.in_flight[0]:
@@ -408,6 +436,26 @@ def replay(definition: SagaDefinition, events: list[Event]) -> SagaState:
     for event in events:
         state = apply(definition, state, event)
     return state
+
+
+_COMPENSATION_OUTCOMES = frozenset(
+    {EventType.COMPENSATION_SUCCEEDED, EventType.COMPENSATION_FAILED}
+)
+_OUTCOMES = _COMPENSATION_OUTCOMES | {EventType.STEP_SUCCEEDED, EventType.STEP_FAILED}
+
+
+def pivot_in_doubt(definition: SagaDefinition, state: SagaState) -> bool:
+    """True when a call to a step that cannot be compensated is in flight.
+
+    Its effect may have happened and nothing could undo it, so the saga must
+    not be turned back until a resume has learned the outcome.
+    """
+    flight = state.in_flight
+    return (
+        flight is not None
+        and not flight[0]
+        and definition.steps[flight[1]].kind is not StepKind.COMPENSATABLE
+    )
 
 
 def forward_only(definition: SagaDefinition, state: SagaState) -> bool:

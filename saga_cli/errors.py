@@ -46,6 +46,12 @@ class NotADatabaseError(StoreError):
     bad_input = True
 
 
+class ForeignDatabaseError(StoreError):
+    """Raised when the --db file is another application's SQLite database (it is left untouched)."""
+
+    bad_input = True
+
+
 class SchemaTooNewError(StoreError):
     """Raised when the log was migrated by a newer saga than this one."""
 

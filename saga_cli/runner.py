@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -31,10 +32,12 @@ from saga_cli.domain import (
     SagaStatus,
     Step,
     StepContext,
+    StepKind,
     apply,
     decide,
     forward_only,
     is_terminal,
+    pivot_in_doubt,
     replay,
 )
 from saga_cli.errors import (
@@ -46,6 +49,10 @@ from saga_cli.errors import (
 from saga_cli.store import ExecutionRecord, SagaStore, Transition
 
 log = logging.getLogger(__name__)
+# Results are stored leniently (a datetime becomes its str()); a payload must
+# be plain JSON, since the user typed it and expects it back as given.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_encode_payload = json.JSONEncoder(separators=(",", ":")).encode
 
 EventListener = Callable[[str, Event], None]
 DefinitionLookup = Callable[[str], SagaDefinition]
@@ -93,7 +100,16 @@ def new_execution_id() -> str:
 class _Run:
     """Mutable bookkeeping of one execution while this process drives it."""
 
-    __slots__ = ("definition", "id", "payload", "state", "version", "created", "step_name")
+    __slots__ = (
+        "definition",
+        "id",
+        "payload",
+        "payload_json",
+        "state",
+        "version",
+        "created",
+        "step_name",
+    )
 
     def __init__(
         self,
@@ -107,6 +123,7 @@ class _Run:
         self.definition = definition
         self.id = execution_id
         self.payload = payload
+        self.payload_json = ""
         self.state = state
         self.version = version
         self.created = created
@@ -143,6 +160,8 @@ class SagaRunner:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.owner = lease.current_owner()
+        self._active: set[str] = set()
+        self._active_lock = threading.Lock()
 
     # -- public entry points -------------------------------------------------
 
@@ -158,7 +177,20 @@ class SagaRunner:
         Returns:
             The outcome: completed, compensated or stuck.
         """
-        run = _Run(definition, execution_id or new_execution_id(), payload, SagaState(), 0, False)
+        try:
+            payload_json = _encode_payload(payload)
+            if not isinstance(payload, Mapping):
+                raise TypeError(f"expected an object, got {type(payload).__name__}")
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"the payload cannot be stored as a JSON object: {exc}"
+            ) from None
+        execution_id = execution_id or new_execution_id()
+        self._enter(execution_id)
+        # Steps see the payload as stored, so a resumed run sees the same values.
+        stored = json.loads(payload_json)
+        run = _Run(definition, execution_id, stored, SagaState(), 0, False)
+        run.payload_json = payload_json
         first = Event(seq=1, type=EventType.SAGA_STARTED, at=self.clock())
         run.state = apply(definition, run.state, first)
         return self._drive(run, [first])
@@ -200,6 +232,11 @@ class SagaRunner:
             raise InvalidInputError(
                 f"execution {execution_id} passed its pivot; it can only move forward "
                 "(use `saga resume`)"
+            )
+        if pivot_in_doubt(definition, state):
+            raise InvalidInputError(
+                f"execution {execution_id} was cut short inside its pivot step, whose effect "
+                "cannot be undone; `saga resume` it to learn the outcome"
             )
         if state.status in (SagaStatus.COMPENSATING, SagaStatus.STUCK):
             run = self._claim(record, definition, EventType.SAGA_RESUMED, None, state)
@@ -266,12 +303,17 @@ class SagaRunner:
                 f"{record.lease_expires_at - now if record.lease_expires_at else 0:.0f}s); "
                 "try again when it finishes"
             )
-        if state is None:
-            state = replay(definition, self.store.events(record.id))
-        event = Event(seq=state.next_seq, type=kind, detail=detail, at=now)
-        version = self.store.claim(
-            record.id, record.version, self.owner, now + self.lease_seconds, event, now
-        )
+        self._enter(record.id)
+        try:
+            if state is None:
+                state = replay(definition, self.store.events(record.id))
+            event = Event(seq=state.next_seq, type=kind, detail=detail, at=now)
+            version = self.store.claim(
+                record.id, record.version, self.owner, now + self.lease_seconds, event, now
+            )
+        except BaseException:
+            self._leave(record.id)
+            raise
         self._notify(record.id, [event])
         run = _Run(definition, record.id, json.loads(record.payload), state, version, True)
         run.state = apply(definition, state, event)
@@ -293,7 +335,7 @@ class SagaRunner:
                 ExecutionRecord(
                     id=run.id,
                     saga=run.definition.name,
-                    payload=json.dumps(run.payload, separators=(",", ":")),
+                    payload=run.payload_json,
                     status=state.status,
                     step=run.step_name,
                     created_at=events[0].at,
@@ -344,8 +386,31 @@ class SagaRunner:
         run.state = apply(run.definition, run.state, event)
         pending.append(event)
 
+    def _enter(self, execution_id: str) -> None:
+        """Mark an execution as driven by this runner; refuse a second driver in-process.
+
+        Leases exclude other processes; threads of this one share the owner id,
+        so they are excluded here.
+        """
+        with self._active_lock:
+            if execution_id in self._active:
+                raise ExecutionBusyError(
+                    f"execution {execution_id} is already being run by this process"
+                )
+            self._active.add(execution_id)
+
+    def _leave(self, execution_id: str) -> None:
+        with self._active_lock:
+            self._active.discard(execution_id)
+
     def _drive(self, run: _Run, pending: list[Event]) -> Outcome:
         """Run `run` until it is completed, compensated or stuck."""
+        try:
+            return self._drive_to_rest(run, pending)
+        finally:
+            self._leave(run.id)
+
+    def _drive_to_rest(self, run: _Run, pending: list[Event]) -> Outcome:
         definition = run.definition
         while True:
             decision = decide(definition, run.state)
@@ -395,6 +460,10 @@ class SagaRunner:
         if compensating:
             self._record(run, pending, EventType.COMPENSATION_SUCCEEDED, step.name, attempt)
         else:
+            # Keep what the log will hold, so later steps see the same values
+            # whether or not the execution is resumed in between.
+            if result is not None and not isinstance(result, str | int | float | bool):
+                result = json.loads(_encode(result))
             self._record(
                 run, pending, EventType.STEP_SUCCEEDED, step.name, attempt, {"result": result}
             )
@@ -415,12 +484,15 @@ class SagaRunner:
         policy = step.compensation_retry if compensating else step.retry
         if not business and attempt < max_attempts:
             detail["retry_at"] = self.clock() + policy.delay_before(attempt + 1, self.rng)
+        elif not business and not compensating:
+            detail["uncertain"] = True  # the effect may exist: compensate it too
         failed = EventType.COMPENSATION_FAILED if compensating else EventType.STEP_FAILED
         self._record(run, pending, failed, step.name, attempt, detail)
         if "retry_at" in detail:
             return
-        if compensating or forward_only(run.definition, run.state):
-            why = "compensation" if compensating else "forward step"
+        uncertain_pivot = "uncertain" in detail and step.kind is StepKind.PIVOT
+        if compensating or uncertain_pivot or forward_only(run.definition, run.state):
+            why = "compensation" if compensating else f"{step.kind.value} step"
             self._record(
                 run,
                 pending,

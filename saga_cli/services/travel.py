@@ -513,8 +513,7 @@ def audit(
             if saga_id not in executions:
                 violations.append(f"{name} reservation {key} belongs to no execution")
                 continue
-            if status != "canceled":
-                held.setdefault(saga_id, {})[name] = status
+            held.setdefault(saga_id, {})[name] = status
             if resource is None and status != "canceled":
                 violations.append(f"{name} reservation {key} holds no resource")
     for execution_id, (status, payload) in executions.items():
@@ -533,6 +532,8 @@ def audit(
                     )
         elif status is SagaStatus.COMPENSATED:
             for name, state in holding.items():
+                if state == "canceled":
+                    continue
                 violations.append(
                     f"compensated execution {execution_id} still holds a {state} {name} reservation"
                 )

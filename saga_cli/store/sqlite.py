@@ -27,6 +27,7 @@ from saga_cli.errors import (
     AmbiguousIdError,
     DatabaseLockedError,
     ExecutionBusyError,
+    ForeignDatabaseError,
     InvalidInputError,
     LeaseLostError,
     NotADatabaseError,
@@ -109,18 +110,35 @@ class SqliteSettings:
         return f"sqlite:///{self.path}"
 
     def connect(self, *, participant: bool = False) -> sqlite3.Connection:
-        """Open a connection with the log's pragmas (or a participant's, see above).
+        """Open a connection with the log's pragmas (or a participant's, see above)."""
+        connection = self.connect_plain()
+        try:
+            self.configure(connection, participant=participant)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def connect_plain(self) -> sqlite3.Connection:
+        """Open a connection that has changed nothing in the file yet.
 
         Autocommit mode (``isolation_level=None``): transactions are opened
         explicitly with ``BEGIN IMMEDIATE`` so a writer takes the lock before
         reading what it will change.
         """
-        connection = sqlite3.connect(
+        return sqlite3.connect(
             self.path,
             isolation_level=None,
             check_same_thread=False,
             timeout=self.busy_timeout_ms / 1000,
         )
+
+    def configure(self, connection: sqlite3.Connection, *, participant: bool = False) -> None:
+        """Apply WAL mode, the synchronous level, the busy timeout and foreign keys.
+
+        Switching to WAL writes the file's header, so this runs only once
+        the file is known to be a saga log (or empty).
+        """
         with translate_errors(self.path):
             connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
             mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -129,7 +147,6 @@ class SqliteSettings:
             level = self.participant_synchronous if participant else self.synchronous
             connection.execute(f"PRAGMA synchronous={level}")
             connection.execute("PRAGMA foreign_keys=ON")
-        return connection
 
 
 def translated(exc: sqlite3.DatabaseError, path: str) -> StoreError:
@@ -271,15 +288,27 @@ class SqliteStore(SagaStore):
         """
         settings = SqliteSettings(url)
         _check_file(settings.path, create=create)
-        connection = settings.connect()
+        connection = settings.connect_plain()
         try:
             with translate_errors(settings.path):
                 revision = _schema_revision(connection)
+                foreign = (
+                    revision is None
+                    and connection.execute(
+                        "SELECT COUNT(*) FROM sqlite_master WHERE type='table'"
+                    ).fetchone()[0]
+                )
+            if foreign:
+                raise ForeignDatabaseError(
+                    f"{settings.path} is a SQLite database with tables of its own but no saga "
+                    "schema; it was left untouched (give saga a file of its own)"
+                )
             if revision is not None and revision not in migrate.KNOWN_REVISIONS:
                 raise SchemaTooNewError(
                     f"{settings.path} has schema revision {revision}, newer than this saga "
                     f"understands (up to {migrate.HEAD_REVISION}); upgrade saga-cli"
                 )
+            settings.configure(connection)
             if revision != migrate.HEAD_REVISION:
                 migrate.upgrade(settings.sqlalchemy_url, busy_timeout_ms=settings.busy_timeout_ms)
         except BaseException:

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import SagaCli
+
 from saga_cli.store import open_store
 
 

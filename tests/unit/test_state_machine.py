@@ -61,9 +61,7 @@ class Log:
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def add(
-        self, kind: EventType, step: str | None = None, attempt: int = 0, **detail: Any
-    ) -> Log:
+    def add(self, kind: EventType, step: str | None = None, attempt: int = 0, **detail: Any) -> Log:
         self.events.append(
             Event(len(self.events) + 1, kind, step, attempt, detail or None, at=float(len(self)))
         )
@@ -309,6 +307,15 @@ def test_compensation_requested_of_a_pending_saga_compensates_nothing() -> None:
     assert state.status is SagaStatus.COMPENSATED
 
 
+def test_compensation_requested_while_the_pivot_is_in_flight_is_illegal() -> None:
+    # The pivot's outcome is unknown: it may have committed, and it cannot be
+    # compensated, so undoing the steps before it could strand its effect.
+    d = definition("cpr")
+    log = started().ok("s0").add(E.STEP_STARTED, "s1", 1)
+    with pytest.raises(IllegalTransitionError):
+        apply(d, replay(d, log.events), Event(99, E.COMPENSATION_REQUESTED))
+
+
 # -- illegal transitions ------------------------------------------------------------------------
 
 
@@ -393,7 +400,9 @@ NOT_IN_FLIGHT: list[tuple[str, Log, Event]] = [
 ]
 
 
-@pytest.mark.parametrize(("log", "event"), [pytest.param(lg, ev, id=i) for i, lg, ev in NOT_IN_FLIGHT])
+@pytest.mark.parametrize(
+    ("log", "event"), [pytest.param(lg, ev, id=i) for i, lg, ev in NOT_IN_FLIGHT]
+)
 def test_outcome_of_a_call_that_is_not_in_flight_is_illegal(log: Log, event: Event) -> None:
     d = definition("ccr")
     state = replay(d, log.events)
