@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,8 +159,8 @@ class TravelBooking:
             fail: steps that always decline.
             fail_rate: probability that a booking fails at a step drawn at random.
             seed: makes the trips and the drawn failures reproducible.
-            concurrency: executions in flight at once (threads sharing the log;
-                their log writes are group-committed).
+            concurrency: executions in flight at once; their log writes
+                share commits (see SagaRunner.run_many).
             progress: called after each booking.
 
         Raises:
@@ -176,34 +174,29 @@ class TravelBooking:
             raise InvalidInputError(f"--fail-rate must be within [0, 1] (got {fail_rate})")
         requests = self.random_requests(count, fail=fail, fail_rate=fail_rate, seed=seed)
         report = SimulationReport(count=count)
-        lock = threading.Lock()
 
         def tally(_execution_id: str, event: Event) -> None:
             if event.step is None:
                 return
             if event.type is EventType.STEP_FAILED:
-                with lock:
-                    report.failures[event.step] += 1
+                report.failures[event.step] += 1
             elif event.type is EventType.COMPENSATION_SUCCEEDED:
-                with lock:
-                    report.released[event.step] += 1
+                report.released[event.step] += 1
 
-        def book(request: BookingRequest) -> Outcome:
-            outcome = self.runner.run(self.definition, request.to_payload())
-            with lock:
-                report.count_outcome(outcome)
+        def done(outcome: Outcome) -> None:
+            report.count_outcome(outcome)
             if progress is not None:
                 progress(outcome)
-            return outcome
 
         self._listeners.append(tally)
         started = time.perf_counter()
         try:
-            if concurrency == 1:
-                report.outcomes = [book(request) for request in requests]
-            else:
-                with ThreadPoolExecutor(concurrency, thread_name_prefix="saga") as pool:
-                    report.outcomes = list(pool.map(book, requests))
+            report.outcomes = self.runner.run_many(
+                self.definition,
+                (request.to_payload() for request in requests),
+                concurrency=concurrency,
+                progress=done,
+            )
         finally:
             self._listeners.remove(tally)
             report.seconds = time.perf_counter() - started

@@ -350,6 +350,7 @@ def resume(
             {
                 "resumed": len(report.outcomes),
                 "busy": report.busy,
+                "failed": report.failed,
                 "outcomes": [
                     {"id": o.execution_id, "status": o.status.value} for o in report.outcomes
                 ],
@@ -361,6 +362,8 @@ def resume(
         render.recovery(_console(), report)
     from saga_cli.domain import SagaStatus
 
+    if report.failed:
+        raise typer.Exit(ExitCode.ERROR)
     if any(o.status is SagaStatus.STUCK for o in report.outcomes):
         raise typer.Exit(ExitCode.STUCK)
 

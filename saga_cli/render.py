@@ -225,3 +225,5 @@ def recovery(console: Console, report: RecoveryReport) -> None:
     console.print(f"Resumed {len(report.outcomes)} execution(s): {parts}.")
     if report.busy:
         console.print(f"Skipped {len(report.busy)} owned by a live process.")
+    for execution_id, reason in sorted(report.failed.items()):
+        console.print(f"Could not resume {execution_id}: {reason}", markup=False)

@@ -15,8 +15,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ from saga_cli.domain import (
     Finish,
     Rest,
     RunCompensation,
+    RunStep,
     SagaDefinition,
     SagaState,
     SagaStatus,
@@ -44,9 +44,10 @@ from saga_cli.errors import (
     BusinessError,
     ExecutionBusyError,
     InvalidInputError,
+    SagaError,
     UnknownSagaError,
 )
-from saga_cli.store import ExecutionRecord, SagaStore, Transition
+from saga_cli.store import Claim, Creation, ExecutionRecord, SagaStore, Transition
 
 log = logging.getLogger(__name__)
 # Results are stored leniently (a datetime becomes its str()); a payload must
@@ -75,6 +76,7 @@ class RecoveryReport:
 
     outcomes: list[Outcome]
     busy: list[str]
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def registry(*definitions: SagaDefinition) -> DefinitionLookup:
@@ -177,6 +179,16 @@ class SagaRunner:
         Returns:
             The outcome: completed, compensated or stuck.
         """
+        return self._drive(*self._new_run(definition, payload, execution_id))
+
+    def _new_run(
+        self, definition: SagaDefinition, payload: Mapping[str, Any], execution_id: str | None
+    ) -> tuple[_Run, list[Event]]:
+        """A new execution and its first event, not yet written.
+
+        Raises:
+            InvalidInputError: the payload is not a JSON object.
+        """
         try:
             payload_json = _encode_payload(payload)
             if not isinstance(payload, Mapping):
@@ -193,7 +205,7 @@ class SagaRunner:
         run.payload_json = payload_json
         first = Event(seq=1, type=EventType.SAGA_STARTED, at=self.clock())
         run.state = apply(definition, run.state, first)
-        return self._drive(run, [first])
+        return run, [first]
 
     def resume(self, execution_id: str) -> Outcome:
         """Continue an interrupted (or stuck) execution from its log.
@@ -247,44 +259,141 @@ class SagaRunner:
         return self._drive(run, [])
 
     def resume_all(
-        self, *, concurrency: int = 1, progress: Callable[[Outcome], None] | None = None
+        self,
+        *,
+        concurrency: int = 1,
+        progress: Callable[[Outcome], None] | None = None,
     ) -> RecoveryReport:
         """Resume every interrupted execution (pending, running or compensating, no live owner).
 
+        Leases are taken in batches (one commit each), and `concurrency`
+        executions advance together, their log writes sharing commits (see
+        :meth:`_drive_window`).
+
         Args:
-            concurrency: executions resumed at once (threads; their log
-                writes are group-committed).
+            concurrency: executions in flight at once.
             progress: called after each resumed execution.
 
-        Executions owned by another live process are skipped and reported as busy.
+        Returns:
+            The outcomes; executions owned by another live process are listed
+            as busy, and those that could not be resumed (an unknown saga, a
+            corrupt log, a lease lost mid-way) as failed, with the reason.
         """
         if concurrency < 1:
             raise InvalidInputError(f"concurrency must be at least 1 (got {concurrency})")
         now = self.clock()
         todo: list[ExecutionRecord] = []
-        busy: list[str] = []
+        report = RecoveryReport([], [], {})
         for record in self.store.unfinished():
             if record.owner != self.owner and lease.holds_lease(record, now):
-                busy.append(record.id)
+                report.busy.append(record.id)
             else:
                 todo.append(record)
+        claim_batch = max(concurrency, 16)
 
-        def one(record: ExecutionRecord) -> Outcome | None:
-            try:
-                outcome = self._resume(record)
-            except ExecutionBusyError:
-                busy.append(record.id)  # list.append is atomic under the GIL
-                return None
+        def feed() -> Iterator[tuple[_Run, list[Event]] | Outcome]:
+            for start in range(0, len(todo), claim_batch):
+                for item in self._claim_many(todo[start : start + claim_batch], report):
+                    yield item if isinstance(item, Outcome) else (item, [])
+
+        def finished(outcome: Outcome) -> None:
+            report.outcomes.append(outcome)
             if progress is not None:
                 progress(outcome)
-            return outcome
 
-        if concurrency == 1:
-            results = [one(record) for record in todo]
-        else:
-            with ThreadPoolExecutor(concurrency, thread_name_prefix="saga-resume") as pool:
-                results = list(pool.map(one, todo))
-        return RecoveryReport([o for o in results if o is not None], busy)
+        def failed(execution_id: str, error: SagaError) -> None:
+            report.failed[execution_id] = str(error)
+
+        self._drive_window(feed(), concurrency, finished, failed)
+        return report
+
+    def run_many(
+        self,
+        definition: SagaDefinition,
+        payloads: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int = 1,
+        progress: Callable[[Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        """Start an execution per payload, `concurrency` of them in flight at once.
+
+        The executions advance together and share commits (group commit), so
+        a batch runs faster than one execution after another, with the same
+        write-ahead guarantees.
+
+        Returns:
+            The outcomes, in the order the executions came to rest.
+
+        Raises:
+            LeaseLostError: another process took one of them over.
+        """
+        if concurrency < 1:
+            raise InvalidInputError(f"concurrency must be at least 1 (got {concurrency})")
+        outcomes: list[Outcome] = []
+
+        def feed() -> Iterator[tuple[_Run, list[Event]] | Outcome]:
+            for payload in payloads:
+                yield self._new_run(definition, payload, None)
+
+        def finished(outcome: Outcome) -> None:
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(outcome)
+
+        def failed(_execution_id: str, error: SagaError) -> None:
+            raise error
+
+        self._drive_window(feed(), concurrency, finished, failed)
+        return outcomes
+
+    def _claim_many(
+        self, records: list[ExecutionRecord], report: RecoveryReport
+    ) -> list[_Run | Outcome]:
+        """Claim `records` in one commit; return what to drive (or what needs no driving)."""
+        now = self.clock()
+        histories = self.store.events_of([r.id for r in records])
+        ready: list[tuple[ExecutionRecord, SagaDefinition, SagaState, Event]] = []
+        done: list[_Run | Outcome] = []
+        for record in records:
+            if is_terminal(record.status):
+                done.append(Outcome(record.id, record.saga, record.status))
+                continue
+            try:
+                self._enter(record.id)
+            except ExecutionBusyError:
+                report.busy.append(record.id)
+                continue
+            try:
+                definition = self.definitions(record.saga)
+                state = replay(definition, histories[record.id])
+            except SagaError as exc:
+                self._leave(record.id)
+                report.failed[record.id] = str(exc)
+                continue
+            event = Event(seq=state.next_seq, type=EventType.SAGA_RESUMED, at=now)
+            ready.append((record, definition, state, event))
+        try:
+            versions = self.store.claim_many(
+                [Claim(r.id, r.version, e) for r, _, _, e in ready],
+                self.owner,
+                now + self.lease_seconds,
+                now,
+            )
+        except BaseException:
+            for record, *_ in ready:
+                self._leave(record.id)
+            raise
+        for (record, definition, state, event), version in zip(ready, versions, strict=True):
+            if version is None:
+                self._leave(record.id)
+                report.busy.append(record.id)
+                continue
+            self._notify(record.id, [event])
+            run = _Run(definition, record.id, json.loads(record.payload), state, version, True)
+            run.state = apply(definition, state, event)
+            run.step_name = record.step
+            done.append(run)
+        return done
 
     # -- the engine ------------------------------------------------------------
 
@@ -321,7 +430,16 @@ class SagaRunner:
         return run
 
     def _flush(self, run: _Run, events: list[Event]) -> None:
-        """Make `events` durable together with the row's new projection."""
+        """Make `events` durable together with the row's new projection.
+
+        Raises:
+            LeaseLostError: another owner took the execution over.
+        """
+        (result,) = self.store.commit_all([self._write_for(run, events)])
+        self._settle(run, events, result)
+
+    def _write_for(self, run: _Run, events: list[Event]) -> Creation | Transition:
+        """The store write that records `events` and the row's new projection."""
         state = run.state
         now = self.clock()
         current = state.current_step
@@ -330,37 +448,30 @@ class SagaRunner:
         resting = is_terminal(state.status) or state.status is SagaStatus.STUCK
         owner = None if resting else self.owner
         lease_until = None if resting else now + self.lease_seconds
-        if not run.created:
-            self.store.create(
-                ExecutionRecord(
-                    id=run.id,
-                    saga=run.definition.name,
-                    payload=run.payload_json,
-                    status=state.status,
-                    step=run.step_name,
-                    created_at=events[0].at,
-                    updated_at=now,
-                    owner=owner,
-                    lease_expires_at=lease_until,
-                    version=1,
-                ),
-                events,
+        if run.created:
+            return Transition(
+                run.id, run.version, events, state.status, run.step_name, owner, lease_until, now
             )
-            run.created = True
-            run.version = 1
-        else:
-            run.version = self.store.append(
-                Transition(
-                    run.id,
-                    run.version,
-                    events,
-                    state.status,
-                    run.step_name,
-                    owner,
-                    lease_until,
-                    now,
-                )
-            )
+        record = ExecutionRecord(
+            id=run.id,
+            saga=run.definition.name,
+            payload=run.payload_json,
+            status=state.status,
+            step=run.step_name,
+            created_at=events[0].at,
+            updated_at=now,
+            owner=owner,
+            lease_expires_at=lease_until,
+            version=1,
+        )
+        return Creation(record, list(events))
+
+    def _settle(self, run: _Run, events: list[Event], result: int | SagaError) -> None:
+        """Take note of a committed (or refused) write of `run`."""
+        if isinstance(result, SagaError):
+            raise result
+        run.version = result
+        run.created = True
         self._notify(run.id, events)
         events.clear()
 
@@ -404,38 +515,129 @@ class SagaRunner:
             self._active.discard(execution_id)
 
     def _drive(self, run: _Run, pending: list[Event]) -> Outcome:
-        """Run `run` until it is completed, compensated or stuck."""
-        try:
-            return self._drive_to_rest(run, pending)
-        finally:
-            self._leave(run.id)
+        """Run `run` until it is completed, compensated or stuck.
 
-    def _drive_to_rest(self, run: _Run, pending: list[Event]) -> Outcome:
-        definition = run.definition
-        while True:
-            decision = decide(definition, run.state)
-            if isinstance(decision, Rest):
-                if pending:
-                    self._flush(run, pending)
-                state = run.state
-                return Outcome(run.id, definition.name, state.status, state.error, state.results)
-            if isinstance(decision, Finish):
-                self._record(run, pending, decision.event, None)
-                self._flush(run, pending)
+        Raises:
+            LeaseLostError: another owner took the execution over.
+        """
+        outcomes: list[Outcome] = []
+
+        def lost(_execution_id: str, error: SagaError) -> None:
+            raise error
+
+        self._drive_window(iter([(run, pending)]), 1, outcomes.append, lost)
+        return outcomes[0]
+
+    def _drive_window(
+        self,
+        feed: Iterator[tuple[_Run, list[Event]] | Outcome],
+        window: int,
+        finished: Callable[[Outcome], None],
+        failed: Callable[[str, SagaError], None],
+    ) -> None:
+        """Drive executions from `feed`, up to `window` at a time, in lockstep rounds.
+
+        Each round asks every active execution what to do next and writes
+        everything they made ready (outcomes, the next ``started`` records,
+        terminal events) in ONE commit; only then are the participants called.
+        That keeps the write-ahead rule (no call before its ``started`` record
+        is durable) while a whole window shares each fsync: group commit
+        without threads. One execution at a time is the plain sequential case.
+        """
+        active: list[tuple[_Run, list[Event]]] = []
+        more = True
+        slept_until = 0.0  # after a back-off sleep, what is due counts as due
+        try:
+            while True:
+                while more and len(active) < window:
+                    item = next(feed, None)
+                    if item is None:
+                        more = False
+                    elif isinstance(item, Outcome):
+                        finished(item)
+                    else:
+                        active.append(item)
+                if not active:
+                    return
+                active, slept_until = self._round(active, finished, failed, slept_until)
+        finally:
+            for run, _pending in active:
+                self._leave(run.id)
+
+    def _round(
+        self,
+        active: list[tuple[_Run, list[Event]]],
+        finished: Callable[[Outcome], None],
+        failed: Callable[[str, SagaError], None],
+        slept_until: float,
+    ) -> tuple[list[tuple[_Run, list[Event]]], float]:
+        """One lockstep round.
+
+        Returns:
+            The executions still on their way, and the time this round slept
+            until (so that a retry that was waited for is due next round even
+            under an injected clock).
+        """
+        now = max(self.clock(), slept_until)
+        calls: list[tuple[_Run, list[Event], RunStep | RunCompensation]] = []
+        resting: set[str] = set()
+        wake: float | None = None
+        for run, pending in active:
+            while True:
+                decision = decide(run.definition, run.state)
+                if isinstance(decision, Rest):
+                    resting.add(run.id)
+                    break
+                if isinstance(decision, Finish):
+                    self._record(run, pending, decision.event, None)
+                    continue
+                step = run.definition.steps[decision.index]
+                if decision.record:
+                    if decision.not_before > now:
+                        wake = (
+                            decision.not_before if wake is None else min(wake, decision.not_before)
+                        )
+                        break  # backing off: its failure record is flushed below
+                    compensating = isinstance(decision, RunCompensation)
+                    started = (
+                        EventType.COMPENSATION_STARTED if compensating else EventType.STEP_STARTED
+                    )
+                    self._record(run, pending, started, step.name, decision.attempt)
+                calls.append((run, pending, decision))
+                break
+        ready = [(run, pending) for run, pending in active if pending]
+        dropped: set[str] = set()
+        if ready:
+            # The write-ahead rule: these commit before any participant below runs.
+            results = self.store.commit_all([self._write_for(r, p) for r, p in ready])
+            for (run, pending), result in zip(ready, results, strict=True):
+                if isinstance(result, SagaError):
+                    dropped.add(run.id)
+                    self._leave(run.id)
+                    failed(run.id, result)
+                else:
+                    self._settle(run, pending, result)
+        still: list[tuple[_Run, list[Event]]] = []
+        for run, pending in active:
+            if run.id in dropped:
                 continue
-            compensating = isinstance(decision, RunCompensation)
-            step = definition.steps[decision.index]
-            if decision.record:
-                wait = decision.not_before - self.clock()
-                if wait > 0:
-                    if pending:
-                        self._flush(run, pending)
-                    self.sleep(wait)
-                started = EventType.COMPENSATION_STARTED if compensating else EventType.STEP_STARTED
-                self._record(run, pending, started, step.name, decision.attempt)
-            if pending:
-                self._flush(run, pending)  # the write-ahead rule: durable before the call
-            self._call(run, pending, step, decision.attempt, compensating)
+            if run.id in resting:
+                self._leave(run.id)
+                state = run.state
+                finished(
+                    Outcome(run.id, run.definition.name, state.status, state.error, state.results)
+                )
+            else:
+                still.append((run, pending))
+        for run, pending, decision in calls:
+            if run.id not in dropped:
+                step = run.definition.steps[decision.index]
+                compensating = isinstance(decision, RunCompensation)
+                self._call(run, pending, step, decision.attempt, compensating)
+        if not calls and not ready and wake is not None:
+            self.sleep(max(0.0, wake - self.clock()))
+            return still, wake
+        return still, slept_until
 
     def _call(
         self, run: _Run, pending: list[Event], step: Step, attempt: int, compensating: bool

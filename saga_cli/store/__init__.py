@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from saga_cli.domain import Event, SagaStatus
-from saga_cli.errors import InvalidInputError
+from saga_cli.errors import ExecutionBusyError, InvalidInputError, SagaError
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,23 @@ class Transition:
     now: float
 
 
+@dataclass(frozen=True, slots=True)
+class Creation:
+    """What the first commit of a new execution writes: its row and first events."""
+
+    record: ExecutionRecord
+    events: Sequence[Event]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One lease to take: the version the caller read, and the event recording why."""
+
+    execution_id: str
+    expected_version: int
+    event: Event | None
+
+
 class SagaStore(abc.ABC):
     """Durable storage of executions and their events.
 
@@ -70,6 +87,30 @@ class SagaStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def commit_all(self, writes: Sequence[Creation | Transition]) -> list[int | SagaError]:
+        """Apply several executions' writes in one transaction (one commit, one fsync).
+
+        Returns:
+            Per write, the execution's new version, or the error that refused
+            it (LeaseLostError when a transition's version moved on); a
+            refused write leaves the others intact.
+
+        Raises:
+            StoreError: the transaction itself failed; nothing was written.
+        """
+
+    @abc.abstractmethod
+    def claim_many(
+        self, claims: Sequence[Claim], owner: str, lease_expires_at: float, now: float
+    ) -> list[int | None]:
+        """Take several leases in one transaction, each by compare-and-set on its version.
+
+        Returns:
+            Per claim, the execution's new version, or None where the version
+            had moved on (someone else claimed it first); nothing is written
+            for those.
+        """
+
     def claim(
         self,
         execution_id: str,
@@ -79,14 +120,23 @@ class SagaStore(abc.ABC):
         event: Event | None,
         now: float,
     ) -> int:
-        """Take the lease of an execution by compare-and-set on its version.
-
-        Returns:
-            The new version.
+        """Take one lease by compare-and-set on its version.
 
         Raises:
             ExecutionBusyError: the version moved on since it was read.
         """
+        (version,) = self.claim_many(
+            [Claim(execution_id, expected_version, event)], owner, lease_expires_at, now
+        )
+        if version is None:
+            raise ExecutionBusyError(
+                f"execution {execution_id} was claimed by another process a moment ago"
+            )
+        return version
+
+    @abc.abstractmethod
+    def events_of(self, execution_ids: Sequence[str]) -> dict[str, list[Event]]:
+        """Return the events of several executions (one query), each in sequence order."""
 
     @abc.abstractmethod
     def get(self, execution_id: str) -> ExecutionRecord:

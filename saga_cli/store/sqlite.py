@@ -26,16 +26,23 @@ from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import (
     AmbiguousIdError,
     DatabaseLockedError,
-    ExecutionBusyError,
     ForeignDatabaseError,
     InvalidInputError,
     LeaseLostError,
     NotADatabaseError,
+    SagaError,
     SchemaTooNewError,
     StoreError,
     UnknownExecutionError,
 )
-from saga_cli.store import ExecutionRecord, SagaStore, Transition, migrate
+from saga_cli.store import (
+    Claim,
+    Creation,
+    ExecutionRecord,
+    SagaStore,
+    Transition,
+    migrate,
+)
 from saga_cli.store.group_commit import GroupCommitter
 
 _T = TypeVar("_T")
@@ -263,6 +270,59 @@ def _event_rows(execution_id: str, events: Sequence[Event]) -> list[tuple[Any, .
     ]
 
 
+_Planned = tuple[str, tuple[Any, ...], list[tuple[Any, ...]], str, int]
+
+
+def _statements(write: Creation | Transition) -> _Planned:
+    """The SQL of one write: (statement, row, event rows, execution id, new version)."""
+    if isinstance(write, Creation):
+        r = write.record
+        row = (
+            r.id,
+            r.saga,
+            r.payload,
+            r.status,
+            r.step,
+            r.created_at,
+            r.updated_at,
+            r.owner,
+            r.lease_expires_at,
+            r.version,
+        )
+        return _INSERT_EXECUTION, row, _event_rows(r.id, write.events), r.id, r.version
+    t = write
+    update = (
+        t.status,
+        t.step,
+        t.now,
+        t.owner,
+        t.lease_expires_at,
+        t.execution_id,
+        t.expected_version,
+    )
+    rows = _event_rows(t.execution_id, t.events)
+    return _UPDATE_EXECUTION, update, rows, t.execution_id, t.expected_version + 1
+
+
+def _run_statements(
+    cursor: sqlite3.Cursor,
+    statement: str,
+    row: tuple[Any, ...],
+    event_rows: list[tuple[Any, ...]],
+    execution_id: str,
+    version: int,
+) -> int | SagaError:
+    """Run one planned write; a refused compare-and-set is returned, not raised."""
+    cursor.execute(statement, row)
+    if cursor.rowcount != 1:
+        return LeaseLostError(
+            f"execution {execution_id} was taken over by another process; "
+            "this process stopped writing to it"
+        )
+    cursor.executemany(_INSERT_EVENT, event_rows)
+    return version
+
+
 class SqliteStore(SagaStore):
     """The saga log in one SQLite file, WAL mode, durable (synchronous=FULL) by default."""
 
@@ -330,76 +390,59 @@ class SqliteStore(SagaStore):
 
     def create(self, record: ExecutionRecord, events: Sequence[Event]) -> None:
         """Insert an execution and its first events in one transaction."""
-        row = (
-            record.id,
-            record.saga,
-            record.payload,
-            record.status,
-            record.step,
-            record.created_at,
-            record.updated_at,
-            record.owner,
-            record.lease_expires_at,
-            record.version,
-        )
-        event_rows = _event_rows(record.id, events)
-
-        def work(cursor: sqlite3.Cursor) -> None:
-            cursor.execute(_INSERT_EXECUTION, row)
-            cursor.executemany(_INSERT_EVENT, event_rows)
-
-        self._commit(work)
+        (result,) = self.commit_all([Creation(record, events)])
+        if isinstance(result, SagaError):
+            raise result
 
     def append(self, transition: Transition) -> int:
         """Compare-and-set the execution row and append events, in one transaction."""
-        t = transition
-        update = (
-            t.status,
-            t.step,
-            t.now,
-            t.owner,
-            t.lease_expires_at,
-            t.execution_id,
-            t.expected_version,
-        )
-        event_rows = _event_rows(t.execution_id, t.events)
+        (result,) = self.commit_all([transition])
+        if isinstance(result, SagaError):
+            raise result
+        return result
 
-        def work(cursor: sqlite3.Cursor) -> None:
-            cursor.execute(_UPDATE_EXECUTION, update)
-            if cursor.rowcount != 1:
-                raise LeaseLostError(
-                    f"execution {t.execution_id} was taken over by another process; "
-                    "this process stopped writing to it"
+    def commit_all(self, writes: Sequence[Creation | Transition]) -> list[int | SagaError]:
+        """Apply the writes of several executions in one transaction."""
+        statements = [_statements(write) for write in writes]
+
+        def work(cursor: sqlite3.Cursor) -> list[int | SagaError]:
+            if len(statements) == 1:
+                return [_run_statements(cursor, *statements[0])]
+            results: list[int | SagaError] = []
+            for planned in statements:
+                cursor.execute("SAVEPOINT item")
+                result = _run_statements(cursor, *planned)
+                if isinstance(result, SagaError):
+                    cursor.execute("ROLLBACK TO item")
+                cursor.execute("RELEASE item")
+                results.append(result)
+            return results
+
+        return self._commit(work)
+
+    def claim_many(
+        self, claims: Sequence[Claim], owner: str, lease_expires_at: float, now: float
+    ) -> list[int | None]:
+        """Take several leases in one transaction (one commit for a whole batch)."""
+
+        def work(cursor: sqlite3.Cursor) -> list[int | None]:
+            versions: list[int | None] = []
+            for claim in claims:
+                cursor.execute(
+                    _CLAIM_EXECUTION,
+                    (owner, lease_expires_at, now, claim.execution_id, claim.expected_version),
                 )
-            cursor.executemany(_INSERT_EVENT, event_rows)
+                if cursor.rowcount != 1:
+                    versions.append(None)
+                    continue
+                if claim.event is not None:
+                    cursor.executemany(
+                        _INSERT_EVENT, _event_rows(claim.execution_id, [claim.event])
+                    )
+                versions.append(claim.expected_version + 1)
+            return versions
 
-        self._commit(work)
-        return t.expected_version + 1
-
-    def claim(
-        self,
-        execution_id: str,
-        expected_version: int,
-        owner: str,
-        lease_expires_at: float,
-        event: Event | None,
-        now: float,
-    ) -> int:
-        """Take the lease by compare-and-set; the optional event records why."""
-
-        def work(cursor: sqlite3.Cursor) -> None:
-            cursor.execute(
-                _CLAIM_EXECUTION, (owner, lease_expires_at, now, execution_id, expected_version)
-            )
-            if cursor.rowcount != 1:
-                raise ExecutionBusyError(
-                    f"execution {execution_id} was claimed by another process a moment ago"
-                )
-            if event is not None:
-                cursor.executemany(_INSERT_EVENT, _event_rows(execution_id, [event]))
-
-        self._commit(work)
-        return expected_version + 1
+        return self._commit(work)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock, translate_errors(self.url):
@@ -427,6 +470,31 @@ class SqliteStore(SagaStore):
             )
             for seq, kind, step, attempt, detail, at in self._read(_SELECT_EVENTS, (execution_id,))
         ]
+
+    def events_of(self, execution_ids: Sequence[str]) -> dict[str, list[Event]]:
+        """Return the events of several executions, one query per 500 ids."""
+        found: dict[str, list[Event]] = {i: [] for i in execution_ids}
+        ids = list(found)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                "SELECT saga_id, seq, type, step, attempt, detail, at FROM saga_event"
+                f" WHERE saga_id IN ({marks}) ORDER BY saga_id, seq",
+                chunk,
+            )
+            for saga_id, seq, kind, step, attempt, detail, at in rows:
+                found[saga_id].append(
+                    Event(
+                        seq=seq,
+                        type=EventType(kind),
+                        step=step,
+                        attempt=attempt,
+                        detail=None if detail is None else json.loads(detail),
+                        at=at,
+                    )
+                )
+        return found
 
     def resolve_id(self, prefix: str) -> str:
         """Expand a unique id prefix using the primary-key index (a range, not LIKE)."""
