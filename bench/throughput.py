@@ -4,14 +4,18 @@ Measures, in one run and under the same pragmas (WAL, synchronous=FULL by
 default):
 
 * the raw rate of committed single-row inserts on this machine's disk;
-* sagas per second for the booking saga with no failures and with a share of
-  car failures (compensating hotel and flight in reverse);
-* how many commits one saga costs (counted on every connection, log and
-  services alike, in a separate untimed pass) and CPU ms per saga.
+* sagas per second for the booking saga, sequentially and with K executions
+  in flight (their log writes share commits), with and without car failures
+  (a failed car compensates hotel and flight in reverse);
+* per saga: p50/p99 latency (first record to last), log commits (fsynced),
+  service commits, CPU ms; the process's peak RSS.
+
+Every scenario runs on a fresh log restocked so that nothing sells out, and
+ends with `saga check`'s audit.
 
 Usage:
-    python bench/throughput.py [--sagas 2000] [--car-failure-rate 0.3]
-        [--synchronous FULL] [--json results.json]
+    python bench/throughput.py [--sagas 2000] [--concurrency 1,2,4,8]
+        [--failure-rates 0,0.2,0.3] [--synchronous FULL] [--json results.json]
 """
 
 from __future__ import annotations
@@ -31,10 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from saga_cli.booking import TravelBooking
-from saga_cli.domain import SagaStatus
+from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.services.travel import BookingRequest
 from saga_cli.store import open_store
 from saga_cli.store.sqlite import SqliteSettings, SqliteStore
+
+WRITES = ("INSERT", "UPDATE", "DELETE")
+TERMINAL_EVENTS = (EventType.SAGA_COMPLETED, EventType.SAGA_COMPENSATED, EventType.SAGA_STUCK)
 
 
 def raw_commit_rate(directory: Path, synchronous: str, count: int) -> float:
@@ -68,140 +75,152 @@ def requests(count: int, failure_rate: float, seed: int) -> list[BookingRequest]
 
 
 @contextmanager
-def commit_counter(store: SqliteStore) -> Iterator[Callable[[], tuple[int, int]]]:
-    """Count COMMIT statements on the log's and on the services' connections."""
-    commits = {"log": 0, "participant": 0}
+def service_commit_counter(store: SqliteStore) -> Iterator[Callable[[], int]]:
+    """Count the transactions the services commit on connections opened inside the block.
 
-    def tracer(kind: str) -> Callable[[str], None]:
-        def trace(statement: str) -> None:
-            if statement == "COMMIT":
-                commits[kind] += 1
-
-        return trace
-
+    A COMMIT ends an explicit transaction; a write run outside one is a
+    transaction of its own (SQLite's autocommit).
+    """
+    commits = 0
     original = store.settings.connect
 
     def traced_connect(*, participant: bool = False) -> sqlite3.Connection:
         connection = original(participant=participant)
-        connection.set_trace_callback(tracer("participant" if participant else "log"))
+
+        def trace(statement: str) -> None:
+            nonlocal commits
+            if statement == "COMMIT":
+                commits += 1
+            elif statement.startswith(WRITES) and not connection.in_transaction:
+                commits += 1
+
+        connection.set_trace_callback(trace)
         return connection
 
-    store._db.set_trace_callback(tracer("log"))
     store.settings.connect = traced_connect  # type: ignore[method-assign]
     try:
-        yield lambda: (commits["log"], commits["participant"])
+        yield lambda: commits
     finally:
-        store._db.set_trace_callback(None)
         store.settings.connect = original  # type: ignore[method-assign]
 
 
-def run_sagas(
-    directory: Path, name: str, url_query: str, batch: list[BookingRequest]
+def run_scenario(
+    directory: Path, query: str, concurrency: int, failure_rate: float, count: int, seed: int
 ) -> dict[str, Any]:
-    """Run `batch` sequentially on a fresh log; return rate, latency and CPU figures."""
-    url = f"sqlite:///{directory / name}.db?{url_query}"
-    store = open_store(url)
+    """Run `count` bookings on a fresh log; return rate, latency, commit and CPU figures."""
+    name = f"k{concurrency}-fail{int(failure_rate * 100)}"
+    store = open_store(f"sqlite:///{directory / name}.db?{query}")
     assert isinstance(store, SqliteStore)
-    travel = TravelBooking(store)
-    travel.restock(10 * len(batch) + 100)
-    # Warm up, and count commits per saga in an untimed pass.
-    warm = batch[: min(50, len(batch))]
-    with commit_counter(store) as commits:
-        counting = TravelBooking(store)
-        for request in warm:
-            counting.runner.run(counting.definition, request.to_payload())
-        log_commits, participant_commits = commits()
-        log_per_saga = log_commits / len(warm)
-        participant_per_saga = participant_commits / len(warm)
-        counting.close()
+    batch = requests(count, failure_rate, seed)
+    with service_commit_counter(store) as service_commits:
+        travel = TravelBooking(store)
+        travel.restock(10 * count + 100)
+        warm = batch[: min(50, count)]
+        counted_from = service_commits()
+        travel.runner.run_many(travel.definition, (r.to_payload() for r in warm))
+        services_per_saga = (service_commits() - counted_from) / len(warm)
+
+    started_at: dict[str, float] = {}
     latencies: list[float] = []
-    statuses: dict[str, int] = {}
+
+    def timing(execution_id: str, event: Event) -> None:
+        if event.type is EventType.SAGA_STARTED:
+            started_at[execution_id] = event.at
+        elif event.type in TERMINAL_EVENTS:
+            latencies.append(event.at - started_at.pop(execution_id))
+
+    travel._listeners.append(timing)
+    log_commits_before = store._writer.batches
     cpu_started = time.process_time()
     started = time.perf_counter()
-    for request in batch:
-        t0 = time.perf_counter()
-        outcome = travel.runner.run(travel.definition, request.to_payload())
-        latencies.append(time.perf_counter() - t0)
-        statuses[outcome.status.value] = statuses.get(outcome.status.value, 0) + 1
+    outcomes = travel.runner.run_many(
+        travel.definition, (r.to_payload() for r in batch), concurrency=concurrency
+    )
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
+    log_commits = store._writer.batches - log_commits_before
     report = travel.check()
     travel.close()
     store.close()
     latencies.sort()
+    statuses = [o.status for o in outcomes]
     return {
-        "scenario": name,
-        "sagas": len(batch),
-        "sagas_per_second": round(len(batch) / elapsed, 1),
-        "ms_per_saga": round(1000 * elapsed / len(batch), 3),
-        "cpu_ms_per_saga": round(1000 * cpu / len(batch), 3),
+        "concurrency": concurrency,
+        "car_failure_rate": failure_rate,
+        "sagas": count,
+        "sagas_per_second": round(count / elapsed, 1),
         "p50_ms": round(1000 * statistics.median(latencies), 3),
         "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 3),
-        "log_commits_per_saga": round(log_per_saga, 2),
-        "participant_commits_per_saga": round(participant_per_saga, 2),
-        "completed": statuses.get(SagaStatus.COMPLETED.value, 0),
-        "compensated": statuses.get(SagaStatus.COMPENSATED.value, 0),
+        "log_commits_per_saga": round(log_commits / count, 2),
+        "service_commits_per_saga": round(services_per_saga, 2),
+        "cpu_ms_per_saga": round(1000 * cpu / count, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "completed": statuses.count(SagaStatus.COMPLETED),
+        "compensated": statuses.count(SagaStatus.COMPENSATED),
         "consistent": report.consistent,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(description="Throughput of the travel-booking saga.")
     parser.add_argument("--sagas", type=int, default=2000, help="sagas per scenario")
-    parser.add_argument("--car-failure-rate", type=float, default=0.3)
+    parser.add_argument("--concurrency", default="1,2,4,8", help="comma-separated K values")
+    parser.add_argument(
+        "--failure-rates", default="0,0.2,0.3", help="car failure rates run sequentially"
+    )
+    parser.add_argument(
+        "--concurrent-failure-rate", type=float, default=0.2, help="car failure rate for K > 1"
+    )
     parser.add_argument("--synchronous", default="FULL", choices=["OFF", "NORMAL", "FULL"])
     parser.add_argument(
         "--participant-synchronous",
         choices=["OFF", "NORMAL", "FULL"],
-        help="the services' level (default: NORMAL under a FULL log, see store/sqlite.py)",
+        help="the services' level (default: NORMAL under a FULL log; see README, The saga log)",
     )
     parser.add_argument("--raw-commits", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
 
+    query = f"synchronous={args.synchronous}"
+    if args.participant_synchronous:
+        query += f"&participant_synchronous={args.participant_synchronous}"
+    plan = [(1, float(rate)) for rate in args.failure_rates.split(",")]
+    plan += [
+        (int(k), args.concurrent_failure_rate) for k in args.concurrency.split(",") if int(k) > 1
+    ]
     with tempfile.TemporaryDirectory(prefix="saga-bench-") as tmp:
         directory = Path(tmp)
         raw = raw_commit_rate(directory, args.synchronous, args.raw_commits)
-        query = f"synchronous={args.synchronous}"
-        if args.participant_synchronous:
-            query += f"&participant_synchronous={args.participant_synchronous}"
-        failing = f"car-fails-{int(args.car_failure_rate * 100)}pct"
         scenarios = [
-            run_sagas(directory, "no-failures", query, requests(args.sagas, 0.0, args.seed)),
-            run_sagas(
-                directory, failing, query, requests(args.sagas, args.car_failure_rate, args.seed)
-            ),
+            run_scenario(directory, query, k, rate, args.sagas, args.seed) for k, rate in plan
         ]
-    results = {
-        "synchronous": args.synchronous,
-        "participant_synchronous": args.participant_synchronous or "default",
-        "raw_commits_per_second": round(raw, 1),
-        "scenarios": scenarios,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
-    print(f"raw committed inserts: {raw:,.0f}/s  (synchronous={args.synchronous}, WAL)")
-    header = (
-        f"{'scenario':<18}{'sagas/s':>9}{'ms/saga':>9}{'cpu ms':>8}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'log c.':>8}{'svc c.':>8}{'raw/saga':>10}{'ok':>6}{'comp':>6}"
+    print(
+        f"raw committed single-row inserts: {raw:,.0f}/s "
+        f"(WAL, synchronous={args.synchronous}, same machine, same run)"
     )
-    print(header)
+    print(
+        f"{'K':>3}{'car fail':>9}{'sagas/s':>9}{'x raw':>7}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'log c.':>8}{'svc c.':>8}{'cpu ms':>8}{'RSS MB':>8}{'ok':>6}{'comp':>6}{'check':>7}"
+    )
     for s in scenarios:
-        raw_equivalent = raw / s["sagas_per_second"]
-        s["raw_commits_per_saga_time"] = round(raw_equivalent, 2)
+        s["raw_commits_per_saga_time"] = round(raw / s["sagas_per_second"], 2)
         print(
-            f"{s['scenario']:<18}{s['sagas_per_second']:>9.1f}{s['ms_per_saga']:>9.3f}"
-            f"{s['cpu_ms_per_saga']:>8.3f}{s['p50_ms']:>8.3f}{s['p99_ms']:>8.3f}"
-            f"{s['log_commits_per_saga']:>8.2f}{s['participant_commits_per_saga']:>8.2f}"
-            f"{raw_equivalent:>10.2f}{s['completed']:>6}"
-            f"{s['compensated']:>6}"
+            f"{s['concurrency']:>3}{s['car_failure_rate']:>9.0%}{s['sagas_per_second']:>9.1f}"
+            f"{s['raw_commits_per_saga_time']:>7.2f}{s['p50_ms']:>8.2f}{s['p99_ms']:>8.2f}"
+            f"{s['log_commits_per_saga']:>8.2f}{s['service_commits_per_saga']:>8.2f}"
+            f"{s['cpu_ms_per_saga']:>8.3f}{s['peak_rss_mb']:>8.1f}{s['completed']:>6}"
+            f"{s['compensated']:>6}{'ok' if s['consistent'] else 'FAIL':>7}"
         )
     print(
-        "log c./svc c.: commits per saga on the log's connection (synchronous as given) and on"
-        " the services' connections; raw/saga: raw commits that fit in the time of one saga"
+        "x raw: raw commits that fit in the time of one saga; log c.: fsynced commits of the"
+        " log per saga; svc c.: the services' own commits per saga"
     )
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"raw_commits_per_second": round(raw, 1), "scenarios": scenarios}, indent=2)
+            + "\n"
+        )
     return 0 if all(s["consistent"] for s in scenarios) else 1
 
 

@@ -111,31 +111,33 @@ class ReservationService:
             NoAvailabilityError: nothing left.
             ReservationRefusedError: `key` was cancelled before this arrived.
         """
+        now = time.time()
         with self._transaction() as cur:
-            row = cur.execute(
-                f"SELECT status, resource FROM {self._reservations} WHERE key=?", (key,)
-            ).fetchone()
-            if row is not None:
-                if row[0] == "canceled":
-                    raise ReservationRefusedError(
-                        f"{self.name} reservation {key} was cancelled before the request arrived"
-                    )
-                return {"reservation": key, "resource": row[1]}
-            taken = cur.execute(
-                f"UPDATE {self._resources} SET available = available - 1"
-                " WHERE code=? AND available > 0",
-                (resource,),
-            ).rowcount
-            if taken != 1:
-                raise NoAvailabilityError(f"no {self.name} availability for {resource}")
-            now = time.time()
-            cur.execute(
+            # Insert first: a new key (the usual case) then costs one more
+            # statement; a repeated key falls through to reading what is there.
+            inserted = cur.execute(
                 f"INSERT INTO {self._reservations}"
                 " (key, saga_id, resource, customer, status, created_at, updated_at)"
-                " VALUES (?,?,?,?,'pending',?,?)",
+                " VALUES (?,?,?,?,'pending',?,?) ON CONFLICT (key) DO NOTHING",
                 (key, saga_id, resource, customer, now, now),
+            ).rowcount
+            if inserted:
+                taken = cur.execute(
+                    f"UPDATE {self._resources} SET available = available - 1"
+                    " WHERE code=? AND available > 0",
+                    (resource,),
+                ).rowcount
+                if taken != 1:  # rolls the insert back too
+                    raise NoAvailabilityError(f"no {self.name} availability for {resource}")
+                return {"reservation": key, "resource": resource}
+            status, held = cur.execute(
+                f"SELECT status, resource FROM {self._reservations} WHERE key=?", (key,)
+            ).fetchone()
+        if status == "canceled":
+            raise ReservationRefusedError(
+                f"{self.name} reservation {key} was cancelled before the request arrived"
             )
-        return {"reservation": key, "resource": resource}
+        return {"reservation": key, "resource": held}
 
     def cancel(self, key: str, saga_id: str) -> dict[str, Any]:
         """Release the reservation under `key`, once; tombstone it if it never arrived."""
@@ -170,15 +172,17 @@ class ReservationService:
             TransientError: the reservation is missing or cancelled; the saga
                 cannot confirm what it does not hold (an operator must look).
         """
-        with self._transaction() as cur:
-            changed = cur.execute(
+        # One statement, so it runs as its own (autocommit) transaction.
+        with self._write_lock, translate_errors(self._path):
+            db = self._db()
+            changed = db.execute(
                 f"UPDATE {self._reservations} SET status='confirmed', updated_at=?"
                 " WHERE key=? AND status='pending'",
                 (time.time(), key),
             ).rowcount
             if changed:
                 return {"confirmed": key}
-            row = cur.execute(
+            row = db.execute(
                 f"SELECT status FROM {self._reservations} WHERE key=?", (key,)
             ).fetchone()
         if row is not None and row[0] == "confirmed":
