@@ -281,19 +281,19 @@ class SagaRunner:
         """
         if concurrency < 1:
             raise InvalidInputError(f"concurrency must be at least 1 (got {concurrency})")
-        now = self.clock()
-        todo: list[ExecutionRecord] = []
         report = RecoveryReport([], [], {})
-        for record in self.store.unfinished():
-            if record.owner != self.owner and lease.holds_lease(record, now):
-                report.busy.append(record.id)
-            else:
-                todo.append(record)
         claim_batch = max(concurrency, 16)
 
         def feed() -> Iterator[tuple[_Run, list[Event]] | Outcome]:
-            for start in range(0, len(todo), claim_batch):
-                for item in self._claim_many(todo[start : start + claim_batch], report):
+            for page in self.store.unfinished_pages(page=claim_batch):
+                now = self.clock()
+                todo = []
+                for record in page:
+                    if record.owner != self.owner and lease.holds_lease(record, now):
+                        report.busy.append(record.id)
+                    else:
+                        todo.append(record)
+                for item in self._claim_many(todo, report):
                     yield item if isinstance(item, Outcome) else (item, [])
 
         def finished(outcome: Outcome) -> None:

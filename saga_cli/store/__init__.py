@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from saga_cli.domain import Event, SagaStatus
@@ -166,8 +166,17 @@ class SagaStore(abc.ABC):
         """Return executions newest first, optionally of one status."""
 
     @abc.abstractmethod
+    def unfinished_pages(self, page: int = 500) -> Iterator[list[ExecutionRecord]]:
+        """Yield, a page at a time, every execution that is not completed, compensated or stuck.
+
+        Pages come status by status (running, compensating, pending), each
+        oldest first.
+        """
+
     def unfinished(self) -> list[ExecutionRecord]:
-        """Return every execution that is not completed, compensated or stuck, oldest first."""
+        """Every execution that is not completed, compensated or stuck, oldest first."""
+        records = [record for page in self.unfinished_pages() for record in page]
+        return sorted(records, key=lambda r: (r.created_at, r.id))
 
     @abc.abstractmethod
     def executions_of(self, saga: str) -> list[tuple[str, SagaStatus, str]]:

@@ -534,13 +534,25 @@ class SqliteStore(SagaStore):
             params = (status.value, limit)
         return [_row_to_record(row) for row in self._read(sql, params)]
 
-    def unfinished(self) -> list[ExecutionRecord]:
-        """Return pending, running and compensating executions, oldest first."""
-        rows = self._read(
-            f"{_SELECT_EXECUTION} WHERE status IN ('pending','running','compensating')"
-            " ORDER BY created_at, id"
-        )
-        return [_row_to_record(row) for row in rows]
+    def unfinished_pages(self, page: int = 500) -> Iterator[list[ExecutionRecord]]:
+        """Yield pending, running and compensating executions, a page at a time.
+
+        Keyset pages over the (status, created_at, id) index: the first page
+        arrives at once however many executions wait, and executions that
+        finish meanwhile do not shift the pages.
+        """
+        for status in (SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.PENDING):
+            after: tuple[float, str] = (float("-inf"), "")
+            while True:
+                rows = self._read(
+                    f"{_SELECT_EXECUTION} WHERE status=? AND (created_at, id) > (?, ?)"
+                    " ORDER BY created_at, id LIMIT ?",
+                    (status, after[0], after[1], page),
+                )
+                if not rows:
+                    break
+                yield [_row_to_record(row) for row in rows]
+                after = (rows[-1][5], rows[-1][0])
 
     def executions_of(self, saga: str) -> list[tuple[str, SagaStatus, str]]:
         """Return (id, status, payload JSON) of every execution of one saga."""
