@@ -300,9 +300,7 @@ def show(
     from saga_cli.views import describe
 
     with _store(ctx) as store:
-        view = describe(store, execution_id)
-        if view.record.saga == SAGA_NAME:
-            view = describe(store, view.record.id, STEPS)
+        view = describe(store, execution_id, lambda saga: STEPS if saga == SAGA_NAME else ())
     if as_json:
         _print_json(view.as_json())
         return

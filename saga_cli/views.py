@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,4 +159,5 @@ def describe(store: SagaStore, execution_id: str, step_names: Sequence[str] = ()
     """
     record = store.get(store.resolve_id(execution_id))
     events = store.events(record.id)
-    return ExecutionView(record, is_interrupted(record), step_views(events, step_names), events)
+    steps = step_views(events, steps_of(record.saga))
+    return ExecutionView(record, is_interrupted(record), steps, events)

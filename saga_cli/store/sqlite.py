@@ -68,9 +68,6 @@ _CLAIM_EXECUTION = (
     " WHERE id=? AND version=?"
 )
 _SELECT_EXECUTION = f"SELECT {_EXECUTION_COLUMNS} FROM saga_execution"
-_SELECT_EVENTS = (
-    "SELECT seq, type, step, attempt, detail, at FROM saga_event WHERE saga_id=? ORDER BY seq"
-)
 
 
 class SqliteSettings:
@@ -468,17 +465,7 @@ class SqliteStore(SagaStore):
 
     def events(self, execution_id: str) -> list[Event]:
         """Return an execution's events in sequence order."""
-        return [
-            Event(
-                seq=seq,
-                type=EventType(kind),
-                step=step,
-                attempt=attempt,
-                detail=None if detail is None else json.loads(detail),
-                at=at,
-            )
-            for seq, kind, step, attempt, detail, at in self._read(_SELECT_EVENTS, (execution_id,))
-        ]
+        return self.events_of([execution_id])[execution_id]
 
     def events_of(self, execution_ids: Sequence[str]) -> dict[str, list[Event]]:
         """Return the events of several executions, one query per 500 ids."""
