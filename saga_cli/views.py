@@ -150,8 +150,18 @@ def step_views(events: Sequence[Event], step_names: Sequence[str] = ()) -> list[
     ]
 
 
-def describe(store: SagaStore, execution_id: str, step_names: Sequence[str] = ()) -> ExecutionView:
+def describe(
+    store: SagaStore,
+    execution_id: str,
+    steps_of: Callable[[str], Sequence[str]] = lambda _saga: (),
+) -> ExecutionView:
     """Load one execution (by id or unique prefix) with its steps and events.
+
+    Args:
+        store: the saga log.
+        execution_id: an id or a unique prefix of one.
+        steps_of: the step names of a saga, by saga name, so that steps not
+            yet run show too; unknown sagas show the steps their events name.
 
     Raises:
         UnknownExecutionError: no execution matches.
