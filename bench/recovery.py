@@ -31,7 +31,7 @@ import dataclasses
 import sys
 import saga_cli.services.travel as travel
 from saga_cli.booking import TravelBooking
-from saga_cli.services.travel import CrashPoint
+from saga_cli.services.travel import CrashPoint, FaultPlan
 from saga_cli.store import open_store
 
 class Crash(BaseException):
@@ -44,7 +44,7 @@ travel._die = crash  # the crash point raises instead of SIGKILL, once per booki
 db, count = sys.argv[1], int(sys.argv[2])
 store = open_store(db)
 points = [CrashPoint.parse(p) for p in ("car:before", "hotel:after", "compensate-hotel:before")]
-booking = {str(p): TravelBooking(store, crash_at=p) for p in points}
+booking = {str(p): TravelBooking(store, faults=FaultPlan(crash_at=p)) for p in points}
 booking[str(points[0])].restock(10 * count + 100)
 requests = booking[str(points[0])].random_requests(count, seed=1)
 for number, request in enumerate(requests):

@@ -23,7 +23,7 @@ from saga_cli.services.travel import (
     SERVICES,
     AuditReport,
     BookingRequest,
-    CrashPoint,
+    FaultPlan,
     InventoryRow,
     TravelServices,
     audit,
@@ -79,7 +79,7 @@ class TravelBooking:
     Args:
         store: the saga log; the services use separate connections to it.
         on_event: called with each durable event (for progress displays).
-        crash_at: kill this process at a crash point (failure injection).
+        faults: failures to inject into this process's calls (see FaultPlan).
     """
 
     def __init__(
@@ -87,11 +87,11 @@ class TravelBooking:
         store: SagaStore,
         *,
         on_event: EventListener | None = None,
-        crash_at: CrashPoint | None = None,
+        faults: FaultPlan | None = None,
     ) -> None:
         self.store = store
         self.services: TravelServices = open_services(store)
-        self.definition = travel_saga(self.services, crash_at=crash_at)
+        self.definition = travel_saga(self.services, faults)
         self._listeners: list[EventListener] = [] if on_event is None else [on_event]
         self.runner = SagaRunner(store, registry(self.definition), on_event=self._dispatch)
 
@@ -125,6 +125,10 @@ class TravelBooking:
     def compensate(self, execution_id: str) -> Outcome:
         """Abort one execution by backward recovery."""
         return self.runner.compensate(self.store.resolve_id(execution_id))
+
+    def resolve(self, execution_id: str, note: str) -> Outcome:
+        """Record a manual resolution of a stuck execution (id or unique prefix)."""
+        return self.runner.resolve(self.store.resolve_id(execution_id), note)
 
     def inventory(self) -> list[InventoryRow]:
         """Capacity, availability and reservations per service and resource."""

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from saga_cli.booking import TravelBooking
     from saga_cli.runner import Outcome
+    from saga_cli.services.travel import FaultPlan
     from saga_cli.store import SagaStore
 
 
@@ -72,6 +73,54 @@ CrashOption = Annotated[
         help="SIGKILL this process at POINT: STEP:before|after or compensate-STEP:before|after.",
     ),
 ]
+
+
+FlakyOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--flaky",
+        metavar="STEP[:N]",
+        help="STEP's first N attempts (default 1) fail with a transient error; retried.",
+    ),
+]
+FailCompensationOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--fail-compensation",
+        metavar="STEP[:N|always]",
+        help="The first N attempts of STEP's compensation fail (always: every one -> stuck).",
+    ),
+]
+SlowOption = Annotated[
+    list[str] | None,
+    typer.Option("--slow", metavar="STEP:SECONDS", help="Each call to STEP takes SECONDS longer."),
+]
+OutageOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--outage",
+        metavar="SERVICE",
+        help="Every call to SERVICE fails (flight, hotel, car), compensations too.",
+    ),
+]
+
+
+def _faults(
+    crash_at: str | None,
+    flaky: list[str] | None,
+    fail_compensation: list[str] | None,
+    slow: list[str] | None,
+    outage: list[str] | None,
+) -> FaultPlan:
+    from saga_cli.services.travel import FaultPlan
+
+    return FaultPlan.parse(
+        crash_at=crash_at,
+        flaky=flaky or (),
+        fail_compensation=fail_compensation or (),
+        slow=slow or (),
+        outage=outage or (),
+    )
 
 
 class _State:
@@ -154,12 +203,10 @@ def _store(ctx: typer.Context) -> Iterator[SagaStore]:
 
 @contextmanager
 def _travel(
-    ctx: typer.Context, *, crash_at: str | None = None, show_steps: bool = False
+    ctx: typer.Context, *, faults: FaultPlan | None = None, show_steps: bool = False
 ) -> Iterator[TravelBooking]:
     from saga_cli.booking import TravelBooking
-    from saga_cli.services.travel import CrashPoint
 
-    point = CrashPoint.parse(crash_at) if crash_at else None
     listener = None
     if show_steps:
         from saga_cli import render
@@ -170,7 +217,7 @@ def _travel(
             render.event_line(console, execution_id, event)
 
     with _store(ctx) as store:
-        booking = TravelBooking(store, on_event=listener, crash_at=point)
+        booking = TravelBooking(store, on_event=listener, faults=faults)
         try:
             yield booking
         finally:
@@ -222,6 +269,10 @@ def book(
     ] = None,
     customer: Annotated[str, typer.Option(metavar="NAME", help="Name on the booking.")] = "guest",
     fail: FailOption = None,
+    flaky: FlakyOption = None,
+    fail_compensation: FailCompensationOption = None,
+    slow: SlowOption = None,
+    outage: OutageOption = None,
     crash_at: CrashOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -236,7 +287,8 @@ def book(
     from saga_cli.services.travel import BookingRequest
 
     request = BookingRequest(flight, hotel, car, customer, tuple(fail or ()))
-    with _travel(ctx, crash_at=crash_at, show_steps=not as_json) as travel:
+    faults = _faults(crash_at, flaky, fail_compensation, slow, outage)
+    with _travel(ctx, faults=faults, show_steps=not as_json) as travel:
         result = travel.book(request)
     _finish(result, as_json)
 
@@ -389,6 +441,36 @@ def compensate(
 
 @app.command()
 @_errors_to_exit_codes
+def resolve(
+    ctx: typer.Context,
+    execution_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")
+    ],
+    note: Annotated[
+        str, typer.Option(metavar="TEXT", help="What was done by hand (kept in the log).")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Close a stuck execution by hand, recording what was done.
+
+    A stuck execution (a compensation that gave up) waits for an operator;
+    once the rest is undone outside saga, this marks it compensated (or
+    completed, if it was stuck past its point of no return) with the note.
+
+    Example: saga resolve 3f2a --note "refunded by hand, ticket OPS-42"
+    """
+    with _travel(ctx, show_steps=not as_json) as travel:
+        result = travel.resolve(execution_id, note)
+    if as_json:
+        _print_json({"id": result.execution_id, "status": result.status.value, "note": note})
+        return
+    from saga_cli import render
+
+    render.outcome(_console(), result)
+
+
+@app.command()
+@_errors_to_exit_codes
 def simulate(
     ctx: typer.Context,
     count: Annotated[int, typer.Option(help="How many bookings to make.")] = 10,
@@ -407,6 +489,10 @@ def simulate(
         int | None,
         typer.Option(metavar="N", help="First restock every resource to capacity N (load tests)."),
     ] = None,
+    flaky: FlakyOption = None,
+    fail_compensation: FailCompensationOption = None,
+    slow: SlowOption = None,
+    outage: OutageOption = None,
     crash_at: CrashOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -423,12 +509,13 @@ def simulate(
     from saga_cli.services.travel import BookingRequest
 
     BookingRequest("-", "-", fail=tuple(fail or ()))  # refuses unknown steps up front
+    faults = _faults(crash_at, flaky, fail_compensation, slow, outage)
     from rich.progress import Progress
 
     from saga_cli import render
 
     with (
-        _travel(ctx, crash_at=crash_at) as travel,
+        _travel(ctx, faults=faults) as travel,
         # Only on a terminal: piped stderr stays clean for one-line errors.
         Progress(
             console=_console(stderr=True),

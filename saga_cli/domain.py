@@ -42,7 +42,15 @@ ALLOWED_TRANSITIONS: Mapping[SagaStatus, frozenset[SagaStatus]] = {
         {SagaStatus.COMPENSATING, SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.STUCK}
     ),
     SagaStatus.COMPENSATING: frozenset({SagaStatus.COMPENSATED, SagaStatus.STUCK}),
-    SagaStatus.STUCK: frozenset({SagaStatus.COMPENSATING, SagaStatus.RUNNING}),
+    SagaStatus.STUCK: frozenset(
+        {
+            SagaStatus.COMPENSATING,
+            SagaStatus.RUNNING,
+            # an operator's manual resolution (`saga resolve`)
+            SagaStatus.COMPENSATED,
+            SagaStatus.COMPLETED,
+        }
+    ),
     SagaStatus.COMPLETED: frozenset(),
     SagaStatus.COMPENSATED: frozenset(),
 }
@@ -68,6 +76,7 @@ class EventType(StrEnum):
     SAGA_COMPLETED = "saga_completed"
     SAGA_COMPENSATED = "saga_compensated"
     SAGA_STUCK = "saga_stuck"
+    SAGA_RESOLVED = "saga_resolved"
 
 
 class StepKind(StrEnum):
@@ -419,6 +428,11 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
         return state._replace(
             status=_moved(state, SagaStatus.COMPENSATED), next_seq=nxt, in_flight=None
         )
+    if kind is EventType.SAGA_RESOLVED:
+        if state.status is not SagaStatus.STUCK:
+            raise IllegalTransitionError("only a stuck execution can be resolved by hand")
+        resolved = resolution_of(definition, state)
+        return state._replace(status=_moved(state, resolved), next_seq=nxt, in_flight=None)
     if kind is EventType.SAGA_STUCK:
         return state._replace(
             status=_moved(state, SagaStatus.STUCK),
@@ -456,6 +470,16 @@ def pivot_in_doubt(definition: SagaDefinition, state: SagaState) -> bool:
         and not flight[0]
         and definition.steps[flight[1]].kind is not StepKind.COMPENSATABLE
     )
+
+
+def resolution_of(definition: SagaDefinition, state: SagaState) -> SagaStatus:
+    """The status a manual resolution gives a stuck execution.
+
+    Stuck past its point of no return, the operator finished it by hand
+    (completed); stuck while compensating, the operator undid the rest
+    (compensated).
+    """
+    return SagaStatus.COMPLETED if forward_only(definition, state) else SagaStatus.COMPENSATED
 
 
 def forward_only(definition: SagaDefinition, state: SagaState) -> bool:

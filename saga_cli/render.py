@@ -45,6 +45,7 @@ EVENT_LINE = {
     EventType.SAGA_COMPLETED: ("✓", "saga completed", "bold green"),
     EventType.SAGA_COMPENSATED: ("✗", "saga compensated", "bold magenta"),
     EventType.SAGA_STUCK: ("!", "saga stuck: needs attention", "bold red"),
+    EventType.SAGA_RESOLVED: ("✓", "resolved by hand", "bold"),
 }
 
 
@@ -68,6 +69,8 @@ def _detail(event: Event) -> str:
         return f"{detail['error']}{retry}"
     if "reason" in detail:
         return str(detail["reason"])
+    if "note" in detail:
+        return f"note: {detail['note']}"
     return ""
 
 

@@ -39,6 +39,7 @@ from saga_cli.domain import (
     is_terminal,
     pivot_in_doubt,
     replay,
+    resolution_of,
 )
 from saga_cli.errors import (
     BusinessError,
@@ -257,6 +258,49 @@ class SagaRunner:
             record, definition, EventType.COMPENSATION_REQUESTED, {"reason": reason}, state
         )
         return self._drive(run, [])
+
+    def resolve(self, execution_id: str, note: str) -> Outcome:
+        """Record an operator's manual resolution of a stuck execution.
+
+        The execution becomes compensated (or completed, if it was stuck past
+        its point of no return), with `note` in the log.
+
+        Raises:
+            InvalidInputError: the note is empty or the execution is not stuck.
+            LeaseLostError: it changed while this ran.
+        """
+        if not note.strip():
+            raise InvalidInputError("a resolution needs a note saying what was done (--note)")
+        record = self.store.get(execution_id)
+        if record.status is not SagaStatus.STUCK:
+            raise InvalidInputError(
+                f"execution {execution_id} is {record.status.value}; only a stuck execution "
+                "can be resolved by hand"
+            )
+        definition = self.definitions(record.saga)
+        state = replay(definition, self.store.events(record.id))
+        resolved = resolution_of(definition, state)
+        event = Event(
+            state.next_seq,
+            EventType.SAGA_RESOLVED,
+            detail={"note": note, "status": resolved.value, "by": self.owner},
+            at=self.clock(),
+        )
+        state = apply(definition, state, event)
+        self.store.append(
+            Transition(
+                record.id,
+                record.version,
+                [event],
+                state.status,
+                record.step,
+                None,
+                None,
+                event.at,
+            )
+        )
+        self._notify(record.id, [event])
+        return Outcome(record.id, record.saga, state.status, state.error, state.results)
 
     def resume_all(
         self,

@@ -23,13 +23,14 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from saga_cli.domain import (
     DEFAULT_RETRIABLE_RETRY,
+    RetryPolicy,
     SagaDefinition,
     SagaStatus,
     Step,
@@ -400,36 +401,181 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-@dataclass(slots=True)
-class _Faults:
+class ServiceOutageError(TransientError):
+    """Raised by ``--outage SERVICE``: the service does not answer at all."""
+
+
+class FlakyError(TransientError):
+    """Raised by ``--flaky`` and ``--fail-compensation``: a failure worth retrying."""
+
+
+def _step_count(
+    text: str, option: str, valid: Sequence[str], *, always: bool = False
+) -> tuple[str, int | None]:
+    """Parse ``STEP[:N]`` (or ``STEP:always`` where allowed) for a fault option."""
+    step, _, count = text.partition(":")
+    if step not in valid:
+        raise InvalidInputError(
+            f"unknown step {step!r} in {option} {text!r}; choose from {', '.join(valid)}"
+        )
+    if not count:
+        return step, 1
+    if always and count == "always":
+        return step, None
+    if not count.isdigit() or int(count) < 1:
+        shape = "N (a whole number >= 1) or always" if always else "N (a whole number >= 1)"
+        raise InvalidInputError(f"{option} {text!r}: after the colon give {shape}")
+    return step, int(count)
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    """Failures injected into this process's calls to the services.
+
+    Unlike ``--fail`` (a service's decision, stored with the booking), these
+    describe the environment of one run: a resumed execution meets whatever
+    faults the resuming process was given, which is how an operator retries
+    a saga that got stuck during an outage.
+
+    Attributes:
+        crash_at: kill the process at this point.
+        flaky: step -> its first N attempts fail with a transient error.
+        fail_compensation: step -> the first N attempts of its compensation
+            fail (None: every attempt).
+        slow: step -> seconds each call to it takes longer.
+        outage: services whose every call fails (transient), compensations too.
+    """
+
     crash_at: CrashPoint | None = None
-    notes: list[str] = field(default_factory=list)
+    flaky: Mapping[str, int] = field(default_factory=dict)
+    fail_compensation: Mapping[str, int | None] = field(default_factory=dict)
+    slow: Mapping[str, float] = field(default_factory=dict)
+    outage: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        crash_at: str | None = None,
+        flaky: Sequence[str] = (),
+        fail_compensation: Sequence[str] = (),
+        slow: Sequence[str] = (),
+        outage: Sequence[str] = (),
+    ) -> FaultPlan:
+        """Build a plan from the CLI's option values.
+
+        Raises:
+            InvalidInputError: an unknown step or service, or a malformed count.
+        """
+        flaky_steps: dict[str, int] = {}
+        for text in flaky:
+            step, count = _step_count(text, "--flaky", STEPS)
+            flaky_steps[step] = count or 1
+        failing = dict(
+            _step_count(text, "--fail-compensation", SERVICES, always=True)
+            for text in fail_compensation
+        )
+        delays: dict[str, float] = {}
+        for text in slow:
+            step, _, seconds = text.partition(":")
+            if step not in STEPS:
+                raise InvalidInputError(
+                    f"unknown step {step!r} in --slow {text!r}; choose from {', '.join(STEPS)}"
+                )
+            try:
+                delay = float(seconds)
+            except ValueError:
+                delay = -1.0
+            if not 0 <= delay <= 3600:
+                raise InvalidInputError(f"--slow {text!r}: give STEP:SECONDS, 0 to 3600 seconds")
+            delays[step] = delay
+        for service in outage:
+            if service not in SERVICES:
+                raise InvalidInputError(
+                    f"unknown service {service!r} in --outage; choose from {', '.join(SERVICES)}"
+                )
+        return cls(
+            CrashPoint.parse(crash_at) if crash_at else None,
+            flaky_steps,
+            failing,
+            delays,
+            frozenset(outage),
+        )
 
     def wrap(
         self, step: str, compensation: bool, call: Callable[[StepContext], Any]
     ) -> Callable[[StepContext], Any]:
+        """`call` with this plan's faults for `step` around it (none: `call` itself)."""
+        wrapped = call
+        if compensation and step in self.fail_compensation:
+            wrapped = _failing_first(wrapped, self.fail_compensation[step], "compensation")
+        if not compensation and step in self.flaky:
+            wrapped = _failing_first(wrapped, self.flaky[step], "call")
+        down = self.outage & ({step} if step in SERVICES else set(SERVICES))
+        if down and (step in SERVICES or not compensation):
+            wrapped = _unreachable(sorted(down))
+        if step in self.slow:
+            wrapped = _slowed(wrapped, self.slow[step])
         point = self.crash_at
-        if point is None or point.step != step or point.compensation != compensation:
-            return call
-        when = point.when
+        if point is not None and point.step == step and point.compensation == compensation:
+            wrapped = _crashing(wrapped, point.when)
+        return wrapped
 
-        def crashing(ctx: StepContext) -> Any:
-            if when == "before":
-                _die()
-            result = call(ctx)
+
+def _failing_first(
+    call: Callable[[StepContext], Any], attempts: int | None, what: str
+) -> Callable[[StepContext], Any]:
+    def failing(ctx: StepContext) -> Any:
+        if attempts is None or ctx.attempt <= attempts:
+            budget = "every attempt" if attempts is None else f"the first {attempts}"
+            raise FlakyError(
+                f"{ctx.step} {what} failed on attempt {ctx.attempt} (injected: {budget})"
+            )
+        return call(ctx)
+
+    return failing
+
+
+def _unreachable(services: list[str]) -> Callable[[StepContext], Any]:
+    def down(ctx: StepContext) -> Any:
+        raise ServiceOutageError(f"{', '.join(services)} service unreachable (--outage)")
+
+    return down
+
+
+def _slowed(call: Callable[[StepContext], Any], seconds: float) -> Callable[[StepContext], Any]:
+    def slow(ctx: StepContext) -> Any:
+        time.sleep(seconds)
+        return call(ctx)
+
+    return slow
+
+
+def _crashing(call: Callable[[StepContext], Any], when: str) -> Callable[[StepContext], Any]:
+    def crashing(ctx: StepContext) -> Any:
+        if when == "before":
             _die()
-            return result
+        result = call(ctx)
+        _die()
+        return result
 
-        return crashing
+    return crashing
 
 
-def travel_saga(services: TravelServices, *, crash_at: CrashPoint | None = None) -> SagaDefinition:
+# Reservations are retried on transient errors (a flaky network, a busy
+# database) a few times, quickly: the booking should not wait long.
+RESERVATION_RETRY = RetryPolicy(
+    max_attempts=4, initial_delay=0.02, multiplier=2.0, max_delay=0.5, jitter=0.2
+)
+
+
+def travel_saga(services: TravelServices, faults: FaultPlan | None = None) -> SagaDefinition:
     """The seed's travel booking: flight, hotel, car, then confirm.
 
     The three reservations are compensatable and stay ``pending`` (a semantic
     lock) until the retriable ``confirm`` step turns them ``confirmed``.
     """
-    faults = _Faults(crash_at)
+    faults = faults or FaultPlan()
 
     def reserver(service: ReservationService) -> Callable[[StepContext], Any]:
         def reserve(ctx: StepContext) -> Any:
@@ -464,6 +610,7 @@ def travel_saga(services: TravelServices, *, crash_at: CrashPoint | None = None)
             name,
             faults.wrap(name, False, reserver(services.by_name[name])),
             faults.wrap(name, True, canceller(services.by_name[name])),
+            retry=RESERVATION_RETRY,
         )
         for name in SERVICES
     ]
@@ -575,15 +722,40 @@ FAULT_OPTIONS = (
     FaultOption(
         "--fail STEP",
         "book, simulate",
-        "The STEP service declines (a business failure); completed steps are compensated "
-        "in reverse. STEP: flight, hotel, car, or confirm (confirm is retried, then stuck). "
-        "Repeatable.",
+        "The STEP service declines (a business failure, not retried); completed steps are "
+        "compensated in reverse. STEP: flight, hotel, car, or confirm (confirm is retried, "
+        "then stuck). Stored with the booking, so a resumed execution fails alike. Repeatable.",
     ),
     FaultOption(
         "--fail-rate P",
         "simulate",
         "Each booking fails with probability P at a flight, hotel or car step drawn at "
         "random; reproducible with --seed.",
+    ),
+    FaultOption(
+        "--flaky STEP[:N]",
+        "book, simulate",
+        "STEP's first N attempts (default 1) fail with a transient error; reservations are "
+        "retried up to 4 times with backoff, so N < 4 still succeeds. Repeatable.",
+    ),
+    FaultOption(
+        "--fail-compensation STEP[:N|always]",
+        "book, simulate",
+        "The first N attempts of STEP's compensation fail (retried up to 5 times with "
+        "backoff); `always`, or N >= 5, leaves the execution stuck (exit 4) for "
+        "`saga resume` or `saga resolve`. Repeatable.",
+    ),
+    FaultOption(
+        "--slow STEP:SECONDS",
+        "book, simulate",
+        "Each call to STEP takes SECONDS longer (the step's duration in `saga show` shows it).",
+    ),
+    FaultOption(
+        "--outage SERVICE",
+        "book, simulate",
+        "Every call to SERVICE fails, its compensations and the confirmation too: the step "
+        "is retried, then compensated, and the saga ends stuck until the service is back "
+        "(`saga resume` without --outage).",
     ),
     FaultOption(
         "--crash-at STEP:before",

@@ -45,6 +45,7 @@ def test_the_command_list_is_the_documented_one() -> None:
             "show",
             "resume",
             "compensate",
+            "resolve",
             "simulate",
             "faults",
             "inventory",

@@ -94,8 +94,13 @@ def test_completed_and_compensated_are_the_only_terminal_statuses() -> None:
         assert (not ALLOWED_TRANSITIONS[status]) == (status in TERMINAL_STATUSES)
 
 
-def test_stuck_may_only_go_back_to_running_or_compensating() -> None:
-    assert ALLOWED_TRANSITIONS[SagaStatus.STUCK] == {SagaStatus.RUNNING, SagaStatus.COMPENSATING}
+def test_stuck_goes_back_to_running_or_compensating_or_is_resolved_by_hand() -> None:
+    assert ALLOWED_TRANSITIONS[SagaStatus.STUCK] == {
+        SagaStatus.RUNNING,
+        SagaStatus.COMPENSATING,
+        SagaStatus.COMPENSATED,  # `saga resolve` of a saga stuck compensating
+        SagaStatus.COMPLETED,  # `saga resolve` of a saga stuck past its pivot
+    }
 
 
 # -- the success path ------------------------------------------------------------------
