@@ -193,6 +193,12 @@ class SagaDefinition:
                     f"saga {self.name!r}: step name {name!r} is empty or repeated"
                 )
         _validate_kinds(self.name, self.steps)
+        for step in self.steps:
+            if step.timeout is not None and not (0 < step.timeout < math.inf):
+                raise DefinitionError(
+                    f"saga {self.name!r}: step {step.name!r} has timeout {step.timeout}; "
+                    "give a positive number of seconds or None"
+                )
         object.__setattr__(self, "index", {n: i for i, n in enumerate(names)})
 
     @property

@@ -88,3 +88,11 @@ class BusinessError(StepError):
 
 class TransientError(StepError):
     """A participant failed in a way worth retrying (timeout, connection reset)."""
+
+
+class StepTimeoutError(TransientError):
+    """A step's action did not answer within its timeout: its effect is unknown.
+
+    The runner does not retry it: the saga compensates at once, and the
+    compensation must cope with the action arriving late (a tombstone).
+    """

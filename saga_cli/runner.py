@@ -32,6 +32,7 @@ from saga_cli.domain import (
     SagaStatus,
     Step,
     StepContext,
+    StepFunction,
     StepKind,
     apply,
     decide,
@@ -46,6 +47,7 @@ from saga_cli.errors import (
     ExecutionBusyError,
     InvalidInputError,
     SagaError,
+    StepTimeoutError,
     UnknownSagaError,
 )
 from saga_cli.store import Claim, Creation, ExecutionRecord, SagaStore, Transition
@@ -699,7 +701,10 @@ class SagaRunner:
             run.id, step.name, key, action_key, attempt, run.payload, run.state.results
         )
         try:
-            result = function(context)
+            if step.timeout is not None and not compensating:
+                result = _call_with_timeout(function, context, step.timeout)
+            else:
+                result = function(context)
         except Exception as exc:
             self._failed(run, pending, step, attempt, compensating, exc, policy.max_attempts)
             return
@@ -727,8 +732,9 @@ class SagaRunner:
         error = str(exc) or type(exc).__name__
         detail: dict[str, Any] = {"error": error, "kind": type(exc).__name__}
         business = isinstance(exc, BusinessError) and not compensating
+        timed_out = isinstance(exc, StepTimeoutError)
         policy = step.compensation_retry if compensating else step.retry
-        if not business and attempt < max_attempts:
+        if not business and not timed_out and attempt < max_attempts:
             detail["retry_at"] = self.clock() + policy.delay_before(attempt + 1, self.rng)
         elif not business and not compensating:
             detail["uncertain"] = True  # the effect may exist: compensate it too
@@ -747,3 +753,33 @@ class SagaRunner:
                 attempt,
                 {"error": f"{why} {step.name!r} gave up after {attempt} attempt(s): {error}"},
             )
+
+
+def _call_with_timeout(function: StepFunction, context: StepContext, timeout: float) -> Any:
+    """Call `function` on a helper thread and wait at most `timeout` seconds.
+
+    A call still running then is abandoned, not stopped (Python cannot stop
+    a thread): it may still complete later, which is what a late-arriving
+    request does to a real service, and why compensations must leave a
+    tombstone for an action that has not arrived yet.
+
+    Raises:
+        StepTimeoutError: no answer in time.
+    """
+    box: dict[str, Any] = {}
+    answered = threading.Event()
+
+    def call() -> None:
+        try:
+            box["result"] = function(context)
+        except BaseException as exc:  # handed to the waiting thread
+            box["error"] = exc
+        finally:
+            answered.set()
+
+    threading.Thread(target=call, name=f"saga-step-{context.step}", daemon=True).start()
+    if not answered.wait(timeout):
+        raise StepTimeoutError(f"{context.step} did not answer within {timeout:g}s")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
