@@ -93,3 +93,20 @@ def store(db_path: Path) -> Iterator[SagaStore]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saga log at the newest schema, made once; tests copy it instead of migrating."""
+    path = tmp_path_factory.mktemp("template") / "saga.db"
+    open_store(str(path)).close()
+    for suffix in ("-wal", "-shm", "-journal"):
+        assert not Path(f"{path}{suffix}").exists(), f"{suffix} left behind by the migration"
+    return path
+
+
+@pytest.fixture
+def migrated(saga: SagaCli, db_path: Path, migrated_template: Path) -> SagaCli:
+    """The real `saga` command bound to a fresh, already migrated log."""
+    shutil.copyfile(migrated_template, db_path)
+    return saga
