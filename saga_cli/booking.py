@@ -19,6 +19,7 @@ from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import InvalidInputError
 from saga_cli.runner import EventListener, Outcome, RecoveryReport, SagaRunner, registry
 from saga_cli.services.travel import (
+    BASIC_SAGA_NAME,
     SAGA_NAME,
     SERVICES,
     AuditReport,
@@ -80,6 +81,8 @@ class TravelBooking:
         store: the saga log; the services use separate connections to it.
         on_event: called with each durable event (for progress displays).
         faults: failures to inject into this process's calls (see FaultPlan).
+        payment: False runs the basic saga, without the payment pivot and the
+            notification (see travel_saga).
     """
 
     def __init__(
@@ -88,12 +91,14 @@ class TravelBooking:
         *,
         on_event: EventListener | None = None,
         faults: FaultPlan | None = None,
+        payment: bool = True,
     ) -> None:
         self.store = store
         self.services: TravelServices = open_services(store)
-        self.definition = travel_saga(self.services, faults)
+        self.definition = travel_saga(self.services, faults, payment=payment)
         self._listeners: list[EventListener] = [] if on_event is None else [on_event]
-        self.runner = SagaRunner(store, registry(self.definition), on_event=self._dispatch)
+        other = travel_saga(self.services, faults, payment=not payment)
+        self.runner = SagaRunner(store, registry(self.definition, other), on_event=self._dispatch)
 
     def _dispatch(self, execution_id: str, event: Event) -> None:
         for listener in self._listeners:
@@ -140,11 +145,14 @@ class TravelBooking:
 
     def check(self) -> AuditReport:
         """Audit the log against the services."""
-        executions = {
-            record_id: (status, json.loads(payload))
-            for record_id, status, payload in self.store.executions_of(SAGA_NAME)
-        }
-        return audit(executions, self.services)
+        executions = {}
+        paid = set()
+        for saga in (SAGA_NAME, BASIC_SAGA_NAME):
+            for record_id, status, payload in self.store.executions_of(saga):
+                executions[record_id] = (status, json.loads(payload))
+                if saga == SAGA_NAME:
+                    paid.add(record_id)
+        return audit(executions, self.services, paid=paid)
 
     def simulate(
         self,

@@ -23,7 +23,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +42,11 @@ from saga_cli.store.sqlite import translate_errors, write_lock
 
 SERVICES = ("flight", "hotel", "car")
 SAGA_NAME = "travel-booking"
-STEPS = (*SERVICES, "confirm")
+BASIC_SAGA_NAME = "travel-booking-basic"
+STEPS = (*SERVICES, "payment", "confirm", "notify")
+BASIC_STEPS = (*SERVICES, "confirm")
+# What each reservation costs the customer, charged at the pivot.
+FARES = {"flight": 300, "hotel": 200, "car": 80}
 Connect = Callable[[], sqlite3.Connection]
 
 
@@ -71,19 +75,14 @@ class InventoryRow:
     confirmed: int
 
 
-class ReservationService:
-    """One travel microservice over its own two tables."""
+class _Service:
+    """A microservice's plumbing: its own connection per thread and its own transactions."""
 
-    def __init__(self, name: str, connect: Connect, path: str) -> None:
-        if name not in SERVICES:
-            raise InvalidInputError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
-        self.name = name
+    def __init__(self, connect: Connect, path: str) -> None:
         self._connect = connect
         self._path = path
         self._local = threading.local()
         self._write_lock = write_lock(path)
-        self._resources = f"{name}_resource"
-        self._reservations = f"{name}_reservation"
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -104,6 +103,25 @@ class ReservationService:
                 cursor.execute("ROLLBACK")
                 raise
             cursor.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+class ReservationService(_Service):
+    """One travel microservice over its own two tables."""
+
+    def __init__(self, name: str, connect: Connect, path: str) -> None:
+        if name not in SERVICES:
+            raise InvalidInputError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+        super().__init__(connect, path)
+        self.name = name
+        self._resources = f"{name}_resource"
+        self._reservations = f"{name}_reservation"
 
     def reserve(self, key: str, saga_id: str, resource: str, customer: str) -> dict[str, Any]:
         """Hold one unit of `resource` as a pending reservation under `key`.
@@ -239,12 +257,46 @@ class ReservationService:
                 (capacity, capacity),
             )
 
-    def close(self) -> None:
-        """Close this thread's connection."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+
+class PaymentService(_Service):
+    """Charges the customer: the saga's pivot, which nothing undoes."""
+
+    def charge(self, key: str, saga_id: str, customer: str, amount: int) -> dict[str, Any]:
+        """Charge `amount` under `key`, once; a repeated key returns the first charge."""
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO payment_charge (key, saga_id, customer, amount, created_at)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
+                (key, saga_id, customer, amount, time.time()),
+            )
+            charged = cur.execute(
+                "SELECT amount FROM payment_charge WHERE key=?", (key,)
+            ).fetchone()[0]
+        return {"charge": key, "amount": charged}
+
+    def charges(self) -> list[tuple[str, str, int]]:
+        """Every charge as (key, saga_id, amount)."""
+        with translate_errors(self._path):
+            return list(self._db().execute("SELECT key, saga_id, amount FROM payment_charge"))
+
+
+class NotificationService(_Service):
+    """Sends the booking confirmation (an outbox row; sending twice is one message)."""
+
+    def send(self, key: str, saga_id: str, customer: str, message: str) -> dict[str, Any]:
+        """Queue `message` for `customer` under `key`, once."""
+        with self._write_lock, translate_errors(self._path):
+            self._db().execute(
+                "INSERT INTO notification_outbox (key, saga_id, customer, message, created_at)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
+                (key, saga_id, customer, message, time.time()),
+            )
+        return {"notified": customer}
+
+    def sent(self) -> list[tuple[str, str]]:
+        """Every message as (key, saga_id)."""
+        with translate_errors(self._path):
+            return list(self._db().execute("SELECT key, saga_id FROM notification_outbox"))
 
 
 class TravelServices:
@@ -259,6 +311,8 @@ class TravelServices:
             "hotel": self.hotel,
             "car": self.car,
         }
+        self.payment = PaymentService(connect, path)
+        self.notification = NotificationService(connect, path)
 
     def inventory(self) -> list[InventoryRow]:
         """Inventory of every service."""
@@ -284,7 +338,7 @@ class TravelServices:
 
     def close(self) -> None:
         """Close the services' connections."""
-        for service in self.by_name.values():
+        for service in (*self.by_name.values(), self.payment, self.notification):
             service.close()
 
 
@@ -511,8 +565,10 @@ class FaultPlan:
             wrapped = _failing_first(wrapped, self.fail_compensation[step], "compensation")
         if not compensation and step in self.flaky:
             wrapped = _failing_first(wrapped, self.flaky[step], "call")
-        down = self.outage & ({step} if step in SERVICES else set(SERVICES))
-        if down and (step in SERVICES or not compensation):
+        # A reservation step needs its own service; confirm needs all three.
+        needs = {step} if step in SERVICES else set(SERVICES) if step == "confirm" else set()
+        down = self.outage & needs
+        if down:
             wrapped = _unreachable(sorted(down))
         if step in self.slow:
             wrapped = _slowed(wrapped, self.slow[step])
@@ -569,13 +625,33 @@ RESERVATION_RETRY = RetryPolicy(
 )
 
 
-def travel_saga(services: TravelServices, faults: FaultPlan | None = None) -> SagaDefinition:
-    """The seed's travel booking: flight, hotel, car, then confirm.
+PAYMENT_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.05, max_delay=0.5, jitter=0.2)
 
-    The three reservations are compensatable and stay ``pending`` (a semantic
-    lock) until the retriable ``confirm`` step turns them ``confirmed``.
+
+def travel_saga(
+    services: TravelServices, faults: FaultPlan | None = None, *, payment: bool = True
+) -> SagaDefinition:
+    """The seed's travel booking, with a pivot.
+
+    Reserve flight, hotel and car (compensatable; held ``pending``, a
+    semantic lock), charge the payment (the pivot: once it succeeds the saga
+    only moves forward), confirm the reservations (retriable: ``pending`` ->
+    ``confirmed``, the lock released) and send the confirmation (retriable).
+
+    Args:
+        services: the services the steps call.
+        faults: failures to inject into this process's calls.
+        payment: False gives the basic saga (the three reservations and the
+            confirmation, no payment or notification): the shape of the
+            3-step booking saga that ``bench/throughput.py`` compares with peers.
     """
     faults = faults or FaultPlan()
+
+    def declined(ctx: StepContext, request: BookingRequest) -> None:
+        if ctx.step in request.fail:
+            if ctx.step in ("confirm", "notify"):
+                raise TransientError(f"{ctx.step} failed (--fail {ctx.step})")
+            raise InjectedFailureError(f"{ctx.step} declined the booking (--fail)")
 
     def reserver(service: ReservationService) -> Callable[[StepContext], Any]:
         def reserve(ctx: StepContext) -> Any:
@@ -583,8 +659,7 @@ def travel_saga(services: TravelServices, faults: FaultPlan | None = None) -> Sa
             code = request.resources().get(service.name)
             if code is None:
                 return {"skipped": True}
-            if service.name in request.fail:
-                raise InjectedFailureError(f"{service.name} declined the booking (--fail)")
+            declined(ctx, request)
             return service.reserve(ctx.key, ctx.execution_id, code, request.customer)
 
         return reserve
@@ -597,13 +672,25 @@ def travel_saga(services: TravelServices, faults: FaultPlan | None = None) -> Sa
 
         return cancel
 
+    def charge(ctx: StepContext) -> Any:
+        request = BookingRequest.from_payload(ctx.payload)
+        declined(ctx, request)
+        amount = sum(FARES[name] for name in request.resources())
+        return services.payment.charge(ctx.key, ctx.execution_id, request.customer, amount)
+
     def confirm(ctx: StepContext) -> Any:
         request = BookingRequest.from_payload(ctx.payload)
-        if "confirm" in request.fail:
-            raise TransientError("confirmation failed (--fail confirm)")
+        declined(ctx, request)
         for name in request.resources():
             services.by_name[name].confirm(f"{ctx.execution_id}:{name}")
         return {"confirmed": sorted(request.resources())}
+
+    def notify(ctx: StepContext) -> Any:
+        request = BookingRequest.from_payload(ctx.payload)
+        declined(ctx, request)
+        booked = ", ".join(f"{k} {v}" for k, v in request.resources().items())
+        message = f"Your trip is booked: {booked}."
+        return services.notification.send(ctx.key, ctx.execution_id, request.customer, message)
 
     steps = [
         Step(
@@ -614,6 +701,15 @@ def travel_saga(services: TravelServices, faults: FaultPlan | None = None) -> Sa
         )
         for name in SERVICES
     ]
+    if payment:
+        steps.append(
+            Step(
+                "payment",
+                faults.wrap("payment", False, charge),
+                kind=StepKind.PIVOT,
+                retry=PAYMENT_RETRY,
+            )
+        )
     steps.append(
         Step(
             "confirm",
@@ -622,7 +718,16 @@ def travel_saga(services: TravelServices, faults: FaultPlan | None = None) -> Sa
             retry=DEFAULT_RETRIABLE_RETRY,
         )
     )
-    return SagaDefinition(SAGA_NAME, tuple(steps))
+    if payment:
+        steps.append(
+            Step(
+                "notify",
+                faults.wrap("notify", False, notify),
+                kind=StepKind.RETRIABLE,
+                retry=DEFAULT_RETRIABLE_RETRY,
+            )
+        )
+    return SagaDefinition(SAGA_NAME if payment else BASIC_SAGA_NAME, tuple(steps))
 
 
 # -- the audit ------------------------------------------------------------------------
@@ -643,16 +748,22 @@ class AuditReport:
 
 
 def audit(
-    executions: Mapping[str, tuple[SagaStatus, Mapping[str, Any]]], services: TravelServices
+    executions: Mapping[str, tuple[SagaStatus, Mapping[str, Any]]],
+    services: TravelServices,
+    *,
+    paid: Collection[str] = (),
 ) -> AuditReport:
     """Check the log against the services.
 
     Args:
         executions: travel-booking executions by id: (status, payload).
         services: the services to inspect.
+        paid: ids of executions whose saga has the payment pivot and the
+            notification (a completed one must have both).
 
     Checks that each completed execution holds a confirmed reservation at
-    every service it booked, each compensated one holds none, no reservation
+    every service it booked, each compensated one holds none and was never
+    charged, every completed paid one was charged once and notified, nothing
     belongs to no execution, and every resource's capacity is conserved.
     """
     violations: list[str] = []
@@ -688,6 +799,20 @@ def audit(
                 violations.append(
                     f"compensated execution {execution_id} still holds a {state} {name} reservation"
                 )
+    charged = {saga_id for _key, saga_id, _amount in services.payment.charges()}
+    notified = {saga_id for _key, saga_id in services.notification.sent()}
+    for kind, owners in (("charge", charged), ("notification", notified)):
+        for saga_id in sorted(owners - executions.keys()):
+            violations.append(f"a {kind} of {saga_id} belongs to no execution")
+    for execution_id, (status, _payload) in executions.items():
+        if status is SagaStatus.COMPENSATED and execution_id in charged:
+            violations.append(f"compensated execution {execution_id} was charged")
+        if status is SagaStatus.COMPLETED and execution_id in paid:
+            if execution_id not in charged:
+                violations.append(f"completed execution {execution_id} was never charged")
+            if execution_id not in notified:
+                violations.append(f"completed execution {execution_id} was never notified")
+    total += len(charged) + len(notified)
     for row in services.inventory():
         if row.available + row.pending + row.confirmed != row.capacity or row.available < 0:
             violations.append(
@@ -723,8 +848,9 @@ FAULT_OPTIONS = (
         "--fail STEP",
         "book, simulate",
         "The STEP service declines (a business failure, not retried); completed steps are "
-        "compensated in reverse. STEP: flight, hotel, car, or confirm (confirm is retried, "
-        "then stuck). Stored with the booking, so a resumed execution fails alike. Repeatable.",
+        "compensated in reverse. STEP: flight, hotel, car, payment (the pivot: a declined "
+        "card), or confirm/notify (past the pivot: retried, then stuck). Stored with the "
+        "booking, so a resumed execution fails alike. Repeatable.",
     ),
     FaultOption(
         "--fail-rate P",

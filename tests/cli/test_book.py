@@ -34,7 +34,7 @@ def test_book_json_prints_id_saga_status_error_and_step_results(migrated: SagaCl
     assert body["saga"] == "travel-booking"
     assert body["status"] == "completed"
     assert body["error"] is None
-    assert list(body["results"]) == ["flight", "hotel", "car", "confirm"]
+    assert list(body["results"]) == ["flight", "hotel", "car", "payment", "confirm", "notify"]
     assert body["results"]["flight"]["resource"] == "FL100"
     assert body["results"]["car"]["resource"] == "ECONOMY"
 
@@ -57,7 +57,9 @@ def test_book_fail_car_exits_3_and_compensates_hotel_then_flight(migrated: SagaC
         ("flight", "compensated"),
         ("hotel", "compensated"),
         ("car", "failed"),
+        ("payment", "not run"),
         ("confirm", "not run"),
+        ("notify", "not run"),
     ]
 
 

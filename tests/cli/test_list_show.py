@@ -136,10 +136,17 @@ def test_show_accepts_a_unique_prefix_and_prints_json(gallery: Gallery) -> None:
         "customer": "guest",
         "fail": ["car"],
     }
-    assert [step["name"] for step in body["steps"]] == ["flight", "hotel", "car", "confirm"]
+    assert [step["name"] for step in body["steps"]] == [
+        "flight",
+        "hotel",
+        "car",
+        "payment",
+        "confirm",
+        "notify",
+    ]
     for step in body["steps"]:
         assert {"name", "status", "attempts"} <= set(step)
-    assert [s["attempts"] for s in body["steps"]] == [1, 1, 1, 0]
+    assert [s["attempts"] for s in body["steps"]] == [1, 1, 1, 0, 0, 0]
     for event in body["events"]:
         assert {"seq", "step", "type", "at", "detail"} <= set(event)
     assert [e["seq"] for e in body["events"]] == list(range(1, len(body["events"]) + 1))
@@ -159,7 +166,9 @@ def test_show_json_of_a_crashed_execution_is_interrupted_with_car_running(
         ("flight", "succeeded"),
         ("hotel", "succeeded"),
         ("car", "running"),
+        ("payment", "not run"),
         ("confirm", "not run"),
+        ("notify", "not run"),
     ]
     assert (body["events"][-1]["type"], body["events"][-1]["step"]) == ("step_started", "car")
 

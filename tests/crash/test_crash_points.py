@@ -20,18 +20,28 @@ BOOKING = ("--flight", "FL100", "--hotel", "GRAND", "--car", "ECONOMY")
 BOOKED = (("flight", "FL100"), ("hotel", "GRAND"), ("car", "ECONOMY"))
 SIGKILL = -9
 
-# A failing step sends the saga backwards only from a step after the one
-# compensated; `car` is the last compensatable step and `confirm` (after it) is
-# retriable, so no `--fail` makes `book` compensate the car.
-UNREACHABLE_BY_BOOK = {"compensate-car:before", "compensate-car:after"}
-REACHABLE = [p for p in all_crash_points() if str(p) not in UNREACHABLE_BY_BOOK]
+# A failing step sends the saga backwards from the step after the one
+# compensated: `--fail car` reaches the hotel's and flight's compensations, and
+# a declined payment (the pivot) reaches the car's too.
+REACHABLE = all_crash_points()
+FAILURE_FOR = {
+    "car": ("--fail", "payment"),
+    "hotel": ("--fail", "car"),
+    "flight": ("--fail", "car"),
+}
+COMPENSATED_AFTER = {
+    "car": ["car", "hotel", "flight"],
+    "hotel": ["hotel", "flight"],
+    "flight": ["hotel", "flight"],
+}
 
 
 def test_every_crash_point_is_covered_here() -> None:
     points = {str(p) for p in all_crash_points()}
 
-    assert points == {str(p) for p in REACHABLE} | UNREACHABLE_BY_BOOK
-    assert len(points) == 14
+    assert points == {str(p) for p in REACHABLE}
+    assert set(FAILURE_FOR) == {p.step for p in REACHABLE if p.compensation}
+    assert len(points) == 18
 
 
 def crash_booking(saga: SagaCli, point: CrashPoint | str, *extra: str) -> str:
@@ -58,7 +68,13 @@ def assert_crashed_where_expected(db: LogDb, execution_id: str, point: CrashPoin
     assert (last.type, last.step, last.attempt) == (started, point.step, 1)
     assert not [e for e in events if e.step == point.step and e.type in outcomes]
     reservations = {r.service: r for r in db.reservations(execution_id)}
-    if point.step == "confirm":
+    if point.step in ("payment", "notify"):
+        table = "payment_charge" if point.step == "payment" else "notification_outbox"
+        rows = db.rows(f"SELECT key FROM {table} WHERE saga_id=?", (execution_id,))
+        assert rows == ([(f"{execution_id}:{point.step}",)] if point.when == "after" else [])
+        want = "confirmed" if point.step == "notify" else "pending"
+        assert {r.status for r in reservations.values()} == {want}
+    elif point.step == "confirm":
         want = "confirmed" if point.when == "after" else "pending"
         assert {r.status for r in reservations.values()} == {want}
         assert set(reservations) == {"flight", "hotel", "car"}
@@ -76,7 +92,7 @@ def assert_crashed_where_expected(db: LogDb, execution_id: str, point: CrashPoin
 def test_a_booking_killed_at_a_crash_point_is_resumed_to_a_consistent_end(
     migrated: SagaCli, point: CrashPoint
 ) -> None:
-    fail = ("--fail", "car") if point.compensation else ()
+    fail = FAILURE_FOR[point.step] if point.compensation else ()
     db = LogDb(migrated.db)
     capacity = db.capacity()
     execution_id = crash_booking(migrated, point, *fail)
@@ -94,19 +110,20 @@ def test_a_booking_killed_at_a_crash_point_is_resumed_to_a_consistent_end(
     assert [e.type for e in events].count("saga_resumed") == 1
     if point.compensation:
         assert status == "compensated"
-        assert [e.step for e in events if e.type == "compensation_succeeded"] == [
-            "hotel",
-            "flight",
-        ]
+        compensated = [e.step for e in events if e.type == "compensation_succeeded"]
+        assert compensated == COMPENSATED_AFTER[point.step]
         assert db.capacity() == capacity
-        assert "car" not in {r.service for r in db.reservations(execution_id)}
+        if point.step != "car":
+            assert "car" not in {r.service for r in db.reservations(execution_id)}
     else:
         assert status == "completed"
         assert [e.step for e in events if e.type == "step_succeeded"] == [
             "flight",
             "hotel",
             "car",
+            "payment",
             "confirm",
+            "notify",
         ]
         after = db.capacity()
         for resource in BOOKED:
@@ -116,18 +133,7 @@ def test_a_booking_killed_at_a_crash_point_is_resumed_to_a_consistent_end(
     assert migrated("check", "--json").json() == {"consistent": True, "violations": []}
 
 
-@pytest.mark.parametrize("point", sorted(UNREACHABLE_BY_BOOK))
-def test_compensate_car_crash_points_are_never_reached_by_book(
-    migrated: SagaCli, point: str
-) -> None:
-    result = migrated("book", *BOOKING, "--fail", "car", "--crash-at", point, "--json")
-
-    assert result.code == 3, result
-    events = LogDb(migrated.db).events(result.json()["id"])
-    assert not [e for e in events if e.step == "car" and e.type.startswith("compensation")]
-
-
-def test_saga_compensate_is_refused_once_confirm_started_so_the_car_is_never_compensated(
+def test_saga_compensate_is_refused_once_past_the_pivot(
     migrated: SagaCli,
 ) -> None:
     db = LogDb(migrated.db)

@@ -111,13 +111,17 @@ def test_booking_completes_and_confirms_every_reservation(
     assert outcome.status is SagaStatus.COMPLETED
     assert outcome.error is None
     assert outcome.results["confirm"] == {"confirmed": ["car", "flight", "hotel"]}
+    # the pivot charged the three fares once, and the customer was notified once
+    assert outcome.results["payment"]["amount"] == 300 + 200 + 80
+    assert [row[1] for row in booking.services.payment.charges()] == [outcome.execution_id]
+    assert [row[1] for row in booking.services.notification.sent()] == [outcome.execution_id]
     assert statuses(booking, outcome.execution_id) == {
         "flight": "confirmed",
         "hotel": "confirmed",
         "car": "confirmed",
     }
     assert held(booking) == {"flight:FL100": 1, "hotel:GRAND": 1, "car:ECONOMY": 1}
-    steps = ["flight", "hotel", "car", "confirm"]
+    steps = ["flight", "hotel", "car", "payment", "confirm", "notify"]
     expected: list[tuple[str, str | None]] = [("saga_started", None)]
     for step in steps:
         expected += [("step_started", step), ("step_succeeded", step)]
@@ -126,6 +130,32 @@ def test_booking_completes_and_confirms_every_reservation(
     record = store.get(outcome.execution_id)
     assert record.status is SagaStatus.COMPLETED
     assert (record.owner, record.lease_expires_at) == (None, None)
+    assert booking.check().consistent
+
+
+def test_a_declined_payment_compensates_every_reservation_and_charges_nothing(
+    booking: TravelBooking, store: SagaStore
+) -> None:
+    outcome = booking.book(BookingRequest("FL100", "GRAND", "ECONOMY", fail=("payment",)))
+    assert outcome.status is SagaStatus.COMPENSATED
+    compensated = [
+        e.step for e in store.events(outcome.execution_id) if e.type is E.COMPENSATION_SUCCEEDED
+    ]
+    assert compensated == ["car", "hotel", "flight"]
+    assert booking.services.payment.charges() == []
+    assert booking.check().consistent
+
+
+def test_a_failure_after_the_pivot_is_retried_forward_and_never_compensated(
+    booking: TravelBooking, store: SagaStore
+) -> None:
+    outcome = booking.book(BookingRequest("FL100", "GRAND", "ECONOMY", fail=("notify",)))
+    assert outcome.status is SagaStatus.STUCK
+    events = store.events(outcome.execution_id)
+    assert not any(e.type is E.COMPENSATION_STARTED for e in events)
+    assert [r[1] for r in booking.services.payment.charges()] == [outcome.execution_id]
+    with pytest.raises(InvalidInputError, match="pivot"):
+        booking.compensate(outcome.execution_id)
     assert booking.check().consistent
 
 
@@ -173,7 +203,7 @@ def test_failing_confirm_is_retried_then_stuck_without_compensating(
     confirm_attempts = [
         e.attempt for e in events if e.type is E.STEP_STARTED and e.step == "confirm"
     ]
-    assert confirm_attempts == list(range(1, booking.definition.steps[3].retry.max_attempts + 1))
+    assert confirm_attempts == list(range(1, booking.definition.steps[4].retry.max_attempts + 1))
     assert not any(e.type is E.COMPENSATION_STARTED for e in events)
     assert events[-1].type is E.SAGA_STUCK
     # past the point of no return the reservations stay held for an operator
