@@ -108,14 +108,20 @@ class TravelBooking:
         """Close the services' connections (the store is the caller's)."""
         self.services.close()
 
-    def book(self, request: BookingRequest) -> Outcome:
+    def book(self, request: BookingRequest, *, deadline: float | None = None) -> Outcome:
         """Book one trip and drive the saga to rest.
+
+        Args:
+            request: the trip.
+            deadline: seconds from now; past them, a booking that has not been
+                paid for (the pivot) is compensated.
 
         Raises:
             InvalidInputError: the request names an unknown flight, hotel or car.
         """
         self.services.validate(request)
-        return self.runner.run(self.definition, request.to_payload())
+        deadline_at = None if deadline is None else time.time() + deadline
+        return self.runner.run(self.definition, request.to_payload(), deadline=deadline_at)
 
     def resume(self, execution_id: str) -> Outcome:
         """Resume one execution (id or unique prefix)."""
@@ -130,6 +136,10 @@ class TravelBooking:
     def compensate(self, execution_id: str) -> Outcome:
         """Abort one execution by backward recovery."""
         return self.runner.compensate(self.store.resolve_id(execution_id))
+
+    def cancel(self, execution_id: str) -> Outcome:
+        """Cancel one execution, taking it over from a live owner if need be."""
+        return self.runner.cancel(self.store.resolve_id(execution_id))
 
     def resolve(self, execution_id: str, note: str) -> Outcome:
         """Record a manual resolution of a stuck execution (id or unique prefix)."""
@@ -162,6 +172,7 @@ class TravelBooking:
         fail_rate: float = 0.0,
         seed: int | None = None,
         concurrency: int = 1,
+        deadline: float | None = None,
         progress: Callable[[Outcome], None] | None = None,
     ) -> SimulationReport:
         """Book `count` random trips with failure injection.
@@ -173,6 +184,7 @@ class TravelBooking:
             seed: makes the trips and the drawn failures reproducible.
             concurrency: executions in flight at once; their log writes
                 share commits (see SagaRunner.run_many).
+            deadline: seconds from the start of the batch for every booking.
             progress: called after each booking.
 
         Raises:
@@ -207,6 +219,7 @@ class TravelBooking:
                 self.definition,
                 (request.to_payload() for request in requests),
                 concurrency=concurrency,
+                deadline=None if deadline is None else time.time() + deadline,
                 progress=done,
             )
         finally:

@@ -105,6 +105,22 @@ OutageOption = Annotated[
 ]
 
 
+DeadlineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--deadline",
+        metavar="DURATION",
+        help="Compensate a booking not paid for within DURATION (e.g. 30s, 2m).",
+    ),
+]
+
+
+def _seconds(text: str | None) -> float | None:
+    from saga_cli.durations import parse_duration
+
+    return None if text is None else parse_duration(text)
+
+
 def _faults(
     crash_at: str | None,
     flaky: list[str] | None,
@@ -274,6 +290,7 @@ def book(
     slow: SlowOption = None,
     outage: OutageOption = None,
     crash_at: CrashOption = None,
+    deadline: DeadlineOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Book a trip; on failure, compensate what was booked.
@@ -288,8 +305,9 @@ def book(
 
     request = BookingRequest(flight, hotel, car, customer, tuple(fail or ()))
     faults = _faults(crash_at, flaky, fail_compensation, slow, outage)
+    seconds = _seconds(deadline)
     with _travel(ctx, faults=faults, show_steps=not as_json) as travel:
-        result = travel.book(request)
+        result = travel.book(request, deadline=seconds)
     _finish(result, as_json)
 
 
@@ -442,6 +460,29 @@ def compensate(
 
 @app.command()
 @_errors_to_exit_codes
+def cancel(
+    ctx: typer.Context,
+    execution_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel an execution: compensate it, even while another process runs it.
+
+    The running process loses its lease (its next write is refused) and this
+    command compensates the completed steps, and the one in flight, in reverse.
+    Refused once the saga is paid for (its pivot); a compensation in progress
+    is resumed, never cancelled.
+
+    Example: saga cancel 3f2a
+    """
+    with _travel(ctx, show_steps=not as_json) as travel:
+        result = travel.cancel(execution_id)
+    _finish(result, as_json)
+
+
+@app.command()
+@_errors_to_exit_codes
 def resolve(
     ctx: typer.Context,
     execution_id: Annotated[
@@ -495,6 +536,7 @@ def simulate(
     slow: SlowOption = None,
     outage: OutageOption = None,
     crash_at: CrashOption = None,
+    deadline: DeadlineOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run random bookings with failure injection and summarise.
@@ -511,6 +553,7 @@ def simulate(
 
     BookingRequest("-", "-", fail=tuple(fail or ()))  # refuses unknown steps up front
     faults = _faults(crash_at, flaky, fail_compensation, slow, outage)
+    seconds = _seconds(deadline)
     from rich.progress import Progress
 
     from saga_cli import render
@@ -533,6 +576,7 @@ def simulate(
             fail_rate=fail_rate,
             seed=seed,
             concurrency=concurrency,
+            deadline=seconds,
             progress=lambda _outcome: progress.advance(task),
         )
     if as_json:

@@ -271,6 +271,8 @@ class SagaState(NamedTuple):
             failed attempt that will be retried.
         results: step results by name.
         error: the failure that sent the saga backwards, if any.
+        deadline: epoch seconds past which an execution that has not reached
+            its point of no return is compensated, if one was set.
     """
 
     status: SagaStatus = SagaStatus.PENDING
@@ -282,6 +284,7 @@ class SagaState(NamedTuple):
     retry: tuple[bool, int, int, float] | None = None
     results: Mapping[str, Any] = MappingProxyType({})
     error: str | None = None
+    deadline: float | None = None
 
     @property
     def current_step(self) -> int | None:
@@ -327,7 +330,8 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
             )
     nxt = max(state.next_seq, event.seq + 1)
     if kind is EventType.SAGA_STARTED:
-        return state._replace(next_seq=nxt)
+        deadline = (event.detail or {}).get("deadline_at")
+        return state._replace(next_seq=nxt, deadline=None if deadline is None else float(deadline))
     if kind is EventType.SAGA_RESUMED:
         if state.status is not SagaStatus.STUCK:
             return state._replace(next_seq=nxt)
@@ -530,18 +534,33 @@ class Finish:
 
 
 @dataclass(frozen=True, slots=True)
+class Abort:
+    """Turn back: record a compensation request with `reason` (a deadline passed)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rest:
     """Nothing to do: the execution is terminal or stuck."""
 
 
-Decision = RunStep | RunCompensation | Finish | Rest
+Decision = RunStep | RunCompensation | Finish | Abort | Rest
 
 
-def decide(definition: SagaDefinition, state: SagaState) -> Decision:
-    """Say what the runner must do next, given the folded state."""
+def decide(definition: SagaDefinition, state: SagaState, now: float = 0.0) -> Decision:
+    """Say what the runner must do next, given the folded state and the time."""
     status = state.status
     if status in TERMINAL_STATUSES or status is SagaStatus.STUCK:
         return Rest()
+    if (
+        state.deadline is not None
+        and now > state.deadline
+        and status is not SagaStatus.COMPENSATING
+        and not forward_only(definition, state)
+        and not pivot_in_doubt(definition, state)
+    ):
+        return Abort("the saga's deadline passed")
     if state.in_flight is not None:
         is_comp, index, attempt = state.in_flight
         if is_comp:

@@ -21,6 +21,7 @@ from typing import Any
 
 from saga_cli import lease
 from saga_cli.domain import (
+    Abort,
     Event,
     EventType,
     Finish,
@@ -176,16 +177,29 @@ class SagaRunner:
         payload: Mapping[str, Any],
         *,
         execution_id: str | None = None,
+        deadline: float | None = None,
     ) -> Outcome:
         """Start a new execution of `definition` and drive it to rest.
+
+        Args:
+            definition: the saga.
+            payload: its input (a JSON object).
+            execution_id: the id to use; a new random one by default.
+            deadline: epoch seconds; past it, an execution that has not reached
+                its point of no return is compensated (checked between steps,
+                and when it is resumed). It is kept in the log.
 
         Returns:
             The outcome: completed, compensated or stuck.
         """
-        return self._drive(*self._new_run(definition, payload, execution_id))
+        return self._drive(*self._new_run(definition, payload, execution_id, deadline))
 
     def _new_run(
-        self, definition: SagaDefinition, payload: Mapping[str, Any], execution_id: str | None
+        self,
+        definition: SagaDefinition,
+        payload: Mapping[str, Any],
+        execution_id: str | None,
+        deadline: float | None = None,
     ) -> tuple[_Run, list[Event]]:
         """A new execution and its first event, not yet written.
 
@@ -206,7 +220,8 @@ class SagaRunner:
         stored = json.loads(payload_json)
         run = _Run(definition, execution_id, stored, SagaState(), 0, False)
         run.payload_json = payload_json
-        first = Event(seq=1, type=EventType.SAGA_STARTED, at=self.clock())
+        detail = None if deadline is None else {"deadline_at": deadline}
+        first = Event(seq=1, type=EventType.SAGA_STARTED, detail=detail, at=self.clock())
         run.state = apply(definition, run.state, first)
         return run, [first]
 
@@ -230,36 +245,67 @@ class SagaRunner:
         return self._drive(run, [])
 
     def compensate(self, execution_id: str, reason: str = "requested by operator") -> Outcome:
-        """Abort a non-terminal execution by backward recovery.
+        """Abort an unfinished execution by backward recovery.
 
         Raises:
-            InvalidInputError: the execution completed or passed its pivot.
+            InvalidInputError: the execution completed, passed its point of no
+                return, or is inside its pivot.
             ExecutionBusyError: another live process holds the lease.
         """
-        record = self.store.get(execution_id)
-        if record.status is SagaStatus.COMPENSATED:
-            return Outcome(record.id, record.saga, record.status)
+        return self._turn_back(execution_id, reason, force=False)
+
+    def cancel(self, execution_id: str, reason: str = "cancelled by operator") -> Outcome:
+        """Cancel an execution on request: compensate it, even from under a live owner.
+
+        The lease is taken over (the owner's next write is refused, so it
+        stops), a step it was calling counts as possibly done and is
+        compensated too, and the compensation runs here. A compensation in
+        progress is never cancelled: it is resumed instead.
+
+        Raises:
+            InvalidInputError: the execution completed, passed its point of no
+                return, or is inside its pivot.
+        """
+        return self._turn_back(execution_id, reason, force=True)
+
+    def _turn_back(self, execution_id: str, reason: str, *, force: bool) -> Outcome:
+        tries = 3 if force else 1
+        for attempt in range(1, tries + 1):
+            record = self.store.get(execution_id)
+            if record.status is SagaStatus.COMPENSATED:
+                return Outcome(record.id, record.saga, record.status)
+            definition = self.definitions(record.saga)
+            state = replay(definition, self.store.events(record.id))
+            self._refuse_turning_back(record, definition, state)
+            if state.status in (SagaStatus.COMPENSATING, SagaStatus.STUCK):
+                kind, detail = EventType.SAGA_RESUMED, None
+            else:
+                kind, detail = EventType.COMPENSATION_REQUESTED, {"reason": reason}
+            try:
+                run = self._claim(record, definition, kind, detail, state, force=force)
+            except ExecutionBusyError:
+                if attempt == tries:
+                    raise
+                continue  # a live owner wrote between our read and our claim: read again
+            return self._drive(run, [])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _refuse_turning_back(
+        self, record: ExecutionRecord, definition: SagaDefinition, state: SagaState
+    ) -> None:
+        """Raise InvalidInputError when `record` can no longer be compensated."""
         if record.status is SagaStatus.COMPLETED:
-            raise InvalidInputError(f"execution {execution_id} completed; it cannot be compensated")
-        definition = self.definitions(record.saga)
-        state = replay(definition, self.store.events(record.id))
+            raise InvalidInputError(f"execution {record.id} completed; it cannot be compensated")
         if forward_only(definition, state):
             raise InvalidInputError(
-                f"execution {execution_id} passed its pivot; it can only move forward "
+                f"execution {record.id} passed its pivot; it can only move forward "
                 "(use `saga resume`)"
             )
         if pivot_in_doubt(definition, state):
             raise InvalidInputError(
-                f"execution {execution_id} was cut short inside its pivot step, whose effect "
+                f"execution {record.id} was cut short inside its pivot step, whose effect "
                 "cannot be undone; `saga resume` it to learn the outcome"
             )
-        if state.status in (SagaStatus.COMPENSATING, SagaStatus.STUCK):
-            run = self._claim(record, definition, EventType.SAGA_RESUMED, None, state)
-            return self._drive(run, [])
-        run = self._claim(
-            record, definition, EventType.COMPENSATION_REQUESTED, {"reason": reason}, state
-        )
-        return self._drive(run, [])
 
     def resolve(self, execution_id: str, note: str) -> Outcome:
         """Record an operator's manual resolution of a stuck execution.
@@ -359,9 +405,12 @@ class SagaRunner:
         payloads: Iterable[Mapping[str, Any]],
         *,
         concurrency: int = 1,
+        deadline: float | None = None,
         progress: Callable[[Outcome], None] | None = None,
     ) -> list[Outcome]:
         """Start an execution per payload, `concurrency` of them in flight at once.
+
+        `deadline` (epoch seconds) applies to each execution, as in :meth:`run`.
 
         The executions advance together and share commits (group commit), so
         a batch runs faster than one execution after another, with the same
@@ -379,7 +428,7 @@ class SagaRunner:
 
         def feed() -> Iterator[tuple[_Run, list[Event]] | Outcome]:
             for payload in payloads:
-                yield self._new_run(definition, payload, None)
+                yield self._new_run(definition, payload, None, deadline)
 
         def finished(outcome: Outcome) -> None:
             outcomes.append(outcome)
@@ -450,9 +499,12 @@ class SagaRunner:
         kind: EventType,
         detail: Mapping[str, Any] | None,
         state: SagaState | None = None,
+        *,
+        force: bool = False,
     ) -> _Run:
+        """Take the lease of `record` and record why; `force` takes it from a live owner."""
         now = self.clock()
-        if record.owner not in (None, self.owner) and lease.holds_lease(record, now):
+        if not force and record.owner not in (None, self.owner) and lease.holds_lease(record, now):
             raise ExecutionBusyError(
                 f"execution {record.id} is being run by {record.owner} (lease held for another "
                 f"{record.lease_expires_at - now if record.lease_expires_at else 0:.0f}s); "
@@ -630,10 +682,14 @@ class SagaRunner:
         wake: float | None = None
         for run, pending in active:
             while True:
-                decision = decide(run.definition, run.state)
+                decision = decide(run.definition, run.state, now)
                 if isinstance(decision, Rest):
                     resting.add(run.id)
                     break
+                if isinstance(decision, Abort):
+                    reason = {"reason": decision.reason}
+                    self._record(run, pending, EventType.COMPENSATION_REQUESTED, None, 0, reason)
+                    continue
                 if isinstance(decision, Finish):
                     self._record(run, pending, decision.event, None)
                     continue

@@ -46,6 +46,7 @@ def test_the_command_list_is_the_documented_one() -> None:
             "resume",
             "compensate",
             "resolve",
+            "cancel",
             "simulate",
             "faults",
             "inventory",

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from saga_cli.domain import (
     ALLOWED_TRANSITIONS,
     TERMINAL_STATUSES,
+    Abort,
     Event,
     EventType,
     Finish,
@@ -481,6 +482,7 @@ def _simulate(d: SagaDefinition, failing: int) -> tuple[SagaState, list[Event]]:
             else:
                 state = add(state, E.STEP_SUCCEEDED, name)
         else:
+            assert isinstance(decision, RunCompensation)  # no deadline here, so no Abort
             name = d.steps[decision.index].name
             state = add(state, E.COMPENSATION_STARTED, name)
             state = add(state, E.COMPENSATION_SUCCEEDED, name)
@@ -515,3 +517,32 @@ def test_for_any_failing_step_exactly_the_steps_before_it_are_compensated_in_rev
     else:
         assert state.status is SagaStatus.COMPENSATED
         assert compensation_order(d, events) == [f"s{i}" for i in reversed(range(failing))]
+
+
+# -- deadlines -------------------------------------------------------------------------
+
+
+def test_a_passed_deadline_turns_a_running_saga_back_between_steps() -> None:
+    d = definition("ccpr")
+    log = Log().add(E.SAGA_STARTED, deadline_at=100.0).add(E.STEP_STARTED, "s0", 1)
+    log.add(E.STEP_SUCCEEDED, "s0", 1)
+    state = replay(d, log.events)
+    assert state.deadline == 100.0
+    assert decide(d, state, now=99.0) == RunStep(1, 1, record=True)
+    assert decide(d, state, now=101.0) == Abort("the saga's deadline passed")
+
+
+def test_a_passed_deadline_does_not_touch_a_saga_past_its_pivot_or_compensating() -> None:
+    d = definition("cpr")
+    paid = Log().add(E.SAGA_STARTED, deadline_at=100.0)
+    for step in ("s0", "s1"):
+        paid.add(E.STEP_STARTED, step, 1).add(E.STEP_SUCCEEDED, step, 1)
+    assert decide(d, replay(d, paid.events), now=500.0) == RunStep(2, 1, record=True)
+    failing = Log().add(E.SAGA_STARTED, deadline_at=100.0).add(E.STEP_STARTED, "s0", 1)
+    failing.add(E.STEP_SUCCEEDED, "s0", 1).add(E.STEP_STARTED, "s1", 1)
+    failing.add(E.STEP_FAILED, "s1", 1, error="declined")
+    assert decide(d, replay(d, failing.events), now=500.0) == RunCompensation(0, 1, record=True)
+    in_pivot = Log().add(E.SAGA_STARTED, deadline_at=100.0).add(E.STEP_STARTED, "s0", 1)
+    in_pivot.add(E.STEP_SUCCEEDED, "s0", 1).add(E.STEP_STARTED, "s1", 1)
+    # the pivot's outcome is unknown: resume must learn it, not turn back
+    assert decide(d, replay(d, in_pivot.events), now=500.0) == RunStep(1, 1, record=False)
