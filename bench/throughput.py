@@ -105,7 +105,13 @@ def service_commit_counter(store: SqliteStore) -> Iterator[Callable[[], int]]:
 
 
 def run_scenario(
-    directory: Path, query: str, concurrency: int, failure_rate: float, count: int, seed: int
+    directory: Path,
+    query: str,
+    concurrency: int,
+    failure_rate: float,
+    count: int,
+    seed: int,
+    full: bool,
 ) -> dict[str, Any]:
     """Run `count` bookings on a fresh log; return rate, latency, commit and CPU figures."""
     name = f"k{concurrency}-fail{int(failure_rate * 100)}"
@@ -113,7 +119,7 @@ def run_scenario(
     assert isinstance(store, SqliteStore)
     batch = requests(count, failure_rate, seed)
     with service_commit_counter(store) as service_commits:
-        travel = TravelBooking(store)
+        travel = TravelBooking(store, payment=full)
         travel.restock(10 * count + 100)
         warm = batch[: min(50, count)]
         counted_from = service_commits()
@@ -177,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=["OFF", "NORMAL", "FULL"],
         help="the services' level (default: NORMAL under a FULL log; see README, The saga log)",
     )
+    parser.add_argument(
+        "--saga",
+        choices=["basic", "full"],
+        default="basic",
+        help="basic: flight, hotel, car, confirm (the peer's 3-step saga plus the lock"
+        " release); full: the demo's saga with the payment pivot and the notification",
+    )
     parser.add_argument("--raw-commits", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results to this file")
@@ -193,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         directory = Path(tmp)
         raw = raw_commit_rate(directory, args.synchronous, args.raw_commits)
         scenarios = [
-            run_scenario(directory, query, k, rate, args.sagas, args.seed) for k, rate in plan
+            run_scenario(directory, query, k, rate, args.sagas, args.seed, args.saga == "full")
+            for k, rate in plan
         ]
+    print(f"saga: {args.saga}")
     print(
         f"raw committed single-row inserts: {raw:,.0f}/s "
         f"(WAL, synchronous={args.synchronous}, same machine, same run)"

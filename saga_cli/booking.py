@@ -15,11 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from saga_cli.breaker import BreakerPolicy, BreakerSnapshot, CircuitBreaker
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import InvalidInputError
 from saga_cli.runner import EventListener, Outcome, RecoveryReport, SagaRunner, registry
 from saga_cli.services.travel import (
     BASIC_SAGA_NAME,
+    BREAKERS,
     SAGA_NAME,
     SERVICES,
     AuditReport,
@@ -74,6 +76,19 @@ class SimulationReport:
         }
 
 
+def load_breakers(
+    store: SagaStore, policy: BreakerPolicy | None = None
+) -> dict[str, CircuitBreaker]:
+    """A breaker per travel service, starting where the log last saw it, saving each change."""
+    known = {snapshot.service: snapshot for snapshot in store.breakers()}
+    return {
+        name: CircuitBreaker(
+            known.get(name, BreakerSnapshot(name)), policy or BreakerPolicy(), store.save_breaker
+        )
+        for name in BREAKERS
+    }
+
+
 class TravelBooking:
     """The seed's travel booking on a saga log.
 
@@ -95,9 +110,12 @@ class TravelBooking:
     ) -> None:
         self.store = store
         self.services: TravelServices = open_services(store)
-        self.definition = travel_saga(self.services, faults, payment=payment)
+        self.breakers = load_breakers(store)
+        self.definition = travel_saga(
+            self.services, faults, payment=payment, breakers=self.breakers
+        )
         self._listeners: list[EventListener] = [] if on_event is None else [on_event]
-        other = travel_saga(self.services, faults, payment=not payment)
+        other = travel_saga(self.services, faults, payment=not payment, breakers=self.breakers)
         self.runner = SagaRunner(store, registry(self.definition, other), on_event=self._dispatch)
 
     def _dispatch(self, execution_id: str, event: Event) -> None:
@@ -144,6 +162,21 @@ class TravelBooking:
     def resolve(self, execution_id: str, note: str) -> Outcome:
         """Record a manual resolution of a stuck execution (id or unique prefix)."""
         return self.runner.resolve(self.store.resolve_id(execution_id), note)
+
+    def reset_breaker(self, service: str) -> None:
+        """Close `service`'s breaker by hand (an operator knows it is back).
+
+        Raises:
+            InvalidInputError: no such service.
+        """
+        if service not in self.breakers:
+            known = ", ".join(BREAKERS)
+            raise InvalidInputError(f"unknown service {service!r}; known: {known}")
+        self.breakers[service].reset()
+
+    def breaker_states(self) -> list[BreakerSnapshot]:
+        """Every service's circuit breaker, as this process sees it now."""
+        return [self.breakers[name].snapshot for name in BREAKERS]
 
     def inventory(self) -> list[InventoryRow]:
         """Capacity, availability and reservations per service and resource."""

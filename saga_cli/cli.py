@@ -639,6 +639,55 @@ def inventory(
 
 @app.command()
 @_errors_to_exit_codes
+def services(
+    ctx: typer.Context,
+    reset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reset", metavar="SERVICE", help="Close SERVICE's breaker now (it is back up)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show each service's circuit breaker and what it has in stock.
+
+    A breaker opens after 5 consecutive failures of its service (calls then
+    fail fast for 5 s), lets one trial call through, and closes when it works.
+
+    Example: saga services --reset hotel
+    """
+    with _travel(ctx) as travel:
+        for name in reset or ():
+            travel.reset_breaker(name)
+        breakers = travel.breaker_states()
+        stock = travel.inventory()
+    totals: dict[str, tuple[int, int]] = {}
+    for row in stock:
+        capacity, available = totals.get(row.service, (0, 0))
+        totals[row.service] = (capacity + row.capacity, available + row.available)
+    rows = [
+        {
+            "service": b.service,
+            "breaker": b.state.value,
+            "consecutive_failures": b.failures,
+            "last_error": b.last_error,
+            "opened_at": b.opened_at,
+            "updated_at": b.updated_at or None,
+            "capacity": totals.get(b.service, (None, None))[0],
+            "available": totals.get(b.service, (None, None))[1],
+        }
+        for b in breakers
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    from saga_cli import render
+
+    render.services(_console(), rows)
+
+
+@app.command()
+@_errors_to_exit_codes
 def check(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Audit the saga log against the services.
 

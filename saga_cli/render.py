@@ -7,8 +7,8 @@ Colour and width come from rich's own detection, so ``NO_COLOR`` and
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -230,3 +230,29 @@ def recovery(console: Console, report: RecoveryReport) -> None:
         console.print(f"Skipped {len(report.busy)} owned by a live process.")
     for execution_id, reason in sorted(report.failed.items()):
         console.print(f"Could not resume {execution_id}: {reason}", markup=False)
+
+
+BREAKER_STYLE = {"closed": "green", "open": "bold red", "half_open": "yellow"}
+
+
+def services(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Print ``saga services``."""
+    table = Table(title="Services")
+    table.add_column("service")
+    table.add_column("breaker")
+    table.add_column("failures", justify="right")
+    table.add_column("last error", overflow="fold")
+    table.add_column("since (UTC)", no_wrap=True)
+    table.add_column("capacity", justify="right")
+    table.add_column("available", justify="right")
+    for row in rows:
+        table.add_row(
+            row["service"],
+            Text(row["breaker"], style=BREAKER_STYLE[row["breaker"]]),
+            str(row["consecutive_failures"]),
+            row["last_error"] or "",
+            _time(row["updated_at"]),
+            "" if row["capacity"] is None else str(row["capacity"]),
+            "" if row["available"] is None else str(row["available"]),
+        )
+    console.print(table)

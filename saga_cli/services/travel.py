@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from saga_cli.breaker import CircuitBreaker
 from saga_cli.domain import (
     DEFAULT_RETRIABLE_RETRY,
     RetryPolicy,
@@ -628,8 +629,15 @@ RESERVATION_RETRY = RetryPolicy(
 PAYMENT_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.05, max_delay=0.5, jitter=0.2)
 
 
+BREAKERS = (*SERVICES, "payment", "notification")
+
+
 def travel_saga(
-    services: TravelServices, faults: FaultPlan | None = None, *, payment: bool = True
+    services: TravelServices,
+    faults: FaultPlan | None = None,
+    *,
+    payment: bool = True,
+    breakers: Mapping[str, CircuitBreaker] | None = None,
 ) -> SagaDefinition:
     """The seed's travel booking, with a pivot.
 
@@ -644,8 +652,20 @@ def travel_saga(
         payment: False gives the basic saga (the three reservations and the
             confirmation, no payment or notification): the shape of the
             3-step booking saga that ``bench/throughput.py`` compares with peers.
+        breakers: a circuit breaker per service (see BREAKERS); every call to
+            a service goes through its breaker.
     """
     faults = faults or FaultPlan()
+
+    def guarded(service: str, call: Callable[[StepContext], Any]) -> Callable[[StepContext], Any]:
+        if breakers is None:
+            return call
+        breaker = breakers[service]
+
+        def through_breaker(ctx: StepContext) -> Any:
+            return breaker.call(call, ctx)
+
+        return through_breaker
 
     def declined(ctx: StepContext, request: BookingRequest) -> None:
         if ctx.step in request.fail:
@@ -682,7 +702,11 @@ def travel_saga(
         request = BookingRequest.from_payload(ctx.payload)
         declined(ctx, request)
         for name in request.resources():
-            services.by_name[name].confirm(f"{ctx.execution_id}:{name}")
+            key = f"{ctx.execution_id}:{name}"
+            if breakers is None:
+                services.by_name[name].confirm(key)
+            else:
+                breakers[name].call(services.by_name[name].confirm, key)
         return {"confirmed": sorted(request.resources())}
 
     def notify(ctx: StepContext) -> Any:
@@ -695,8 +719,9 @@ def travel_saga(
     steps = [
         Step(
             name,
-            faults.wrap(name, False, reserver(services.by_name[name])),
-            faults.wrap(name, True, canceller(services.by_name[name])),
+            # the breaker sees what the (faulty) service does, so it wraps the faults
+            guarded(name, faults.wrap(name, False, reserver(services.by_name[name]))),
+            guarded(name, faults.wrap(name, True, canceller(services.by_name[name]))),
             retry=RESERVATION_RETRY,
         )
         for name in SERVICES
@@ -705,7 +730,7 @@ def travel_saga(
         steps.append(
             Step(
                 "payment",
-                faults.wrap("payment", False, charge),
+                guarded("payment", faults.wrap("payment", False, charge)),
                 kind=StepKind.PIVOT,
                 retry=PAYMENT_RETRY,
             )
@@ -722,7 +747,7 @@ def travel_saga(
         steps.append(
             Step(
                 "notify",
-                faults.wrap("notify", False, notify),
+                guarded("notification", faults.wrap("notify", False, notify)),
                 kind=StepKind.RETRIABLE,
                 retry=DEFAULT_RETRIABLE_RETRY,
             )

@@ -10,6 +10,7 @@ import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from saga_cli.breaker import BreakerSnapshot
 from saga_cli.domain import Event, SagaStatus
 from saga_cli.errors import ExecutionBusyError, InvalidInputError, SagaError
 
@@ -181,6 +182,14 @@ class SagaStore(abc.ABC):
     @abc.abstractmethod
     def executions_of(self, saga: str) -> list[tuple[str, SagaStatus, str]]:
         """Return (id, status, payload JSON) of every execution of one saga."""
+
+    @abc.abstractmethod
+    def breakers(self) -> list[BreakerSnapshot]:
+        """Return the last known state of every circuit breaker."""
+
+    @abc.abstractmethod
+    def save_breaker(self, snapshot: BreakerSnapshot) -> None:
+        """Store a breaker's new state (one commit; state changes are rare)."""
 
     @abc.abstractmethod
     def close(self) -> None:

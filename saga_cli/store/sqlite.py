@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from saga_cli.breaker import BreakerSnapshot, BreakerState
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import (
     AmbiguousIdError,
@@ -545,6 +546,41 @@ class SqliteStore(SagaStore):
         """Return (id, status, payload JSON) of every execution of one saga."""
         rows = self._read("SELECT id, status, payload FROM saga_execution WHERE saga=?", (saga,))
         return [(row[0], SagaStatus(row[1]), row[2]) for row in rows]
+
+    def breakers(self) -> list[BreakerSnapshot]:
+        """Return the last known state of every circuit breaker."""
+        rows = self._read(
+            "SELECT service, state, failures, opened_at, last_error, updated_at"
+            " FROM circuit_breaker ORDER BY service"
+        )
+        return [
+            BreakerSnapshot(service, BreakerState(state), failures, opened_at, error, updated)
+            for service, state, failures, opened_at, error, updated in rows
+        ]
+
+    def save_breaker(self, snapshot: BreakerSnapshot) -> None:
+        """Upsert a breaker's state."""
+        row = (
+            snapshot.service,
+            snapshot.state,
+            snapshot.failures,
+            snapshot.opened_at,
+            snapshot.last_error,
+            snapshot.updated_at,
+        )
+
+        def work(cursor: sqlite3.Cursor) -> None:
+            cursor.execute(
+                "INSERT INTO circuit_breaker"
+                " (service, state, failures, opened_at, last_error, updated_at)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (service) DO UPDATE SET"
+                " state=excluded.state, failures=excluded.failures,"
+                " opened_at=excluded.opened_at, last_error=excluded.last_error,"
+                " updated_at=excluded.updated_at",
+                row,
+            )
+
+        self._commit(work)
 
     def connect(self) -> sqlite3.Connection:
         """A new connection to the same file for a participant that lives in it."""

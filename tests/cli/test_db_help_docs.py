@@ -47,6 +47,7 @@ def test_the_command_list_is_the_documented_one() -> None:
             "compensate",
             "resolve",
             "cancel",
+            "services",
             "simulate",
             "faults",
             "inventory",

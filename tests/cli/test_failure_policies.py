@@ -71,18 +71,35 @@ def test_a_compensation_that_always_fails_leaves_the_execution_stuck_until_resum
     events = _show(saga, execution)["events"]
     assert events[-1]["type"] == "saga_stuck"
     assert "gave up after 5 attempt(s)" in events[-1]["detail"]["error"]
-    # resume --all leaves it to an operator; resume ID tries again and succeeds
+    # resume --all leaves it to an operator; five failures in a row opened the
+    # hotel's breaker, so the operator closes it, then resume ID succeeds
     assert saga("resume", "--all", "--json").json()["resumed"] == 0
+    assert saga("services", "--reset", "hotel").code == 0
     resumed = saga("resume", execution[:8])
     assert resumed.code == 3, resumed.stderr
     assert _show(saga, execution)["status"] == "compensated"
     _consistent(saga)
 
 
-def test_an_outage_ends_stuck_and_a_later_resume_leaves_a_tombstone(saga: SagaCli) -> None:
+def test_an_outage_opens_the_breaker_and_ends_stuck_until_the_service_is_back(
+    saga: SagaCli,
+) -> None:
     booked = saga(*BOOKING, "--outage", "hotel", "--json")
     assert booked.code == 4, booked.stderr
     execution = booked.json()["id"]
+    shown = {row["service"]: row for row in saga("services", "--json").json()}
+    assert shown["hotel"]["breaker"] == "open"
+    assert shown["hotel"]["consecutive_failures"] == 5
+    assert "unreachable" in shown["hotel"]["last_error"]
+    assert {shown[s]["breaker"] for s in ("flight", "car", "payment", "notification")} == {"closed"}
+    # within the cool-down the hotel is not even called: the breaker fails fast
+    again = saga("resume", execution, "--json")
+    assert again.code == 4
+    events = _show(saga, execution)["events"]
+    assert "circuit open" in events[-2]["detail"]["error"]
+    # the operator knows the hotel is back: close its breaker, then resume
+    reset = saga("services", "--reset", "hotel", "--json")
+    assert {r["service"]: r["breaker"] for r in reset.json()}["hotel"] == "closed"
     resumed = saga("resume", execution)
     assert resumed.code == 3, resumed.stderr
     with closing(sqlite3.connect(saga.db)) as db:
@@ -173,8 +190,6 @@ def test_simulate_with_flaky_steps_and_failing_compensations_ends_consistent(
         "hotel:2",
         "--fail-compensation",
         "flight:1",
-        "--concurrency",
-        "4",
         "--json",
     )
     assert ran.code == 0, ran.stderr
