@@ -18,7 +18,14 @@ from typing import Any
 from saga_cli.breaker import BreakerPolicy, BreakerSnapshot, CircuitBreaker
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import InvalidInputError
-from saga_cli.runner import EventListener, Outcome, RecoveryReport, SagaRunner, registry
+from saga_cli.runner import (
+    EventListener,
+    Outcome,
+    RecoveryReport,
+    SagaRunner,
+    registry,
+    wait_for_abandoned_calls,
+)
 from saga_cli.services.travel import (
     BASIC_SAGA_NAME,
     BREAKERS,
@@ -123,7 +130,8 @@ class TravelBooking:
             listener(execution_id, event)
 
     def close(self) -> None:
-        """Close the services' connections (the store is the caller's)."""
+        """Let late calls land (up to 5 s), then close the services' connections."""
+        wait_for_abandoned_calls(5.0)
         self.services.close()
 
     def book(self, request: BookingRequest, *, deadline: float | None = None) -> Outcome:

@@ -95,6 +95,14 @@ SlowOption = Annotated[
     list[str] | None,
     typer.Option("--slow", metavar="STEP:SECONDS", help="Each call to STEP takes SECONDS longer."),
 ]
+TimeoutOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--timeout",
+        metavar="STEP",
+        help="STEP times out (0.25 s) and its call completes late (1 s). Repeatable.",
+    ),
+]
 OutageOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -127,6 +135,7 @@ def _faults(
     fail_compensation: list[str] | None,
     slow: list[str] | None,
     outage: list[str] | None,
+    hang: list[str] | None,
 ) -> FaultPlan:
     from saga_cli.services.travel import FaultPlan
 
@@ -136,6 +145,7 @@ def _faults(
         fail_compensation=fail_compensation or (),
         slow=slow or (),
         outage=outage or (),
+        hang=hang or (),
     )
 
 
@@ -289,6 +299,7 @@ def book(
     fail_compensation: FailCompensationOption = None,
     slow: SlowOption = None,
     outage: OutageOption = None,
+    timeout: TimeoutOption = None,
     crash_at: CrashOption = None,
     deadline: DeadlineOption = None,
     as_json: JsonOption = False,
@@ -304,7 +315,7 @@ def book(
     from saga_cli.services.travel import BookingRequest
 
     request = BookingRequest(flight, hotel, car, customer, tuple(fail or ()))
-    faults = _faults(crash_at, flaky, fail_compensation, slow, outage)
+    faults = _faults(crash_at, flaky, fail_compensation, slow, outage, timeout)
     seconds = _seconds(deadline)
     with _travel(ctx, faults=faults, show_steps=not as_json) as travel:
         result = travel.book(request, deadline=seconds)
@@ -535,6 +546,7 @@ def simulate(
     fail_compensation: FailCompensationOption = None,
     slow: SlowOption = None,
     outage: OutageOption = None,
+    timeout: TimeoutOption = None,
     crash_at: CrashOption = None,
     deadline: DeadlineOption = None,
     as_json: JsonOption = False,
@@ -552,7 +564,7 @@ def simulate(
     from saga_cli.services.travel import BookingRequest
 
     BookingRequest("-", "-", fail=tuple(fail or ()))  # refuses unknown steps up front
-    faults = _faults(crash_at, flaky, fail_compensation, slow, outage)
+    faults = _faults(crash_at, flaky, fail_compensation, slow, outage, timeout)
     seconds = _seconds(deadline)
     from rich.progress import Progress
 

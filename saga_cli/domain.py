@@ -273,6 +273,9 @@ class SagaState(NamedTuple):
         error: the failure that sent the saga backwards, if any.
         deadline: epoch seconds past which an execution that has not reached
             its point of no return is compensated, if one was set.
+        doubt: index of a pivot whose last attempt failed without an answer
+            (a timeout): it may have happened, so a resume re-runs it (same
+            key) to learn the outcome instead of compensating.
     """
 
     status: SagaStatus = SagaStatus.PENDING
@@ -285,6 +288,7 @@ class SagaState(NamedTuple):
     results: Mapping[str, Any] = MappingProxyType({})
     error: str | None = None
     deadline: float | None = None
+    doubt: int | None = None
 
     @property
     def current_step(self) -> int | None:
@@ -337,7 +341,8 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
             return state._replace(next_seq=nxt)
         # A stuck execution gets a fresh round: forward if it passed its
         # pivot (it can only move forward), otherwise back to compensating.
-        back = SagaStatus.RUNNING if forward_only(definition, state) else SagaStatus.COMPENSATING
+        forward = forward_only(definition, state) or state.doubt is not None
+        back = SagaStatus.RUNNING if forward else SagaStatus.COMPENSATING
         return state._replace(status=_moved(state, back), next_seq=nxt)
     if kind is EventType.STEP_STARTED:
         status = _moved(state, SagaStatus.RUNNING)
@@ -353,6 +358,7 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
             succeeded=(*state.succeeded, index),
             applied=(*state.applied, index),
             results={**state.results, definition.steps[index].name: result},
+            doubt=None,
         )
     if kind is EventType.STEP_FAILED:
         detail = event.detail or {}
@@ -369,8 +375,13 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
             # Forward-only territory, or a pivot that may have happened and
             # cannot be undone: nothing is compensated; the runner records
             # saga_stuck in the same commit and an operator decides.
+            doubt = index if uncertain and kind_of_step is StepKind.PIVOT else None
             return state._replace(
-                next_seq=nxt, in_flight=None, retry=None, error=str(detail.get("error"))
+                next_seq=nxt,
+                in_flight=None,
+                retry=None,
+                error=str(detail.get("error")),
+                doubt=doubt,
             )
         applied = state.applied
         if uncertain and kind_of_step is StepKind.COMPENSATABLE:
@@ -385,6 +396,7 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
             retry=None,
             applied=applied,
             error=str(detail.get("error", "failed")),
+            doubt=None,  # a refusal is an answer: the pivot did not happen
         )
     if kind is EventType.COMPENSATION_REQUESTED:
         if forward_only(definition, state):
@@ -474,6 +486,8 @@ def pivot_in_doubt(definition: SagaDefinition, state: SagaState) -> bool:
     Its effect may have happened and nothing could undo it, so the saga must
     not be turned back until a resume has learned the outcome.
     """
+    if state.doubt is not None:
+        return True  # the pivot's last attempt ended without an answer
     flight = state.in_flight
     return (
         flight is not None

@@ -811,6 +811,18 @@ class SagaRunner:
             )
 
 
+# Calls given up on by a timeout, still running; a process that wants their late
+# effects to land before it exits joins them (see wait_for_abandoned_calls).
+ABANDONED_CALLS: list[threading.Thread] = []
+
+
+def wait_for_abandoned_calls(timeout: float) -> None:
+    """Let calls abandoned by a step timeout finish, waiting at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while ABANDONED_CALLS:
+        ABANDONED_CALLS.pop().join(max(0.0, deadline - time.monotonic()))
+
+
 def _call_with_timeout(function: StepFunction, context: StepContext, timeout: float) -> Any:
     """Call `function` on a helper thread and wait at most `timeout` seconds.
 
@@ -833,8 +845,10 @@ def _call_with_timeout(function: StepFunction, context: StepContext, timeout: fl
         finally:
             answered.set()
 
-    threading.Thread(target=call, name=f"saga-step-{context.step}", daemon=True).start()
+    thread = threading.Thread(target=call, name=f"saga-step-{context.step}", daemon=True)
+    thread.start()
     if not answered.wait(timeout):
+        ABANDONED_CALLS.append(thread)
         raise StepTimeoutError(f"{context.step} did not answer within {timeout:g}s")
     if "error" in box:
         raise box["error"]

@@ -499,6 +499,8 @@ class FaultPlan:
             fail (None: every attempt).
         slow: step -> seconds each call to it takes longer.
         outage: services whose every call fails (transient), compensations too.
+        hang: steps that hang past their timeout, then complete late; the
+            definition gives these steps a timeout of HANG_TIMEOUT.
     """
 
     crash_at: CrashPoint | None = None
@@ -506,6 +508,7 @@ class FaultPlan:
     fail_compensation: Mapping[str, int | None] = field(default_factory=dict)
     slow: Mapping[str, float] = field(default_factory=dict)
     outage: frozenset[str] = frozenset()
+    hang: frozenset[str] = frozenset()
 
     @classmethod
     def parse(
@@ -516,6 +519,7 @@ class FaultPlan:
         fail_compensation: Sequence[str] = (),
         slow: Sequence[str] = (),
         outage: Sequence[str] = (),
+        hang: Sequence[str] = (),
     ) -> FaultPlan:
         """Build a plan from the CLI's option values.
 
@@ -549,12 +553,18 @@ class FaultPlan:
                 raise InvalidInputError(
                     f"unknown service {service!r} in --outage; choose from {', '.join(SERVICES)}"
                 )
+        for step in hang:
+            if step not in STEPS:
+                raise InvalidInputError(
+                    f"unknown step {step!r} in --timeout; choose from {', '.join(STEPS)}"
+                )
         return cls(
             CrashPoint.parse(crash_at) if crash_at else None,
             flaky_steps,
             failing,
             delays,
             frozenset(outage),
+            frozenset(hang),
         )
 
     def wrap(
@@ -573,6 +583,8 @@ class FaultPlan:
             wrapped = _unreachable(sorted(down))
         if step in self.slow:
             wrapped = _slowed(wrapped, self.slow[step])
+        if not compensation and step in self.hang:
+            wrapped = _slowed(wrapped, HANG_SECONDS)  # answers, but only after the timeout
         point = self.crash_at
         if point is not None and point.step == step and point.compensation == compensation:
             wrapped = _crashing(wrapped, point.when)
@@ -618,6 +630,12 @@ def _crashing(call: Callable[[StepContext], Any], when: str) -> Callable[[StepCo
 
     return crashing
 
+
+# `--timeout STEP`: the step gets this timeout and answers only after HANG_SECONDS.
+# The travel steps have no timeout otherwise: a timed call costs a thread
+# hand-off (about 0.1 ms) and these in-process services answer in microseconds.
+HANG_TIMEOUT = 0.25
+HANG_SECONDS = 1.0
 
 # Reservations are retried on transient errors (a flaky network, a busy
 # database) a few times, quickly: the booking should not wait long.
@@ -723,6 +741,7 @@ def travel_saga(
             guarded(name, faults.wrap(name, False, reserver(services.by_name[name]))),
             guarded(name, faults.wrap(name, True, canceller(services.by_name[name]))),
             retry=RESERVATION_RETRY,
+            timeout=HANG_TIMEOUT if name in faults.hang else None,
         )
         for name in SERVICES
     ]
@@ -733,6 +752,7 @@ def travel_saga(
                 guarded("payment", faults.wrap("payment", False, charge)),
                 kind=StepKind.PIVOT,
                 retry=PAYMENT_RETRY,
+                timeout=HANG_TIMEOUT if "payment" in faults.hang else None,
             )
         )
     steps.append(
@@ -741,6 +761,7 @@ def travel_saga(
             faults.wrap("confirm", False, confirm),
             kind=StepKind.RETRIABLE,
             retry=DEFAULT_RETRIABLE_RETRY,
+            timeout=HANG_TIMEOUT if "confirm" in faults.hang else None,
         )
     )
     if payment:
@@ -750,6 +771,7 @@ def travel_saga(
                 guarded("notification", faults.wrap("notify", False, notify)),
                 kind=StepKind.RETRIABLE,
                 retry=DEFAULT_RETRIABLE_RETRY,
+                timeout=HANG_TIMEOUT if "notify" in faults.hang else None,
             )
         )
     return SagaDefinition(SAGA_NAME if payment else BASIC_SAGA_NAME, tuple(steps))
@@ -900,6 +922,13 @@ FAULT_OPTIONS = (
         "--slow STEP:SECONDS",
         "book, simulate",
         "Each call to STEP takes SECONDS longer (the step's duration in `saga show` shows it).",
+    ),
+    FaultOption(
+        "--timeout STEP",
+        "book, simulate",
+        "STEP gets a 0.25 s timeout and answers only after 1 s: it counts as failed with its "
+        "effect unknown and is compensated; its late arrival is refused by the tombstone "
+        "(or undone if it lands first). A pivot that times out leaves the execution stuck.",
     ),
     FaultOption(
         "--outage SERVICE",

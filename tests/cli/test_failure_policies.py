@@ -198,3 +198,36 @@ def test_simulate_with_flaky_steps_and_failing_compensations_ends_consistent(
     assert summary["completed"] + summary["compensated"] == 60
     assert summary["compensated"] > 0
     _consistent(saga)
+
+
+def test_a_step_past_its_timeout_is_compensated_and_its_late_arrival_is_refused(
+    saga: SagaCli,
+) -> None:
+    booked = saga(*BOOKING, "--timeout", "car", "--json")
+    assert booked.code == 3, booked.stderr
+    execution = booked.json()["id"]
+    assert "did not answer within" in booked.json()["error"]
+    # the process waited for the late call before exiting: it hit the tombstone
+    with closing(sqlite3.connect(saga.db)) as db:
+        car = db.execute(
+            "SELECT resource, status FROM car_reservation WHERE saga_id = ?", (execution,)
+        ).fetchall()
+    assert car == [(None, "canceled")]
+    _consistent(saga)
+
+
+def test_a_pivot_past_its_timeout_is_stuck_then_resumed_forward_and_charged_once(
+    saga: SagaCli,
+) -> None:
+    booked = saga(*BOOKING, "--timeout", "payment", "--json")
+    assert booked.code == 4, booked.stderr
+    execution = booked.json()["id"]
+    assert not [e for e in _show(saga, execution)["events"] if "compensation" in e["type"]]
+    resumed = saga("resume", execution)
+    assert resumed.code == 0, resumed.stderr
+    with closing(sqlite3.connect(saga.db)) as db:
+        charges = db.execute(
+            "SELECT key FROM payment_charge WHERE saga_id = ?", (execution,)
+        ).fetchall()
+    assert charges == [(f"{execution}:payment",)]
+    _consistent(saga)
