@@ -211,7 +211,7 @@ def audit(console: Console, report: AuditReport) -> None:
     if report.consistent:
         console.print(
             f"[green]consistent[/]: {report.executions} executions, "
-            f"{report.reservations} reservations, capacity conserved"
+            f"{report.reservations} service records, capacity conserved"
         )
         return
     console.print(f"[bold red]{len(report.violations)} violation(s)[/]")
