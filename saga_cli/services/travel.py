@@ -411,20 +411,31 @@ class BookingRequest:
 
 @dataclass(frozen=True, slots=True)
 class CrashPoint:
-    """Where ``--crash-at`` kills the process: ``STEP:before|after`` or ``compensate-STEP:…``."""
+    """Where ``--crash-at`` kills the process: ``STEP:before|after`` or ``compensate-STEP:…``.
+
+    ``@N`` picks the attempt (``hotel:before@2`` dies between a failed first
+    attempt and the second); without it, the first call of the step dies.
+    """
 
     step: str
     compensation: bool
     when: str
+    attempt: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> CrashPoint:
-        """Parse ``car:after`` or ``compensate-hotel:before``.
+        """Parse ``car:after``, ``compensate-hotel:before`` or ``hotel:before@2``.
 
         Raises:
-            InvalidInputError: unknown step or moment.
+            InvalidInputError: unknown step, moment or attempt.
         """
-        target, _, when = text.partition(":")
+        spec, _, attempt_text = text.partition("@")
+        attempt = None
+        if attempt_text:
+            if not attempt_text.isdigit() or int(attempt_text) < 1:
+                raise InvalidInputError(f"crash point {text!r}: after @ give an attempt >= 1")
+            attempt = int(attempt_text)
+        target, _, when = spec.partition(":")
         compensation = target.startswith("compensate-")
         step = target.removeprefix("compensate-")
         if when not in ("before", "after"):
@@ -438,10 +449,11 @@ class CrashPoint:
                 f"unknown step {step!r} in crash point {text!r}; choose from "
                 + ", ".join(f"{prefix}{s}" for s in valid)
             )
-        return cls(step, compensation, when)
+        return cls(step, compensation, when, attempt)
 
     def __str__(self) -> str:
-        return f"{'compensate-' if self.compensation else ''}{self.step}:{self.when}"
+        attempt = "" if self.attempt is None else f"@{self.attempt}"
+        return f"{'compensate-' if self.compensation else ''}{self.step}:{self.when}{attempt}"
 
 
 def all_crash_points() -> list[CrashPoint]:
@@ -587,7 +599,7 @@ class FaultPlan:
             wrapped = _slowed(wrapped, HANG_SECONDS)  # answers, but only after the timeout
         point = self.crash_at
         if point is not None and point.step == step and point.compensation == compensation:
-            wrapped = _crashing(wrapped, point.when)
+            wrapped = _crashing(wrapped, point.when, point.attempt)
         return wrapped
 
 
@@ -620,8 +632,12 @@ def _slowed(call: Callable[[StepContext], Any], seconds: float) -> Callable[[Ste
     return slow
 
 
-def _crashing(call: Callable[[StepContext], Any], when: str) -> Callable[[StepContext], Any]:
+def _crashing(
+    call: Callable[[StepContext], Any], when: str, attempt: int | None
+) -> Callable[[StepContext], Any]:
     def crashing(ctx: StepContext) -> Any:
+        if attempt is not None and ctx.attempt != attempt:
+            return call(ctx)
         if when == "before":
             _die()
         result = call(ctx)
@@ -941,7 +957,8 @@ FAULT_OPTIONS = (
         "--crash-at STEP:before",
         "book, simulate",
         "SIGKILL this process after STEP's started record is durable, before its service "
-        "runs. `saga resume` calls the service again with the same key.",
+        "runs. `saga resume` calls the service again with the same key. STEP:before@N "
+        "dies at attempt N instead of the first (a crash between retries).",
     ),
     FaultOption(
         "--crash-at STEP:after",
