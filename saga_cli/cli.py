@@ -56,6 +56,7 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 
 DEFAULT_DB = "saga.db"
+IdArgument = Annotated[str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
 FailOption = Annotated[
     list[str] | None,
@@ -368,9 +369,7 @@ def list_(
 @_errors_to_exit_codes
 def show(
     ctx: typer.Context,
-    execution_id: Annotated[
-        str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")
-    ],
+    execution_id: IdArgument,
     as_json: JsonOption = False,
 ) -> None:
     """Show one execution: its steps and the full transition log.
@@ -452,9 +451,7 @@ def resume(
 @_errors_to_exit_codes
 def compensate(
     ctx: typer.Context,
-    execution_id: Annotated[
-        str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")
-    ],
+    execution_id: IdArgument,
     as_json: JsonOption = False,
 ) -> None:
     """Abort an unfinished execution by compensating it.
@@ -473,9 +470,7 @@ def compensate(
 @_errors_to_exit_codes
 def cancel(
     ctx: typer.Context,
-    execution_id: Annotated[
-        str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")
-    ],
+    execution_id: IdArgument,
     as_json: JsonOption = False,
 ) -> None:
     """Cancel an execution: compensate it, even while another process runs it.
@@ -496,9 +491,7 @@ def cancel(
 @_errors_to_exit_codes
 def resolve(
     ctx: typer.Context,
-    execution_id: Annotated[
-        str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")
-    ],
+    execution_id: IdArgument,
     note: Annotated[
         str, typer.Option(metavar="TEXT", help="What was done by hand (kept in the log).")
     ],

@@ -761,34 +761,27 @@ def travel_saga(
         )
         for name in SERVICES
     ]
+
+    def forward(
+        name: str,
+        call: Callable[[StepContext], Any],
+        kind: StepKind,
+        retry: RetryPolicy,
+        service: str | None = None,
+    ) -> Step:
+        timeout = HANG_TIMEOUT if name in faults.hang else None
+        action = faults.wrap(name, False, call)
+        if service is not None:
+            action = guarded(service, action)  # the breaker sees the (faulty) service
+        return Step(name, action, kind=kind, retry=retry, timeout=timeout)
+
+    if payment:
+        steps.append(forward("payment", charge, StepKind.PIVOT, PAYMENT_RETRY, "payment"))
+    # confirm calls the three reservation services, each through its own breaker
+    steps.append(forward("confirm", confirm, StepKind.RETRIABLE, DEFAULT_RETRIABLE_RETRY))
     if payment:
         steps.append(
-            Step(
-                "payment",
-                guarded("payment", faults.wrap("payment", False, charge)),
-                kind=StepKind.PIVOT,
-                retry=PAYMENT_RETRY,
-                timeout=HANG_TIMEOUT if "payment" in faults.hang else None,
-            )
-        )
-    steps.append(
-        Step(
-            "confirm",
-            faults.wrap("confirm", False, confirm),
-            kind=StepKind.RETRIABLE,
-            retry=DEFAULT_RETRIABLE_RETRY,
-            timeout=HANG_TIMEOUT if "confirm" in faults.hang else None,
-        )
-    )
-    if payment:
-        steps.append(
-            Step(
-                "notify",
-                guarded("notification", faults.wrap("notify", False, notify)),
-                kind=StepKind.RETRIABLE,
-                retry=DEFAULT_RETRIABLE_RETRY,
-                timeout=HANG_TIMEOUT if "notify" in faults.hang else None,
-            )
+            forward("notify", notify, StepKind.RETRIABLE, DEFAULT_RETRIABLE_RETRY, "notification")
         )
     return SagaDefinition(SAGA_NAME if payment else BASIC_SAGA_NAME, tuple(steps))
 
