@@ -20,13 +20,13 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from saga_cli.errors import BusinessError, DefinitionError, TransientError
+from saga_cli.errors import BusinessError, DefinitionError, NotSentError
 
 T = TypeVar("T")
 
 
-class CircuitOpenError(TransientError):
-    """Raised instead of calling a service whose breaker is open."""
+class CircuitOpenError(NotSentError):
+    """Raised instead of calling a service whose breaker is open (nothing was sent)."""
 
 
 class BreakerState(StrEnum):
@@ -139,11 +139,14 @@ class CircuitBreaker:
                 if remaining > 0:
                     raise CircuitOpenError(
                         f"{s.service} circuit open after {s.failures} failures; "
-                        f"failing fast for {remaining:.1f}s more"
+                        f"failing fast for {remaining:.1f}s more",
+                        retry_after=remaining,
                     )
                 self._change(replace(s, state=BreakerState.HALF_OPEN, updated_at=now))
             if self._trial_running:
-                raise CircuitOpenError(f"{s.service} circuit half-open; a trial call is running")
+                raise CircuitOpenError(
+                    f"{s.service} circuit half-open; a trial call is running", retry_after=0.1
+                )
             self._trial_running = True
 
     def _succeeded(self) -> None:

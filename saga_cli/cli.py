@@ -273,7 +273,7 @@ def _finish(result: Outcome, as_json: bool) -> None:
                 "saga": result.saga,
                 "status": result.status.value,
                 "error": result.error,
-                "results": result.results,
+                "results": dict(result.results),
             }
         )
     else:
@@ -333,7 +333,9 @@ def list_(
             help="Only this status: pending, running, compensating, completed, compensated, stuck."
         ),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Show at most N executions.")] = 20,
+    limit: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="Show at most N executions.")
+    ] = 20,
     as_json: JsonOption = False,
 ) -> None:
     """List executions, newest first, marking interrupted ones.
@@ -402,7 +404,7 @@ def resume(
     ] = False,
     concurrency: Annotated[
         int,
-        typer.Option(metavar="K", min=1, help="With --all: resume K executions at once."),
+        typer.Option(metavar="K", min=1, max=1024, help="With --all: resume K executions at once."),
     ] = 8,
     as_json: JsonOption = False,
 ) -> None:
@@ -519,7 +521,7 @@ def resolve(
 @_errors_to_exit_codes
 def simulate(
     ctx: typer.Context,
-    count: Annotated[int, typer.Option(help="How many bookings to make.")] = 10,
+    count: Annotated[int, typer.Option(max=10_000_000, help="How many bookings to make.")] = 10,
     fail: FailOption = None,
     fail_rate: Annotated[
         float, typer.Option(metavar="P", help="Chance that a booking fails at a random step.")
@@ -529,11 +531,15 @@ def simulate(
     ] = None,
     concurrency: Annotated[
         int,
-        typer.Option(metavar="K", help="Run K bookings at once (their log writes share commits)."),
+        typer.Option(
+            metavar="K", max=1024, help="Run K bookings at once (their log writes share commits)."
+        ),
     ] = 1,
     capacity: Annotated[
         int | None,
-        typer.Option(metavar="N", help="First restock every resource to capacity N (load tests)."),
+        typer.Option(
+            metavar="N", max=1_000_000_000, help="First restock every resource to capacity N."
+        ),
     ] = None,
     flaky: FlakyOption = None,
     fail_compensation: FailCompensationOption = None,
@@ -609,7 +615,9 @@ def inventory(
     ctx: typer.Context,
     restock: Annotated[
         int | None,
-        typer.Option(metavar="N", help="First set every resource's capacity to N (load tests)."),
+        typer.Option(
+            metavar="N", max=1_000_000_000, help="First set every resource's capacity to N."
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:

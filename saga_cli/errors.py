@@ -96,3 +96,16 @@ class StepTimeoutError(TransientError):
     The runner does not retry it: the saga compensates at once, and the
     compensation must cope with the action arriving late (a tombstone).
     """
+
+
+class NotSentError(TransientError):
+    """The request never reached the participant (a circuit breaker failed it fast).
+
+    Unlike other failures its effect certainly does not exist, so a step that
+    ends on it is not compensated; `retry_after` says when trying again makes
+    sense (compensations wait at least that long before their next attempt).
+    """
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

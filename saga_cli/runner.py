@@ -47,6 +47,7 @@ from saga_cli.errors import (
     BusinessError,
     ExecutionBusyError,
     InvalidInputError,
+    NotSentError,
     SagaError,
     StepTimeoutError,
     UnknownSagaError,
@@ -168,6 +169,9 @@ class SagaRunner:
         self.owner = lease.current_owner()
         self._active: set[str] = set()
         self._active_lock = threading.Lock()
+        # Versions of the executions this runner drives, for the heartbeat.
+        self._held: dict[str, int] = {}
+        self._heartbeat: threading.Thread | None = None
 
     # -- public entry points -------------------------------------------------
 
@@ -327,6 +331,11 @@ class SagaRunner:
             )
         definition = self.definitions(record.saga)
         state = replay(definition, self.store.events(record.id))
+        if state.doubt is not None:
+            raise InvalidInputError(
+                f"execution {execution_id} is stuck on a pivot whose outcome is unknown; "
+                "`saga resume` it to learn the outcome before resolving anything by hand"
+            )
         resolved = resolution_of(definition, state)
         event = Event(
             state.next_seq,
@@ -381,6 +390,8 @@ class SagaRunner:
                 now = self.clock()
                 todo = []
                 for record in page:
+                    if record.id in self._active:
+                        continue  # this process is driving it already (an earlier page)
                     if record.owner != self.owner and lease.holds_lease(record, now):
                         report.busy.append(record.id)
                     else:
@@ -487,6 +498,7 @@ class SagaRunner:
             run = _Run(definition, record.id, json.loads(record.payload), state, version, True)
             run.state = apply(definition, state, event)
             run.step_name = record.step
+            self._held[record.id] = version
             done.append(run)
         return done
 
@@ -525,6 +537,7 @@ class SagaRunner:
         run = _Run(definition, record.id, json.loads(record.payload), state, version, True)
         run.state = apply(definition, state, event)
         run.step_name = record.step
+        self._held[record.id] = version
         return run
 
     def _flush(self, run: _Run, events: list[Event]) -> None:
@@ -570,6 +583,10 @@ class SagaRunner:
             raise result
         run.version = result
         run.created = True
+        if is_terminal(run.state.status) or run.state.status is SagaStatus.STUCK:
+            self._held.pop(run.id, None)  # the write released the lease
+        else:
+            self._held[run.id] = result
         self._notify(run.id, events)
         events.clear()
 
@@ -611,6 +628,33 @@ class SagaRunner:
     def _leave(self, execution_id: str) -> None:
         with self._active_lock:
             self._active.discard(execution_id)
+        self._held.pop(execution_id, None)
+
+    def _start_heartbeat(self) -> None:
+        """Keep the leases of the executions in hand alive while a step runs long.
+
+        Every write renews a lease, but a participant call may outlast it; a
+        daemon thread renews the held leases every third of the lease time,
+        without bumping the version, so fencing is unchanged: a process that
+        is stopped (SIGSTOP) or hung cannot beat, loses its lease, and its
+        late writes are refused.
+        """
+        if self._heartbeat is not None and self._heartbeat.is_alive():
+            return
+        self._heartbeat = threading.Thread(target=self._beat, name="saga-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def _beat(self) -> None:
+        interval = max(0.05, self.lease_seconds / 3)
+        while True:
+            time.sleep(interval)
+            held = dict(self._held)
+            if not held:
+                continue
+            try:
+                self.store.renew_leases(self.owner, held, self.clock() + self.lease_seconds)
+            except Exception:  # a missed beat only shortens the lease
+                log.warning("could not renew %d lease(s)", len(held), exc_info=True)
 
     def _drive(self, run: _Run, pending: list[Event]) -> Outcome:
         """Run `run` until it is completed, compensated or stuck.
@@ -642,6 +686,7 @@ class SagaRunner:
         is durable) while a whole window shares each fsync: group commit
         without threads. One execution at a time is the plain sequential case.
         """
+        self._start_heartbeat()
         active: list[tuple[_Run, list[Event]]] = []
         more = True
         slept_until = 0.0  # after a back-off sleep, what is due counts as due
@@ -789,10 +834,18 @@ class SagaRunner:
         detail: dict[str, Any] = {"error": error, "kind": type(exc).__name__}
         business = isinstance(exc, BusinessError) and not compensating
         timed_out = isinstance(exc, StepTimeoutError)
+        # Never sent (an open breaker): nothing happened. A forward step fails
+        # fast (that is the breaker's point) and is not compensated; a
+        # compensation waits out the breaker's cool-down and tries again.
+        not_sent = isinstance(exc, NotSentError)
         policy = step.compensation_retry if compensating else step.retry
-        if not business and not timed_out and attempt < max_attempts:
-            detail["retry_at"] = self.clock() + policy.delay_before(attempt + 1, self.rng)
-        elif not business and not compensating:
+        retrying = not business and not timed_out and attempt < max_attempts
+        if retrying and (compensating or not not_sent):
+            delay = policy.delay_before(attempt + 1, self.rng)
+            if not_sent:
+                delay = max(delay, getattr(exc, "retry_after", 0.0))
+            detail["retry_at"] = self.clock() + delay
+        elif not business and not compensating and not not_sent:
             detail["uncertain"] = True  # the effect may exist: compensate it too
         failed = EventType.COMPENSATION_FAILED if compensating else EventType.STEP_FAILED
         self._record(run, pending, failed, step.name, attempt, detail)

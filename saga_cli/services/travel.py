@@ -368,6 +368,12 @@ class BookingRequest:
                 )
         if not self.flight or not self.hotel:
             raise InvalidInputError("a booking needs a flight and a hotel")
+        for name in ("flight", "hotel", "car", "customer"):
+            value = getattr(self, name)
+            try:
+                (value or "").encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInputError(f"--{name} is not valid text (it is not UTF-8)") from None
 
     def resources(self) -> dict[str, str]:
         """The resource code requested from each service."""

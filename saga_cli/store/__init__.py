@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from saga_cli.breaker import BreakerSnapshot
@@ -182,6 +182,14 @@ class SagaStore(abc.ABC):
     @abc.abstractmethod
     def executions_of(self, saga: str) -> list[tuple[str, SagaStatus, str]]:
         """Return (id, status, payload JSON) of every execution of one saga."""
+
+    @abc.abstractmethod
+    def renew_leases(self, owner: str, held: Mapping[str, int], until: float) -> None:
+        """Extend `owner`'s leases on executions still at the versions in `held`.
+
+        The version is not bumped: a renewal never fences the owner's own
+        next write, and an execution taken over meanwhile is left alone.
+        """
 
     @abc.abstractmethod
     def breakers(self) -> list[BreakerSnapshot]:

@@ -38,15 +38,22 @@ def _alembic_config(connection: Any) -> Any:
     return config
 
 
-def _sqlite_engine(url: str, busy_timeout_ms: int) -> Any:
-    """An engine whose transactions take SQLite's write lock up front (BEGIN IMMEDIATE).
+def _sqlite_engine(path: str, busy_timeout_ms: int) -> Any:
+    """An engine on the file at `path` whose transactions take the write lock up front.
 
-    Two processes opening a fresh log at once then migrate one after the
-    other; the second finds the schema at head and does nothing.
+    The connection is made from the path itself (``creator``), never through a
+    URL, so a file name with ``?``, ``%`` or ``#`` names that file and no
+    other. BEGIN IMMEDIATE: two processes opening a fresh log at once migrate
+    one after the other; the second finds the schema at head and does nothing.
     """
+    import sqlite3
+
     from sqlalchemy import create_engine, event
 
-    engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(path, timeout=busy_timeout_ms / 1000)
+
+    engine = create_engine("sqlite://", creator=connect)
 
     @event.listens_for(engine, "connect")
     def _autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
@@ -59,21 +66,21 @@ def _sqlite_engine(url: str, busy_timeout_ms: int) -> Any:
     return engine
 
 
-def upgrade(url: str, *, busy_timeout_ms: int = 5000) -> None:
-    """Bring the database at `url` to the newest revision.
+def upgrade(path: str, *, busy_timeout_ms: int = 5000) -> None:
+    """Bring the SQLite database at `path` (a file path, not a URL) to the newest revision.
 
     Raises:
         MigrationError: a revision failed; its transaction was rolled back.
     """
     from alembic import command
 
-    engine = _sqlite_engine(url, busy_timeout_ms)
+    engine = _sqlite_engine(path, busy_timeout_ms)
     try:
         with engine.connect() as connection:
             command.upgrade(_alembic_config(connection), "head")
             connection.commit()
     except Exception as exc:  # alembic and drivers raise many types; report one
-        raise MigrationError(f"migrating {url} failed: {exc}") from exc
+        raise MigrationError(f"migrating {path} failed: {exc}") from exc
     finally:
         engine.dispose()
 

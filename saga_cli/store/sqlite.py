@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -116,11 +116,6 @@ class SqliteSettings:
             self.wal_autocheckpoint = int(query.get("wal_autocheckpoint", "10000"))
         except ValueError:
             raise InvalidInputError("wal_autocheckpoint must be a whole number of pages") from None
-
-    @property
-    def sqlalchemy_url(self) -> str:
-        """The same database as a SQLAlchemy URL (for the migrations)."""
-        return f"sqlite:///{self.path}"
 
     def connect(self, *, participant: bool = False) -> sqlite3.Connection:
         """Open a connection with the log's pragmas (or a participant's, see above)."""
@@ -377,7 +372,7 @@ class SqliteStore(SagaStore):
                 )
             settings.configure(connection)
             if revision != migrate.HEAD_REVISION:
-                migrate.upgrade(settings.sqlalchemy_url, busy_timeout_ms=settings.busy_timeout_ms)
+                migrate.upgrade(settings.path, busy_timeout_ms=settings.busy_timeout_ms)
         except BaseException:
             connection.close()
             raise
@@ -546,6 +541,18 @@ class SqliteStore(SagaStore):
         """Return (id, status, payload JSON) of every execution of one saga."""
         rows = self._read("SELECT id, status, payload FROM saga_execution WHERE saga=?", (saga,))
         return [(row[0], SagaStatus(row[1]), row[2]) for row in rows]
+
+    def renew_leases(self, owner: str, held: Mapping[str, int], until: float) -> None:
+        """Extend leases still held at the given versions (no version bump)."""
+        rows = [(until, execution_id, owner, version) for execution_id, version in held.items()]
+
+        def work(cursor: sqlite3.Cursor) -> None:
+            cursor.executemany(
+                "UPDATE saga_execution SET lease_expires_at=? WHERE id=? AND owner=? AND version=?",
+                rows,
+            )
+
+        self._commit(work)
 
     def breakers(self) -> list[BreakerSnapshot]:
         """Return the last known state of every circuit breaker."""

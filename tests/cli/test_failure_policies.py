@@ -89,14 +89,13 @@ def test_an_outage_opens_the_breaker_and_ends_stuck_until_the_service_is_back(
     execution = booked.json()["id"]
     shown = {row["service"]: row for row in saga("services", "--json").json()}
     assert shown["hotel"]["breaker"] == "open"
-    assert shown["hotel"]["consecutive_failures"] == 5
+    assert shown["hotel"]["consecutive_failures"] >= 5
     assert "unreachable" in shown["hotel"]["last_error"]
     assert {shown[s]["breaker"] for s in ("flight", "car", "payment", "notification")} == {"closed"}
-    # within the cool-down the hotel is not even called: the breaker fails fast
-    again = saga("resume", execution, "--json")
-    assert again.code == 4
-    events = _show(saga, execution)["events"]
-    assert "circuit open" in events[-2]["detail"]["error"]
+    # while open, the hotel's compensation was not even sent: it failed fast
+    # and waited out the cool-down before its next attempt
+    failures = [e for e in _show(saga, execution)["events"] if e["type"] == "compensation_failed"]
+    assert any("circuit open" in e["detail"]["error"] for e in failures)
     # the operator knows the hotel is back: close its breaker, then resume
     reset = saga("services", "--reset", "hotel", "--json")
     assert {r["service"]: r["breaker"] for r in reset.json()}["hotel"] == "closed"

@@ -107,7 +107,7 @@ def test_upgrade_of_a_log_at_head_changes_nothing(db_path: Path) -> None:
     migrated(db_path)
     with sqlite3.connect(db_path) as db:
         before = db.execute("SELECT COUNT(*) FROM flight_resource").fetchone()
-    migrate.upgrade(f"sqlite:///{db_path}")
+    migrate.upgrade(str(db_path))
     with sqlite3.connect(db_path) as db:
         assert db.execute("SELECT COUNT(*) FROM flight_resource").fetchone() == before
     assert revision(db_path) == migrate.HEAD_REVISION
@@ -253,7 +253,7 @@ def test_failing_revision_leaves_the_version_unchanged(
     before = tables(db_path)
     monkeypatch.setattr(migrate, "migrations_dir", lambda: bogus_migrations)
     with pytest.raises(MigrationError, match="failed on purpose"):
-        migrate.upgrade(f"sqlite:///{db_path}")
+        migrate.upgrade(str(db_path))
     assert revision(db_path) == migrate.HEAD_REVISION
     assert tables(db_path) == before
     assert "half_done" not in tables(db_path)
