@@ -14,9 +14,13 @@ from saga_cli.errors import ExecutionBusyError
 
 
 def _saga(started: threading.Event, release: threading.Event) -> SagaDefinition:
+    calls: list[int] = []
+
     def long_step(ctx: StepContext) -> Any:
-        started.set()
-        release.wait(10)
+        calls.append(1)
+        if len(calls) == 1:  # the first caller (the owner) hangs until released
+            started.set()
+            release.wait(10)
         return "done"
 
     return SagaDefinition("long", (Step("a", long_step, lambda ctx: None),))
@@ -26,14 +30,14 @@ def test_the_heartbeat_keeps_a_long_step_s_lease_so_a_rival_is_refused(tmp_path:
     store = open_store(str(tmp_path / "saga.db"))
     started, release = threading.Event(), threading.Event()
     saga = _saga(started, release)
-    owner = SagaRunner(store, registry(saga), lease_seconds=0.3)
+    owner = SagaRunner(store, registry(saga), lease_seconds=1.0)
     outcome: list[Any] = []
     worker = threading.Thread(
         target=lambda: outcome.append(owner.run(saga, {}, execution_id="a" * 32))
     )
     worker.start()
     assert started.wait(10)
-    time.sleep(0.9)  # three lease lengths: only the heartbeat can have kept it
+    time.sleep(2.5)  # two and a half lease lengths: only the heartbeat can have kept it
     rival = SagaRunner(store, registry(saga))
     rival.owner = "otherhost:9:9"
     with pytest.raises(ExecutionBusyError):
@@ -66,8 +70,8 @@ def test_without_beats_the_lease_lapses_and_a_rival_takes_over(tmp_path: Path) -
     time.sleep(0.5)
     rival = SagaRunner(store, registry(saga))
     rival.owner = "otherhost:9:9"
-    release.set()
     assert rival.resume("b" * 32).status is SagaStatus.COMPLETED
+    release.set()  # the hung owner wakes up and tries to record its outcome
     worker.join(10)
     assert [type(e).__name__ for e in errors] == ["LeaseLostError"]
     store.close()
