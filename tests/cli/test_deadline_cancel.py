@@ -53,11 +53,13 @@ def test_a_deadline_that_passes_after_the_pivot_changes_nothing(saga: SagaCli) -
 
 
 def test_a_deadline_is_kept_in_the_log_and_applies_on_resume(saga: SagaCli) -> None:
-    crashed = saga(*BOOKING, "--deadline", "50ms", "--crash-at", "hotel:before")
+    crashed = saga(*BOOKING, "--deadline", "1s", "--crash-at", "hotel:before")
     assert crashed.code == -9
     execution = saga("list", "--json").json()[0]["id"]
     started = _events(saga, execution)[0]
     assert started["type"] == "saga_started" and started["detail"]["deadline_at"] > 0
+    # let the deadline pass while the execution lies interrupted
+    time.sleep(max(0.0, started["detail"]["deadline_at"] - time.time()) + 0.05)
     resumed = saga("resume", execution)
     assert resumed.code == 3, resumed.stderr
     with closing(sqlite3.connect(saga.db)) as db:
