@@ -494,12 +494,7 @@ class SagaRunner:
                 self._leave(record.id)
                 report.busy.append(record.id)
                 continue
-            self._notify(record.id, [event])
-            run = _Run(definition, record.id, json.loads(record.payload), state, version, True)
-            run.state = apply(definition, state, event)
-            run.step_name = record.step
-            self._held[record.id] = version
-            done.append(run)
+            done.append(self._claimed(record, definition, state, event, version))
         return done
 
     # -- the engine ------------------------------------------------------------
@@ -533,6 +528,17 @@ class SagaRunner:
         except BaseException:
             self._leave(record.id)
             raise
+        return self._claimed(record, definition, state, event, version)
+
+    def _claimed(
+        self,
+        record: ExecutionRecord,
+        definition: SagaDefinition,
+        state: SagaState,
+        event: Event,
+        version: int,
+    ) -> _Run:
+        """The in-hand execution after its claim (with `event`) committed at `version`."""
         self._notify(record.id, [event])
         run = _Run(definition, record.id, json.loads(record.payload), state, version, True)
         run.state = apply(definition, state, event)
