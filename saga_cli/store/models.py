@@ -30,6 +30,8 @@ class SagaExecution(SQLModel, table=True):
     owner: str | None = Field(default=None, max_length=300)
     lease_expires_at: float | None = None
     version: int = 1
+    definition_version: str | None = Field(default=None, max_length=64)
+    concurrency_key: str | None = Field(default=None, max_length=300)
 
 
 class SagaEvent(SQLModel, table=True):
@@ -44,3 +46,25 @@ class SagaEvent(SQLModel, table=True):
     attempt: int = 0
     detail: str | None = None
     at: float
+
+
+class SagaDefinitionRecord(SQLModel, table=True):
+    """One version of a saga definition: its steps, and the code it was loaded from."""
+
+    __tablename__ = "saga_definition"
+
+    name: str = Field(primary_key=True, max_length=200)
+    version: str = Field(primary_key=True, max_length=64)
+    steps: str
+    source: str | None = None
+    created_at: float
+
+
+class SagaKeyLock(SQLModel, table=True):
+    """A concurrency key in use, and the execution that holds it until it ends."""
+
+    __tablename__ = "saga_key_lock"
+
+    key: str = Field(primary_key=True, max_length=300)
+    execution_id: str = Field(foreign_key="saga_execution.id", max_length=32)
+    acquired_at: float

@@ -18,7 +18,7 @@ from saga_cli.store import migrate, open_store
 SERVICE_TABLES = [
     f"{s}_{t}" for s in ("flight", "hotel", "car") for t in ("resource", "reservation")
 ]
-LOG_TABLES = ["saga_execution", "saga_event"]
+LOG_TABLES = ["saga_execution", "saga_event", "saga_definition", "saga_key_lock"]
 
 CATALOGUE = {
     "flight": {"FL100": 8, "FL200": 8, "FL300": 6},
@@ -203,7 +203,18 @@ def test_migrated_schema_has_the_expected_keys_and_indexes(engine: Engine) -> No
         "ix_saga_execution_status_created": (("status", "created_at", "id"), False),
     }
     nullable = {c["name"]: c["nullable"] for c in inspector.get_columns("saga_execution")}
-    assert {n for n, v in nullable.items() if v} == {"step", "owner", "lease_expires_at"}
+    assert {n for n, v in nullable.items() if v} == {
+        "step",
+        "owner",
+        "lease_expires_at",
+        "definition_version",
+        "concurrency_key",
+    }
+    assert inspector.get_pk_constraint("saga_key_lock")["constrained_columns"] == ["key"]
+    assert inspector.get_pk_constraint("saga_definition")["constrained_columns"] == [
+        "name",
+        "version",
+    ]
 
 
 # -- failures and refusals ---------------------------------------------------------------------
