@@ -8,15 +8,21 @@ resume work from the log alone.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple
+
+from typing_extensions import TypeVar
 
 from saga_cli.errors import DefinitionError, IllegalTransitionError
+
+P = TypeVar("P", default=Any)
 
 
 class SagaStatus(StrEnum):
@@ -129,18 +135,22 @@ DEFAULT_RETRIABLE_RETRY = RetryPolicy(max_attempts=10, initial_delay=0.05, max_d
 
 
 @dataclass(frozen=True, slots=True)
-class StepContext:
+class StepContext(Generic[P]):
     """What a step's action or compensation is given.
 
     Attributes:
         execution_id: id of the execution in the saga log.
         step: name of the step.
         key: idempotency key for this call; the same on every retry and resume.
+            Pass it to the service so that a repeated call does nothing new.
         action_key: the key the step's action used; a compensation cancels
             what was done under it (for an action, the same as `key`).
         attempt: 1 for the first call of this action, 2 for the first retry, ...
-        payload: the execution's input, as stored.
-        results: return values of the steps that succeeded so far, by name.
+        payload: the execution's input: an instance of the saga's payload
+            model when it declares one, else the JSON object as stored.
+        results: return values of the steps that succeeded so far, by name,
+            as the log holds them (so the same after a crash and resume).
+        compensating: True when this call is the step's compensation.
     """
 
     execution_id: str
@@ -148,11 +158,17 @@ class StepContext:
     key: str
     action_key: str
     attempt: int
-    payload: Mapping[str, Any]
+    payload: P
     results: Mapping[str, Any]
+    compensating: bool = False
+
+    @property
+    def result(self) -> Any:
+        """What this step's action returned (for its compensation), or None."""
+        return self.results.get(self.step)
 
 
-StepFunction = Callable[[StepContext], Any]
+StepFunction = Callable[[StepContext[Any]], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,20 +182,49 @@ class Step:
     retry: RetryPolicy = NO_RETRY
     compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
     timeout: float | None = None
+    group: str | None = None
+
+
+def shape_of(steps: tuple[Step, ...]) -> list[list[str | None]]:
+    """What a definition version is made of: each step's name, kind and parallel group."""
+    return [[s.name, s.kind.value, s.group] for s in steps]
 
 
 @dataclass(frozen=True, slots=True)
 class SagaDefinition:
     """An ordered list of steps, validated when built.
 
+    Consecutive steps that share a `group` form a parallel group: they run
+    concurrently, and so do their compensations.
+
+    Attributes:
+        name: the saga's name, stored with each execution.
+        steps: the steps in order.
+        payload: a pydantic model (a SQLModel works) that validates the input
+            of each new execution; steps then receive an instance of it.
+        concurrency_key: computes a key from the validated payload; executions
+            with the same key never run at the same time.
+        description: one line for ``saga definitions``.
+        source: where the code was loaded from (``file.py:attr`` or
+            ``module:attr``), so a resume can load it again.
+        version: a hash of the steps' names, kinds and groups (computed): a
+            resume under a different version is checked for compatibility.
+
     Raises:
         DefinitionError: names repeat, a compensatable step lacks a compensation,
-            or the kinds are out of order (compensatable* pivot? retriable*).
+            the kinds are out of order (compensatable* pivot? retriable*), or a
+            parallel group is split, mixes kinds or holds the pivot.
     """
 
     name: str
     steps: tuple[Step, ...]
+    payload: type[Any] | None = field(default=None, compare=False)
+    concurrency_key: Callable[[Any], str] | None = field(default=None, compare=False)
+    description: str = field(default="", compare=False)
+    source: str | None = field(default=None, compare=False)
     index: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    spans: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+    version: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -200,11 +245,45 @@ class SagaDefinition:
                     "give a positive number of seconds or None"
                 )
         object.__setattr__(self, "index", {n: i for i, n in enumerate(names)})
+        object.__setattr__(self, "spans", _group_spans(self.name, self.steps))
+        digest = hashlib.sha256(json.dumps(shape_of(self.steps)).encode()).hexdigest()
+        object.__setattr__(self, "version", digest[:12])
 
     @property
     def step_names(self) -> tuple[str, ...]:
         """Names of the steps, in order."""
         return tuple(s.name for s in self.steps)
+
+    def members(self, index: int) -> range:
+        """Indices of the steps that run together with step `index` (itself alone if ungrouped)."""
+        return range(*self.spans[index])
+
+
+def _group_spans(saga: str, steps: tuple[Step, ...]) -> tuple[tuple[int, int], ...]:
+    """Per step, the [start, end) of its parallel group; validates the groups."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    closed: set[str] = set()
+    while start < len(steps):
+        group = steps[start].group
+        end = start + 1
+        while group is not None and end < len(steps) and steps[end].group == group:
+            end += 1
+        if group is not None:
+            if group in closed:
+                raise DefinitionError(
+                    f"saga {saga!r}: the steps of parallel group {group!r} must be consecutive"
+                )
+            closed.add(group)
+            kinds = {steps[i].kind for i in range(start, end)}
+            if end - start > 1 and (StepKind.PIVOT in kinds or len(kinds) > 1):
+                raise DefinitionError(
+                    f"saga {saga!r}: parallel group {group!r} must be all compensatable or "
+                    "all retriable steps (the pivot runs alone)"
+                )
+        spans.extend([(start, end)] * (end - start))
+        start = end
+    return tuple(spans)
 
 
 def _validate_kinds(saga: str, steps: tuple[Step, ...]) -> None:
@@ -260,15 +339,20 @@ class SagaState(NamedTuple):
     Attributes:
         status: projection stored on the execution row.
         next_seq: sequence number the next event gets.
-        succeeded: indices of forward steps that succeeded, in order.
+        succeeded: indices of forward steps that succeeded, in the order
+            their outcomes were recorded.
         applied: indices of forward steps whose effect may exist, in order:
             the succeeded ones plus any whose outcome is unknown (a step cut
             short by `saga compensate`); these are what gets compensated.
         compensated: indices of steps whose compensation succeeded, in order.
-        in_flight: (is_compensation, index, attempt) of a call whose `started`
-            record is durable and whose outcome is not, if any.
-        retry: (is_compensation, index, next_attempt, not_before) after a
+        in_flight: (is_compensation, index, attempt) of each call whose
+            `started` record is durable and whose outcome is not (several
+            for a parallel group).
+        retry: (is_compensation, index, next_attempt, not_before) of each
             failed attempt that will be retried.
+        gave_up: (is_compensation, index, attempts, error) of each call out
+            of attempts whose saga cannot go on; once the rest of its parallel
+            group has answered, the execution is recorded stuck with them all.
         results: step results by name.
         error: the failure that sent the saga backwards, if any.
         deadline: epoch seconds past which an execution that has not reached
@@ -283,8 +367,9 @@ class SagaState(NamedTuple):
     succeeded: tuple[int, ...] = ()
     applied: tuple[int, ...] = ()
     compensated: tuple[int, ...] = ()
-    in_flight: tuple[bool, int, int] | None = None
-    retry: tuple[bool, int, int, float] | None = None
+    in_flight: tuple[tuple[bool, int, int], ...] = ()
+    retry: tuple[tuple[bool, int, int, float], ...] = ()
+    gave_up: tuple[tuple[bool, int, int, str], ...] = ()
     results: Mapping[str, Any] = MappingProxyType({})
     error: str | None = None
     deadline: float | None = None
@@ -293,10 +378,10 @@ class SagaState(NamedTuple):
     @property
     def current_step(self) -> int | None:
         """Index of the step being run or compensated, for the execution row."""
-        if self.in_flight is not None:
-            return self.in_flight[1]
-        if self.retry is not None:
-            return self.retry[1]
+        if self.in_flight:
+            return self.in_flight[0][1]
+        if self.retry:
+            return self.retry[0][1]
         return None
 
 
@@ -306,6 +391,24 @@ def _moved(state: SagaState, status: SagaStatus) -> SagaStatus:
     if status not in ALLOWED_TRANSITIONS[state.status]:
         raise IllegalTransitionError(f"cannot go from {state.status.value} to {status.value}")
     return status
+
+
+def _without(calls: tuple[Any, ...], compensating: bool, index: int) -> tuple[Any, ...]:
+    """`calls` (in_flight or retry entries) less the one for (compensating, index)."""
+    if len(calls) == 1:  # the common, sequential case
+        entry = calls[0]
+        return () if entry[0] is compensating and entry[1] == index else calls
+    return tuple(c for c in calls if not (c[0] is compensating and c[1] == index))
+
+
+def _gave_up_message(definition: SagaDefinition, state: SagaState) -> str:
+    """One line naming every call that gave up, for the saga_stuck record."""
+    parts = []
+    for compensating, index, attempts, error in state.gave_up:
+        step = definition.steps[index]
+        why = "compensation" if compensating else f"{step.kind.value} step"
+        parts.append(f"{why} {step.name!r} gave up after {attempts} attempt(s): {error}")
+    return "; ".join(parts)
 
 
 def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaState:
@@ -327,7 +430,7 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
         )
     if kind in _OUTCOMES:
         expected = (kind in _COMPENSATION_OUTCOMES, index, event.attempt)
-        if state.in_flight != expected:
+        if expected not in state.in_flight:
             raise IllegalTransitionError(
                 f"event {event.seq} ({kind.value} of {event.step!r}, attempt {event.attempt}) "
                 "answers no call in flight"
@@ -343,61 +446,27 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
         # pivot (it can only move forward), otherwise back to compensating.
         forward = forward_only(definition, state) or state.doubt is not None
         back = SagaStatus.RUNNING if forward else SagaStatus.COMPENSATING
-        return state._replace(status=_moved(state, back), next_seq=nxt)
+        return state._replace(status=_moved(state, back), next_seq=nxt, gave_up=())
     if kind is EventType.STEP_STARTED:
         status = _moved(state, SagaStatus.RUNNING)
         return state._replace(
-            status=status, next_seq=nxt, in_flight=(False, index, event.attempt), retry=None
+            status=status,
+            next_seq=nxt,
+            in_flight=(*state.in_flight, (False, index, event.attempt)),
+            retry=_without(state.retry, False, index) if state.retry else (),
         )
     if kind is EventType.STEP_SUCCEEDED:
         result = (event.detail or {}).get("result")
         return state._replace(
             next_seq=nxt,
-            in_flight=None,
-            retry=None,
+            in_flight=_without(state.in_flight, False, index),
             succeeded=(*state.succeeded, index),
             applied=(*state.applied, index),
             results={**state.results, definition.steps[index].name: result},
             doubt=None,
         )
     if kind is EventType.STEP_FAILED:
-        detail = event.detail or {}
-        retry_at = detail.get("retry_at")
-        if retry_at is not None:
-            return state._replace(
-                next_seq=nxt,
-                in_flight=None,
-                retry=(False, index, event.attempt + 1, float(retry_at)),
-            )
-        uncertain = bool(detail.get("uncertain"))
-        kind_of_step = definition.steps[index].kind
-        if forward_only(definition, state) or (uncertain and kind_of_step is StepKind.PIVOT):
-            # Forward-only territory, or a pivot that may have happened and
-            # cannot be undone: nothing is compensated; the runner records
-            # saga_stuck in the same commit and an operator decides.
-            doubt = index if uncertain and kind_of_step is StepKind.PIVOT else None
-            return state._replace(
-                next_seq=nxt,
-                in_flight=None,
-                retry=None,
-                error=str(detail.get("error")),
-                doubt=doubt,
-            )
-        applied = state.applied
-        if uncertain and kind_of_step is StepKind.COMPENSATABLE:
-            # Failed with something other than a business refusal (a timeout,
-            # a lost connection): the effect may exist, so it is compensated
-            # too. Compensations must tolerate an action that never happened.
-            applied = (*applied, index)
-        return state._replace(
-            status=_moved(state, SagaStatus.COMPENSATING),
-            next_seq=nxt,
-            in_flight=None,
-            retry=None,
-            applied=applied,
-            error=str(detail.get("error", "failed")),
-            doubt=None,  # a refusal is an answer: the pivot did not happen
-        )
+        return _step_failed(definition, state, event, index, nxt)
     if kind is EventType.COMPENSATION_REQUESTED:
         if forward_only(definition, state):
             raise IllegalTransitionError("the saga passed its pivot; it can only move forward")
@@ -406,64 +475,116 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
                 "the pivot's outcome is unknown; resume the execution to learn it"
             )
         reason = str((event.detail or {}).get("reason", "compensation requested"))
-        applied = state.applied
-        if state.in_flight is not None and not state.in_flight[0]:
-            # The step's outcome is unknown: it may have taken effect, so it is
-            # compensated too (compensations must tolerate a missing action).
-            applied = (*applied, state.in_flight[1])
-        return state._replace(
-            status=_moved(state, SagaStatus.COMPENSATING),
-            next_seq=nxt,
-            in_flight=None,
-            retry=None,
-            applied=applied,
-            error=state.error or reason,
-        )
+        return _turned_back(state, nxt, state.error or reason)
     if kind is EventType.COMPENSATION_STARTED:
         status = _moved(state, SagaStatus.COMPENSATING)
         return state._replace(
-            status=status, next_seq=nxt, in_flight=(True, index, event.attempt), retry=None
+            status=status,
+            next_seq=nxt,
+            in_flight=(*state.in_flight, (True, index, event.attempt)),
+            retry=_without(state.retry, True, index) if state.retry else (),
         )
     if kind is EventType.COMPENSATION_SUCCEEDED:
         return state._replace(
             next_seq=nxt,
-            in_flight=None,
-            retry=None,
+            in_flight=_without(state.in_flight, True, index),
             compensated=(*state.compensated, index),
         )
     if kind is EventType.COMPENSATION_FAILED:
-        retry_at = (event.detail or {}).get("retry_at")
+        detail = event.detail or {}
+        in_flight = _without(state.in_flight, True, index)
+        retry_at = detail.get("retry_at")
         if retry_at is not None:
-            return state._replace(
-                next_seq=nxt,
-                in_flight=None,
-                retry=(True, index, event.attempt + 1, float(retry_at)),
-            )
-        # Out of attempts: the runner records saga_stuck in the same commit.
-        error = str((event.detail or {}).get("error", "compensation failed"))
-        return state._replace(next_seq=nxt, in_flight=None, retry=None, error=error)
+            entry = (True, index, event.attempt + 1, float(retry_at))
+            return state._replace(next_seq=nxt, in_flight=in_flight, retry=(*state.retry, entry))
+        # Out of attempts: once the rest of its group answered, the saga is stuck.
+        error = str(detail.get("error", "compensation failed"))
+        return state._replace(
+            next_seq=nxt,
+            in_flight=in_flight,
+            gave_up=(*state.gave_up, (True, index, event.attempt, error)),
+            error=error,
+        )
     if kind is EventType.SAGA_COMPLETED:
         return state._replace(
-            status=_moved(state, SagaStatus.COMPLETED), next_seq=nxt, in_flight=None
+            status=_moved(state, SagaStatus.COMPLETED), next_seq=nxt, in_flight=()
         )
     if kind is EventType.SAGA_COMPENSATED:
         return state._replace(
-            status=_moved(state, SagaStatus.COMPENSATED), next_seq=nxt, in_flight=None
+            status=_moved(state, SagaStatus.COMPENSATED), next_seq=nxt, in_flight=()
         )
     if kind is EventType.SAGA_RESOLVED:
         if state.status is not SagaStatus.STUCK:
             raise IllegalTransitionError("only a stuck execution can be resolved by hand")
         resolved = resolution_of(definition, state)
-        return state._replace(status=_moved(state, resolved), next_seq=nxt, in_flight=None)
+        return state._replace(status=_moved(state, resolved), next_seq=nxt, in_flight=())
     if kind is EventType.SAGA_STUCK:
         return state._replace(
             status=_moved(state, SagaStatus.STUCK),
             next_seq=nxt,
-            in_flight=None,
-            retry=None,
+            in_flight=(),
+            retry=(),
+            gave_up=(),
             error=str((event.detail or {}).get("error", state.error)),
         )
     raise IllegalTransitionError(f"unknown event type {kind!r}")  # pragma: no cover
+
+
+def _step_failed(
+    definition: SagaDefinition, state: SagaState, event: Event, index: int, nxt: int
+) -> SagaState:
+    """The state after a forward step's failure (retried, given up, or turning back)."""
+    detail = event.detail or {}
+    in_flight = _without(state.in_flight, False, index)
+    retry_at = detail.get("retry_at")
+    if retry_at is not None:
+        entry = (False, index, event.attempt + 1, float(retry_at))
+        return state._replace(next_seq=nxt, in_flight=in_flight, retry=(*state.retry, entry))
+    uncertain = bool(detail.get("uncertain"))
+    kind_of_step = definition.steps[index].kind
+    error = str(detail.get("error", "failed"))
+    if uncertain and kind_of_step is StepKind.PIVOT:
+        # A pivot that may have happened and cannot be undone: the runner
+        # records saga_stuck in the same commit and a resume re-asks.
+        return state._replace(next_seq=nxt, in_flight=in_flight, retry=(), error=error, doubt=index)
+    if forward_only(definition, state):
+        # Forward-only territory: nothing is compensated; once the rest of
+        # its group answered, the saga is stuck and an operator decides.
+        return state._replace(
+            next_seq=nxt,
+            in_flight=in_flight,
+            gave_up=(*state.gave_up, (False, index, event.attempt, error)),
+            error=error,
+            doubt=None,
+        )
+    state = state._replace(in_flight=in_flight, doubt=None)  # a refusal is an answer
+    if uncertain and kind_of_step is StepKind.COMPENSATABLE:
+        # Failed with something other than a business refusal (a timeout,
+        # a lost connection): the effect may exist, so it is compensated
+        # too. Compensations must tolerate an action that never happened.
+        state = state._replace(applied=(*state.applied, index))
+    return _turned_back(state, nxt, error)
+
+
+def _turned_back(state: SagaState, nxt: int, error: str) -> SagaState:
+    """The state once the saga turns back to compensating.
+
+    A step still in flight (cut short by `saga compensate`, or a sibling in
+    its parallel group) may have taken effect: it is compensated too. Retries
+    waiting are dropped: their failed attempts were answers, not unknowns.
+    """
+    applied = state.applied
+    for compensating, index, _attempt in state.in_flight:
+        if not compensating:
+            applied = (*applied, index)
+    return state._replace(
+        status=_moved(state, SagaStatus.COMPENSATING),
+        next_seq=nxt,
+        in_flight=(),
+        retry=(),
+        applied=applied,
+        error=error,
+    )
 
 
 def replay(definition: SagaDefinition, events: list[Event]) -> SagaState:
@@ -488,11 +609,9 @@ def pivot_in_doubt(definition: SagaDefinition, state: SagaState) -> bool:
     """
     if state.doubt is not None:
         return True  # the pivot's last attempt ended without an answer
-    flight = state.in_flight
-    return (
-        flight is not None
-        and not flight[0]
-        and definition.steps[flight[1]].kind is not StepKind.COMPENSATABLE
+    return any(
+        not compensating and definition.steps[index].kind is not StepKind.COMPENSATABLE
+        for compensating, index, _attempt in state.in_flight
     )
 
 
@@ -541,6 +660,16 @@ class RunCompensation:
 
 
 @dataclass(frozen=True, slots=True)
+class Calls:
+    """Make these calls, concurrently when there are several (a parallel group).
+
+    A call whose `not_before` lies ahead is waited for (a retry backing off).
+    """
+
+    calls: tuple[RunStep | RunCompensation, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """Record the terminal event `event` (completed or compensated)."""
 
@@ -555,11 +684,28 @@ class Abort:
 
 
 @dataclass(frozen=True, slots=True)
+class Halt:
+    """Record the execution stuck: calls gave up and nothing else can run.
+
+    `index` and `attempt` name the first call that gave up; `error` all of them.
+    """
+
+    error: str
+    index: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class Rest:
     """Nothing to do: the execution is terminal or stuck."""
 
 
-Decision = RunStep | RunCompensation | Finish | Abort | Rest
+Decision = Calls | Finish | Abort | Halt | Rest
+
+
+def _call(compensating: bool, index: int, attempt: int, record: bool, not_before: float) -> Any:
+    kind = RunCompensation if compensating else RunStep
+    return kind(index, attempt, record, not_before)
 
 
 def decide(definition: SagaDefinition, state: SagaState, now: float = 0.0) -> Decision:
@@ -575,25 +721,39 @@ def decide(definition: SagaDefinition, state: SagaState, now: float = 0.0) -> De
         and not pivot_in_doubt(definition, state)
     ):
         return Abort("the saga's deadline passed")
-    if state.in_flight is not None:
-        is_comp, index, attempt = state.in_flight
-        if is_comp:
-            return RunCompensation(index, attempt, record=False)
-        return RunStep(index, attempt, record=False)
-    if state.retry is not None:
-        is_comp, index, attempt, not_before = state.retry
-        if is_comp:
-            return RunCompensation(index, attempt, record=True, not_before=not_before)
-        return RunStep(index, attempt, record=True, not_before=not_before)
+    if state.in_flight or state.retry:
+        # Calls begun and not answered (a crash) are repeated under the same
+        # key; retries wait for their time. A group's other members that
+        # already answered are not called again.
+        calls = [_call(c, i, a, False, 0.0) for c, i, a in state.in_flight]
+        calls += [_call(c, i, a, True, t) for c, i, a, t in state.retry]
+        return Calls(tuple(calls))
+    if state.gave_up:
+        _compensating, index, attempts, _error = state.gave_up[0]
+        return Halt(_gave_up_message(definition, state), index, attempts)
+    steps = definition.steps
     if status is SagaStatus.COMPENSATING:
-        done = set(state.compensated)
+        done = state.compensated
         for index in reversed(state.applied):
-            if index not in done and definition.steps[index].kind is StepKind.COMPENSATABLE:
-                return RunCompensation(index, 1, record=True)
+            if index not in done and steps[index].kind is StepKind.COMPENSATABLE:
+                group = definition.members(index)
+                if len(group) == 1:
+                    return Calls((RunCompensation(index, 1, record=True),))
+                # The whole group's applied members are compensated together.
+                return Calls(
+                    tuple(
+                        RunCompensation(i, 1, record=True)
+                        for i in group
+                        if i in state.applied and i not in done
+                    )
+                )
         return Finish(EventType.SAGA_COMPENSATED)
     following = len(state.succeeded)
-    if following < len(definition.steps):
-        return RunStep(following, 1, record=True)
+    if following < len(steps):
+        group = definition.members(following)
+        if len(group) == 1:
+            return Calls((RunStep(following, 1, record=True),))
+        return Calls(tuple(RunStep(i, 1, record=True) for i in group if i not in state.succeeded))
     return Finish(EventType.SAGA_COMPLETED)
 
 

@@ -36,6 +36,14 @@ class UnknownSagaError(InvalidInputError):
     """Raised when an execution names a saga definition this process does not know."""
 
 
+class DefinitionChangedError(SagaError):
+    """Raised when an execution's saga changed incompatibly since it started (see --force)."""
+
+
+class ConcurrencyKeyBusyError(SagaError):
+    """Raised when another unfinished execution holds the same concurrency key."""
+
+
 class StoreError(SagaError):
     """Raised when the saga log cannot be read or written."""
 

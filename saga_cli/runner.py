@@ -16,12 +16,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from saga_cli import lease
 from saga_cli.domain import (
     Abort,
+    Calls,
     Event,
     EventType,
     Finish,
@@ -42,6 +44,7 @@ from saga_cli.domain import (
     pivot_in_doubt,
     replay,
     resolution_of,
+    shape_of,
 )
 from saga_cli.errors import (
     BusinessError,
@@ -52,7 +55,14 @@ from saga_cli.errors import (
     StepTimeoutError,
     UnknownSagaError,
 )
-from saga_cli.store import Claim, Creation, ExecutionRecord, SagaStore, Transition
+from saga_cli.store import (
+    Claim,
+    Creation,
+    DefinitionRecord,
+    ExecutionRecord,
+    SagaStore,
+    Transition,
+)
 
 log = logging.getLogger(__name__)
 # Results are stored leniently (a datetime becomes its str()); a payload must
@@ -99,6 +109,31 @@ def registry(*definitions: SagaDefinition) -> DefinitionLookup:
     return lookup
 
 
+def concurrency_key_of(definition: SagaDefinition, payload: Any) -> str | None:
+    """The execution's concurrency key, computed by the definition from its payload.
+
+    Raises:
+        InvalidInputError: the key function failed or returned something other
+            than a non-empty string.
+    """
+    compute = definition.concurrency_key
+    if compute is None:
+        return None
+    try:
+        key = compute(payload)
+    except Exception as exc:
+        raise InvalidInputError(
+            f"saga {definition.name!r} could not compute the concurrency key of this payload: "
+            f"{exc or type(exc).__name__}"
+        ) from None
+    if not isinstance(key, str) or not key or len(key) > 300:
+        raise InvalidInputError(
+            f"saga {definition.name!r}: the concurrency key must be a string of 1 to 300 "
+            f"characters, got {key!r:.60}"
+        )
+    return key
+
+
 def new_execution_id() -> str:
     """A random 32-hex-digit id; random so that short prefixes stay unique."""
     return uuid.uuid4().hex
@@ -116,6 +151,8 @@ class _Run:
         "version",
         "created",
         "step_name",
+        "key",
+        "_typed",
     )
 
     def __init__(
@@ -135,6 +172,27 @@ class _Run:
         self.version = version
         self.created = created
         self.step_name: str | None = None
+        self.key: str | None = None
+        self._typed: Any = None
+
+    def typed_payload(self) -> Any:
+        """The payload as steps see it: an instance of the saga's model, if it has one.
+
+        Built from the stored JSON once per process, so a resumed execution
+        sees exactly what the first run saw.
+
+        Raises:
+            InvalidInputError: the stored payload no longer fits the model
+                (the model changed since the execution started).
+        """
+        model = self.definition.payload
+        if model is None:
+            return self.payload
+        if self._typed is None:
+            from saga_cli.payloads import validate_payload
+
+            self._typed = validate_payload(model, self.payload, self.definition.name)
+        return self._typed
 
 
 class SagaRunner:
@@ -172,6 +230,8 @@ class SagaRunner:
         # Versions of the executions this runner drives, for the heartbeat.
         self._held: dict[str, int] = {}
         self._heartbeat: threading.Thread | None = None
+        # Definition versions this runner has seen registered in the log.
+        self._registered: set[tuple[str, str]] = set()
 
     # -- public entry points -------------------------------------------------
 
@@ -208,8 +268,15 @@ class SagaRunner:
         """A new execution and its first event, not yet written.
 
         Raises:
-            InvalidInputError: the payload is not a JSON object.
+            InvalidInputError: the payload is not a JSON object, does not fit
+                the saga's payload model, or its concurrency key cannot be computed.
         """
+        if definition.payload is not None:
+            from saga_cli.payloads import payload_as_json
+
+            if hasattr(payload, "model_dump"):  # an instance of the model itself
+                payload = payload.model_dump(mode="json")
+            payload = payload_as_json(definition.payload, payload, definition.name)
         try:
             payload_json = _encode_payload(payload)
             if not isinstance(payload, Mapping):
@@ -218,12 +285,12 @@ class SagaRunner:
             raise InvalidInputError(
                 f"the payload cannot be stored as a JSON object: {exc}"
             ) from None
-        execution_id = execution_id or new_execution_id()
-        self._enter(execution_id)
         # Steps see the payload as stored, so a resumed run sees the same values.
         stored = json.loads(payload_json)
-        run = _Run(definition, execution_id, stored, SagaState(), 0, False)
+        run = _Run(definition, execution_id or new_execution_id(), stored, SagaState(), 0, False)
         run.payload_json = payload_json
+        run.key = concurrency_key_of(definition, run.typed_payload())
+        self._enter(run.id)
         detail = None if deadline is None else {"deadline_at": deadline}
         first = Event(seq=1, type=EventType.SAGA_STARTED, detail=detail, at=self.clock())
         run.state = apply(definition, run.state, first)
@@ -354,6 +421,7 @@ class SagaRunner:
                 None,
                 None,
                 event.at,
+                record.concurrency_key,
             )
         )
         self._notify(record.id, [event])
@@ -543,6 +611,7 @@ class SagaRunner:
         run = _Run(definition, record.id, json.loads(record.payload), state, version, True)
         run.state = apply(definition, state, event)
         run.step_name = record.step
+        run.key = record.concurrency_key
         self._held[record.id] = version
         return run
 
@@ -567,7 +636,25 @@ class SagaRunner:
         lease_until = None if resting else now + self.lease_seconds
         if run.created:
             return Transition(
-                run.id, run.version, events, state.status, run.step_name, owner, lease_until, now
+                run.id,
+                run.version,
+                events,
+                state.status,
+                run.step_name,
+                owner,
+                lease_until,
+                now,
+                run.key if is_terminal(state.status) else None,
+            )
+        definition = run.definition
+        registration = None
+        if (definition.name, definition.version) not in self._registered:
+            registration = DefinitionRecord(
+                definition.name,
+                definition.version,
+                shape_of(definition.steps),
+                definition.source,
+                now,
             )
         record = ExecutionRecord(
             id=run.id,
@@ -580,14 +667,18 @@ class SagaRunner:
             owner=owner,
             lease_expires_at=lease_until,
             version=1,
+            definition_version=definition.version,
+            concurrency_key=run.key,
         )
-        return Creation(record, list(events))
+        return Creation(record, list(events), registration)
 
     def _settle(self, run: _Run, events: list[Event], result: int | SagaError) -> None:
         """Take note of a committed (or refused) write of `run`."""
         if isinstance(result, SagaError):
             raise result
         run.version = result
+        if not run.created:
+            self._registered.add((run.definition.name, run.definition.version))
         run.created = True
         if is_terminal(run.state.status) or run.state.status is SagaStatus.STUCK:
             self._held.pop(run.id, None)  # the write released the lease
@@ -728,42 +819,52 @@ class SagaRunner:
             under an injected clock).
         """
         now = max(self.clock(), slept_until)
-        calls: list[tuple[_Run, list[Event], RunStep | RunCompensation]] = []
+        calls: list[tuple[_Run, list[Event], list[RunStep | RunCompensation]]] = []
         resting: set[str] = set()
         wake: float | None = None
         for run, pending in active:
             while True:
                 decision = decide(run.definition, run.state, now)
+                if isinstance(decision, Calls):
+                    ready: list[RunStep | RunCompensation] = []
+                    for call in decision.calls:
+                        if call.record:
+                            if call.not_before > now:
+                                # backing off: its failure record is flushed below
+                                wake = (
+                                    call.not_before if wake is None else min(wake, call.not_before)
+                                )
+                                continue
+                            compensating = isinstance(call, RunCompensation)
+                            started = (
+                                EventType.COMPENSATION_STARTED
+                                if compensating
+                                else EventType.STEP_STARTED
+                            )
+                            name = run.definition.steps[call.index].name
+                            self._record(run, pending, started, name, call.attempt)
+                        ready.append(call)
+                    if ready:
+                        calls.append((run, pending, ready))
+                    break
                 if isinstance(decision, Rest):
                     resting.add(run.id)
                     break
                 if isinstance(decision, Abort):
                     reason = {"reason": decision.reason}
                     self._record(run, pending, EventType.COMPENSATION_REQUESTED, None, 0, reason)
-                    continue
-                if isinstance(decision, Finish):
+                elif isinstance(decision, Finish):
                     self._record(run, pending, decision.event, None)
-                    continue
-                step = run.definition.steps[decision.index]
-                if decision.record:
-                    if decision.not_before > now:
-                        wake = (
-                            decision.not_before if wake is None else min(wake, decision.not_before)
-                        )
-                        break  # backing off: its failure record is flushed below
-                    compensating = isinstance(decision, RunCompensation)
-                    started = (
-                        EventType.COMPENSATION_STARTED if compensating else EventType.STEP_STARTED
-                    )
-                    self._record(run, pending, started, step.name, decision.attempt)
-                calls.append((run, pending, decision))
-                break
-        ready = [(run, pending) for run, pending in active if pending]
+                else:
+                    name = run.definition.steps[decision.index].name
+                    error = {"error": decision.error}
+                    self._record(run, pending, EventType.SAGA_STUCK, name, decision.attempt, error)
+        ready_runs = [(run, pending) for run, pending in active if pending]
         dropped: set[str] = set()
-        if ready:
+        if ready_runs:
             # The write-ahead rule: these commit before any participant below runs.
-            results = self.store.commit_all([self._write_for(r, p) for r, p in ready])
-            for (run, pending), result in zip(ready, results, strict=True):
+            results = self.store.commit_all([self._write_for(r, p) for r, p in ready_runs])
+            for (run, pending), result in zip(ready_runs, results, strict=True):
                 if isinstance(result, SagaError):
                     dropped.add(run.id)
                     self._leave(run.id)
@@ -782,60 +883,107 @@ class SagaRunner:
                 )
             else:
                 still.append((run, pending))
-        for run, pending, decision in calls:
+        for run, pending, ready in calls:
             if run.id not in dropped:
-                step = run.definition.steps[decision.index]
-                compensating = isinstance(decision, RunCompensation)
-                self._call(run, pending, step, decision.attempt, compensating)
-        if not calls and not ready and wake is not None:
+                self._make_calls(run, pending, ready)
+        if not calls and not ready_runs and wake is not None:
             self.sleep(max(0.0, wake - self.clock()))
             return still, wake
         return still, slept_until
 
-    def _call(
-        self, run: _Run, pending: list[Event], step: Step, attempt: int, compensating: bool
+    def _make_calls(
+        self, run: _Run, pending: list[Event], calls: list[RunStep | RunCompensation]
     ) -> None:
+        """Call the participants of `calls` (concurrently if several) and record the outcomes.
+
+        A parallel group's outcomes are recorded successes first and failures
+        that turn the saga back last, so that every member that succeeded is
+        known, and compensated, whichever member failed.
+        """
+        if len(calls) == 1:
+            call = calls[0]
+            compensating = isinstance(call, RunCompensation)
+            step = run.definition.steps[call.index]
+            outcome = self._invoke(run, step, call.attempt, compensating)
+            self._record_outcome(run, pending, step, call.attempt, compensating, outcome)
+            return
+        with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="saga-group") as pool:
+            futures = [
+                pool.submit(
+                    self._invoke,
+                    run,
+                    run.definition.steps[call.index],
+                    call.attempt,
+                    isinstance(call, RunCompensation),
+                )
+                for call in calls
+            ]
+            outcomes = [future.result() for future in futures]
+        answered = []
+        for call, outcome in zip(calls, outcomes, strict=True):
+            compensating = isinstance(call, RunCompensation)
+            step = run.definition.steps[call.index]
+            if isinstance(outcome, _Failure):
+                outcome.detail = self._failure_detail(step, call.attempt, compensating, outcome)
+            answered.append((_order_of(outcome), call, step, compensating, outcome))
+        answered.sort(key=lambda item: item[0])
+        for _order, call, step, compensating, outcome in answered:
+            self._record_outcome(run, pending, step, call.attempt, compensating, outcome)
+
+    def _invoke(self, run: _Run, step: Step, attempt: int, compensating: bool) -> Any:
+        """Call a step's action (or compensation); return its result or a :class:`_Failure`."""
         action_key = f"{run.id}:{step.name}"
         function = step.action
         key = action_key
-        policy = step.retry
         if compensating:
             assert step.compensation is not None  # guaranteed by the definition's validation
             function = step.compensation
             key = f"{action_key}:compensate"
-            policy = step.compensation_retry
         context = StepContext(
-            run.id, step.name, key, action_key, attempt, run.payload, run.state.results
+            run.id,
+            step.name,
+            key,
+            action_key,
+            attempt,
+            run.typed_payload(),
+            run.state.results,
+            compensating,
         )
         try:
             if step.timeout is not None and not compensating:
-                result = _call_with_timeout(function, context, step.timeout)
-            else:
-                result = function(context)
+                return _call_with_timeout(function, context, step.timeout)
+            return function(context)
         except Exception as exc:
-            self._failed(run, pending, step, attempt, compensating, exc, policy.max_attempts)
-            return
-        if compensating:
-            self._record(run, pending, EventType.COMPENSATION_SUCCEEDED, step.name, attempt)
-        else:
-            # Keep what the log will hold, so later steps see the same values
-            # whether or not the execution is resumed in between.
-            if result is not None and not isinstance(result, str | int | float | bool):
-                result = json.loads(_encode(result))
-            self._record(
-                run, pending, EventType.STEP_SUCCEEDED, step.name, attempt, {"result": result}
-            )
+            return _Failure(exc)
 
-    def _failed(
+    def _record_outcome(
         self,
         run: _Run,
         pending: list[Event],
         step: Step,
         attempt: int,
         compensating: bool,
-        exc: Exception,
-        max_attempts: int,
+        outcome: Any,
     ) -> None:
+        if isinstance(outcome, _Failure):
+            self._failed(run, pending, step, attempt, compensating, outcome)
+        elif compensating:
+            self._record(run, pending, EventType.COMPENSATION_SUCCEEDED, step.name, attempt)
+        else:
+            # Keep what the log will hold, so later steps see the same values
+            # whether or not the execution is resumed in between.
+            result = outcome
+            if result is not None and not isinstance(result, str | int | float | bool):
+                result = json.loads(_encode(result))
+            self._record(
+                run, pending, EventType.STEP_SUCCEEDED, step.name, attempt, {"result": result}
+            )
+
+    def _failure_detail(
+        self, step: Step, attempt: int, compensating: bool, failure: _Failure
+    ) -> dict[str, Any]:
+        """What a failed call's record says: the error, and a retry time or uncertainty."""
+        exc = failure.error
         error = str(exc) or type(exc).__name__
         detail: dict[str, Any] = {"error": error, "kind": type(exc).__name__}
         business = isinstance(exc, BusinessError) and not compensating
@@ -845,7 +993,7 @@ class SagaRunner:
         # compensation waits out the breaker's cool-down and tries again.
         not_sent = isinstance(exc, NotSentError)
         policy = step.compensation_retry if compensating else step.retry
-        retrying = not business and not timed_out and attempt < max_attempts
+        retrying = not business and not timed_out and attempt < policy.max_attempts
         if retrying and (compensating or not not_sent):
             delay = policy.delay_before(attempt + 1, self.rng)
             if not_sent:
@@ -853,21 +1001,52 @@ class SagaRunner:
             detail["retry_at"] = self.clock() + delay
         elif not business and not compensating and not not_sent:
             detail["uncertain"] = True  # the effect may exist: compensate it too
+        return detail
+
+    def _failed(
+        self,
+        run: _Run,
+        pending: list[Event],
+        step: Step,
+        attempt: int,
+        compensating: bool,
+        failure: _Failure,
+    ) -> None:
+        detail = failure.detail or self._failure_detail(step, attempt, compensating, failure)
         failed = EventType.COMPENSATION_FAILED if compensating else EventType.STEP_FAILED
         self._record(run, pending, failed, step.name, attempt, detail)
-        if "retry_at" in detail:
-            return
-        uncertain_pivot = "uncertain" in detail and step.kind is StepKind.PIVOT
-        if compensating or uncertain_pivot or forward_only(run.definition, run.state):
-            why = "compensation" if compensating else f"{step.kind.value} step"
+        if "uncertain" in detail and step.kind is StepKind.PIVOT:
+            # The pivot may have happened and nothing can undo it: stop here;
+            # a resume asks again under the same key. (A call that gave up
+            # otherwise is recorded stuck by decide(), once its group answered.)
             self._record(
                 run,
                 pending,
                 EventType.SAGA_STUCK,
                 step.name,
                 attempt,
-                {"error": f"{why} {step.name!r} gave up after {attempt} attempt(s): {error}"},
+                {
+                    "error": f"pivot step {step.name!r} gave up after {attempt} attempt(s): "
+                    f"{detail['error']}"
+                },
             )
+
+
+class _Failure:
+    """A call that raised: the exception, and the record it gets once classified."""
+
+    __slots__ = ("detail", "error")
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.detail: dict[str, Any] | None = None
+
+
+def _order_of(outcome: Any) -> int:
+    """Where a group member's outcome goes among its siblings' (see _make_calls)."""
+    if not isinstance(outcome, _Failure):
+        return 0
+    return 1 if outcome.detail is not None and "retry_at" in outcome.detail else 2
 
 
 # Calls given up on by a timeout, still running; a process that wants their late

@@ -29,6 +29,19 @@ class ExecutionRecord:
     owner: str | None
     lease_expires_at: float | None
     version: int
+    definition_version: str | None = None
+    concurrency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DefinitionRecord:
+    """One version of a saga definition: its shape (see domain.shape_of) and where it came from."""
+
+    name: str
+    version: str
+    steps: list[list[str | None]]
+    source: str | None
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +56,21 @@ class Transition:
     owner: str | None
     lease_expires_at: float | None
     now: float
+    release_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Creation:
-    """What the first commit of a new execution writes: its row and first events."""
+    """What the first commit of a new execution writes: its row and first events.
+
+    A record with a concurrency key takes the key's lock in the same
+    transaction (refused with ConcurrencyKeyBusyError if it is held); a
+    `definition` not yet registered in the log is registered with it.
+    """
 
     record: ExecutionRecord
     events: Sequence[Event]
+    definition: DefinitionRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +210,10 @@ class SagaStore(abc.ABC):
         The version is not bumped: a renewal never fences the owner's own
         next write, and an execution taken over meanwhile is left alone.
         """
+
+    @abc.abstractmethod
+    def definition_versions(self, name: str | None = None) -> list[DefinitionRecord]:
+        """Return the registered versions of one saga (or of all), newest first."""
 
     @abc.abstractmethod
     def breakers(self) -> list[BreakerSnapshot]:

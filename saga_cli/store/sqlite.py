@@ -26,6 +26,7 @@ from saga_cli.breaker import BreakerSnapshot, BreakerState
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import (
     AmbiguousIdError,
+    ConcurrencyKeyBusyError,
     DatabaseLockedError,
     ForeignDatabaseError,
     InvalidInputError,
@@ -39,6 +40,7 @@ from saga_cli.errors import (
 from saga_cli.store import (
     Claim,
     Creation,
+    DefinitionRecord,
     ExecutionRecord,
     SagaStore,
     Transition,
@@ -52,10 +54,19 @@ SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _HEX = frozenset("0123456789abcdef")
 
 _EXECUTION_COLUMNS = (
-    "id, saga, payload, status, step, created_at, updated_at, owner, lease_expires_at, version"
+    "id, saga, payload, status, step, created_at, updated_at, owner, lease_expires_at, version,"
+    " definition_version, concurrency_key"
 )
 _INSERT_EXECUTION = (
-    f"INSERT INTO saga_execution ({_EXECUTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT INTO saga_execution ({_EXECUTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_KEY_HOLDER = "SELECT execution_id FROM saga_key_lock WHERE key=?"
+_TAKE_KEY = "INSERT INTO saga_key_lock (key, execution_id, acquired_at) VALUES (?,?,?)"
+_RELEASE_KEY = "DELETE FROM saga_key_lock WHERE key=? AND execution_id=?"
+_REGISTER_DEFINITION = (
+    "INSERT INTO saga_definition (name, version, steps, source, created_at) VALUES (?,?,?,?,?)"
+    " ON CONFLICT (name, version) DO UPDATE SET source=excluded.source"
+    " WHERE excluded.source IS NOT NULL"
 )
 _INSERT_EVENT = (
     "INSERT INTO saga_event (saga_id, seq, step, type, attempt, detail, at) VALUES (?,?,?,?,?,?,?)"
@@ -250,6 +261,8 @@ def _row_to_record(row: Sequence[Any]) -> ExecutionRecord:
         owner=row[7],
         lease_expires_at=row[8],
         version=row[9],
+        definition_version=row[10],
+        concurrency_key=row[11],
     )
 
 
@@ -272,57 +285,92 @@ def _event_rows(execution_id: str, events: Sequence[Event]) -> list[tuple[Any, .
     ]
 
 
-_Planned = tuple[str, tuple[Any, ...], list[tuple[Any, ...]], str, int]
+class _Planned:
+    """The SQL of one write, prepared outside the transaction."""
 
-
-def _statements(write: Creation | Transition) -> _Planned:
-    """The SQL of one write: (statement, row, event rows, execution id, new version)."""
-    if isinstance(write, Creation):
-        r = write.record
-        row = (
-            r.id,
-            r.saga,
-            r.payload,
-            r.status,
-            r.step,
-            r.created_at,
-            r.updated_at,
-            r.owner,
-            r.lease_expires_at,
-            r.version,
-        )
-        return _INSERT_EXECUTION, row, _event_rows(r.id, write.events), r.id, r.version
-    t = write
-    update = (
-        t.status,
-        t.step,
-        t.now,
-        t.owner,
-        t.lease_expires_at,
-        t.execution_id,
-        t.expected_version,
+    __slots__ = (
+        "definition",
+        "events",
+        "execution_id",
+        "key",
+        "release_key",
+        "row",
+        "statement",
+        "version",
     )
-    rows = _event_rows(t.execution_id, t.events)
-    return _UPDATE_EXECUTION, update, rows, t.execution_id, t.expected_version + 1
 
-
-def _run_statements(
-    cursor: sqlite3.Cursor,
-    statement: str,
-    row: tuple[Any, ...],
-    event_rows: list[tuple[Any, ...]],
-    execution_id: str,
-    version: int,
-) -> int | SagaError:
-    """Run one planned write; a refused compare-and-set is returned, not raised."""
-    cursor.execute(statement, row)
-    if cursor.rowcount != 1:
-        return LeaseLostError(
-            f"execution {execution_id} was taken over by another process; "
-            "this process stopped writing to it"
+    def __init__(self, write: Creation | Transition) -> None:
+        self.key: str | None = None
+        self.release_key: str | None = None
+        self.definition: tuple[Any, ...] | None = None
+        if isinstance(write, Creation):
+            r = write.record
+            self.statement = _INSERT_EXECUTION
+            self.row: tuple[Any, ...] = (
+                r.id,
+                r.saga,
+                r.payload,
+                r.status,
+                r.step,
+                r.created_at,
+                r.updated_at,
+                r.owner,
+                r.lease_expires_at,
+                r.version,
+                r.definition_version,
+                r.concurrency_key,
+            )
+            self.execution_id = r.id
+            self.events = _event_rows(r.id, write.events)
+            self.key = r.concurrency_key
+            d = write.definition
+            if d is not None:
+                self.definition = (d.name, d.version, _encode(d.steps), d.source, d.created_at)
+            self.version = r.version
+            return
+        t = write
+        self.statement = _UPDATE_EXECUTION
+        self.row = (
+            t.status,
+            t.step,
+            t.now,
+            t.owner,
+            t.lease_expires_at,
+            t.execution_id,
+            t.expected_version,
         )
-    cursor.executemany(_INSERT_EVENT, event_rows)
-    return version
+        self.execution_id = t.execution_id
+        self.events = _event_rows(t.execution_id, t.events)
+        self.release_key = t.release_key
+        self.version = t.expected_version + 1
+
+    def run(self, cursor: sqlite3.Cursor) -> int | SagaError:
+        """Run the write; a refused compare-and-set or a busy key is returned, not raised.
+
+        Nothing is written for a refused write (checks come first), so the
+        single-write path needs no savepoint.
+        """
+        if self.key is not None:
+            holder = cursor.execute(_KEY_HOLDER, (self.key,)).fetchone()
+            if holder is not None:
+                return ConcurrencyKeyBusyError(
+                    f"concurrency key {self.key!r} is held by unfinished execution {holder[0]}; "
+                    "try again when it ends, or wait for it"
+                )
+        cursor.execute(self.statement, self.row)
+        if cursor.rowcount != 1:
+            return LeaseLostError(
+                f"execution {self.execution_id} was taken over by another process; "
+                "this process stopped writing to it"
+            )
+        cursor.executemany(_INSERT_EVENT, self.events)
+        if self.key is not None:
+            cursor.execute(_TAKE_KEY, (self.key, self.execution_id, self.row[5]))
+        if self.release_key is not None:
+            cursor.execute(_RELEASE_KEY, (self.release_key, self.execution_id))
+        if self.definition is not None:
+            cursor.execute(_REGISTER_DEFINITION, self.definition)
+        return self.version
 
 
 class SqliteStore(SagaStore):
@@ -405,15 +453,15 @@ class SqliteStore(SagaStore):
 
     def commit_all(self, writes: Sequence[Creation | Transition]) -> list[int | SagaError]:
         """Apply the writes of several executions in one transaction."""
-        statements = [_statements(write) for write in writes]
+        statements = [_Planned(write) for write in writes]
 
         def work(cursor: sqlite3.Cursor) -> list[int | SagaError]:
             if len(statements) == 1:
-                return [_run_statements(cursor, *statements[0])]
+                return [statements[0].run(cursor)]
             results: list[int | SagaError] = []
             for planned in statements:
                 cursor.execute("SAVEPOINT item")
-                result = _run_statements(cursor, *planned)
+                result = planned.run(cursor)
                 if isinstance(result, SagaError):
                     cursor.execute("ROLLBACK TO item")
                 cursor.execute("RELEASE item")
@@ -553,6 +601,18 @@ class SqliteStore(SagaStore):
             )
 
         self._commit(work)
+
+    def definition_versions(self, name: str | None = None) -> list[DefinitionRecord]:
+        """Return the registered versions of one saga (or of all), newest first."""
+        sql = "SELECT name, version, steps, source, created_at FROM saga_definition"
+        params: tuple[Any, ...] = ()
+        if name is not None:
+            sql += " WHERE name=?"
+            params = (name,)
+        rows = self._read(sql + " ORDER BY created_at DESC, name", params)
+        return [
+            DefinitionRecord(row[0], row[1], json.loads(row[2]), row[3], row[4]) for row in rows
+        ]
 
     def breakers(self) -> list[BreakerSnapshot]:
         """Return the last known state of every circuit breaker."""

@@ -12,9 +12,11 @@ from saga_cli.domain import (
     ALLOWED_TRANSITIONS,
     TERMINAL_STATUSES,
     Abort,
+    Calls,
     Event,
     EventType,
     Finish,
+    Halt,
     Rest,
     RunCompensation,
     RunStep,
@@ -111,20 +113,20 @@ def test_success_path_runs_each_step_once_in_order_then_completes() -> None:
     d = definition("ccpr")
     state = apply(d, SagaState(), Event(1, E.SAGA_STARTED))
     assert state.status is SagaStatus.PENDING
-    assert decide(d, state) == RunStep(0, 1, record=True)
+    assert decide(d, state) == Calls((RunStep(0, 1, record=True),))
     seq = 2
     for index, name in enumerate(d.step_names):
         state = apply(d, state, Event(seq, E.STEP_STARTED, name, 1))
         assert state.status is SagaStatus.RUNNING
-        assert state.in_flight == (False, index, 1)
+        assert state.in_flight == ((False, index, 1),)
         assert state.current_step == index
         # started but no outcome: the call is repeated without a new record
-        assert decide(d, state) == RunStep(index, 1, record=False)
+        assert decide(d, state) == Calls((RunStep(index, 1, record=False),))
         state = apply(d, state, Event(seq + 1, E.STEP_SUCCEEDED, name, 1, {"result": index * 10}))
-        assert state.in_flight is None
+        assert state.in_flight == ()
         seq += 2
         if index + 1 < len(d.steps):
-            assert decide(d, state) == RunStep(index + 1, 1, record=True)
+            assert decide(d, state) == Calls((RunStep(index + 1, 1, record=True),))
     assert decide(d, state) == Finish(E.SAGA_COMPLETED)
     state = apply(d, state, Event(seq, E.SAGA_COMPLETED))
     assert state.status is SagaStatus.COMPLETED
@@ -155,11 +157,11 @@ def test_failure_compensates_the_succeeded_steps_in_reverse() -> None:
     assert state.status is SagaStatus.COMPENSATING
     assert state.error == "no cars"
     assert state.applied == (0, 1)
-    assert decide(d, state) == RunCompensation(1, 1, record=True)
+    assert decide(d, state) == Calls((RunCompensation(1, 1, record=True),))
     log.comp_ok("s1")
     state = replay(d, log.events)
     assert state.compensated == (1,)
-    assert decide(d, state) == RunCompensation(0, 1, record=True)
+    assert decide(d, state) == Calls((RunCompensation(0, 1, record=True),))
     log.comp_ok("s0")
     state = replay(d, log.events)
     assert decide(d, state) == Finish(E.SAGA_COMPENSATED)
@@ -184,7 +186,7 @@ def test_failed_pivot_compensates_the_steps_before_it() -> None:
     log.add(E.STEP_FAILED, "s2", 1, error="declined")
     state = replay(d, log.events)
     assert state.status is SagaStatus.COMPENSATING
-    assert decide(d, state) == RunCompensation(1, 1, record=True)
+    assert decide(d, state) == Calls((RunCompensation(1, 1, record=True),))
 
 
 def test_failed_attempt_with_retry_at_schedules_the_next_attempt() -> None:
@@ -193,13 +195,13 @@ def test_failed_attempt_with_retry_at_schedules_the_next_attempt() -> None:
     log.add(E.STEP_FAILED, "s1", 1, error="timeout", retry_at=42.5)
     state = replay(d, log.events)
     assert state.status is SagaStatus.RUNNING
-    assert state.retry == (False, 1, 2, 42.5)
+    assert state.retry == ((False, 1, 2, 42.5),)
     assert state.current_step == 1
-    assert decide(d, state) == RunStep(1, 2, record=True, not_before=42.5)
+    assert decide(d, state) == Calls((RunStep(1, 2, record=True, not_before=42.5),))
     log.add(E.STEP_STARTED, "s1", 2)
     state = replay(d, log.events)
-    assert state.retry is None
-    assert decide(d, state) == RunStep(1, 2, record=False)
+    assert state.retry == ()
+    assert decide(d, state) == Calls((RunStep(1, 2, record=False),))
 
 
 def test_failed_compensation_is_retried_with_the_next_attempt() -> None:
@@ -210,12 +212,12 @@ def test_failed_compensation_is_retried_with_the_next_attempt() -> None:
     log.add(E.COMPENSATION_FAILED, "s1", 1, error="down", retry_at=7.0)
     state = replay(d, log.events)
     assert state.status is SagaStatus.COMPENSATING
-    assert state.retry == (True, 1, 2, 7.0)
-    assert decide(d, state) == RunCompensation(1, 2, record=True, not_before=7.0)
+    assert state.retry == ((True, 1, 2, 7.0),)
+    assert decide(d, state) == Calls((RunCompensation(1, 2, record=True, not_before=7.0),))
     log.comp_ok("s1", attempt=2)
     state = replay(d, log.events)
     assert state.compensated == (1,)
-    assert decide(d, state) == RunCompensation(0, 1, record=True)
+    assert decide(d, state) == Calls((RunCompensation(0, 1, record=True),))
 
 
 def test_exhausted_compensation_leaves_the_saga_stuck() -> None:
@@ -228,7 +230,7 @@ def test_exhausted_compensation_leaves_the_saga_stuck() -> None:
     state = replay(d, log.events)
     assert state.status is SagaStatus.STUCK
     assert state.error == "compensation 's1' gave up"
-    assert state.retry is None and state.in_flight is None
+    assert state.retry == () and state.in_flight == ()
     assert decide(d, state) == Rest()
     assert not is_terminal(state.status)
 
@@ -244,7 +246,7 @@ def test_resuming_a_saga_stuck_in_compensation_goes_backward() -> None:
     state = replay(d, log.events)
     assert state.status is SagaStatus.COMPENSATING
     # s1 was already compensated; only s0 is left
-    assert decide(d, state) == RunCompensation(0, 1, record=True)
+    assert decide(d, state) == Calls((RunCompensation(0, 1, record=True),))
 
 
 def test_resuming_a_saga_stuck_past_its_pivot_goes_forward() -> None:
@@ -259,7 +261,7 @@ def test_resuming_a_saga_stuck_past_its_pivot_goes_forward() -> None:
     log.add(E.SAGA_RESUMED)
     state = replay(d, log.events)
     assert state.status is SagaStatus.RUNNING
-    assert decide(d, state) == RunStep(2, 1, record=True)
+    assert decide(d, state) == Calls((RunStep(2, 1, record=True),))
 
 
 def test_resumed_event_on_a_running_saga_changes_nothing_but_the_sequence() -> None:
@@ -270,7 +272,7 @@ def test_resumed_event_on_a_running_saga_changes_nothing_but_the_sequence() -> N
     after = replay(d, log.events)
     assert after.next_seq == before.next_seq + 1
     assert after.status is before.status and after.in_flight == before.in_flight
-    assert decide(d, after) == RunStep(1, 1, record=False)
+    assert decide(d, after) == Calls((RunStep(1, 1, record=False),))
 
 
 # -- compensation requested by an operator ----------------------------------------------------
@@ -282,12 +284,12 @@ def test_compensation_requested_with_a_step_in_flight_compensates_it_too() -> No
     log.add(E.COMPENSATION_REQUESTED, reason="operator")
     state = replay(d, log.events)
     assert state.status is SagaStatus.COMPENSATING
-    assert state.in_flight is None
+    assert state.in_flight == ()
     assert state.applied == (0, 1, 2)
     assert state.error == "operator"
-    assert decide(d, state) == RunCompensation(2, 1, record=True)
+    assert decide(d, state) == Calls((RunCompensation(2, 1, record=True),))
     log.comp_ok("s2")
-    assert decide(d, replay(d, log.events)) == RunCompensation(1, 1, record=True)
+    assert decide(d, replay(d, log.events)) == Calls((RunCompensation(1, 1, record=True),))
     log.comp_ok("s1").comp_ok("s0")
     assert decide(d, replay(d, log.events)) == Finish(E.SAGA_COMPENSATED)
     assert compensation_order(d, log.events) == ["s2", "s1", "s0"]
@@ -299,9 +301,9 @@ def test_compensation_requested_during_a_retry_wait_skips_the_failed_step() -> N
     log.add(E.STEP_FAILED, "s1", 1, error="timeout", retry_at=99.0)
     log.add(E.COMPENSATION_REQUESTED)
     state = replay(d, log.events)
-    assert state.retry is None
+    assert state.retry == ()
     assert state.applied == (0,)
-    assert decide(d, state) == RunCompensation(0, 1, record=True)
+    assert decide(d, state) == Calls((RunCompensation(0, 1, record=True),))
 
 
 def test_compensation_requested_of_a_pending_saga_compensates_nothing() -> None:
@@ -472,20 +474,21 @@ def _simulate(d: SagaDefinition, failing: int) -> tuple[SagaState, list[Event]]:
             return state, events
         if isinstance(decision, Finish):
             state = add(state, decision.event)
-        elif isinstance(decision, RunStep):
-            name = d.steps[decision.index].name
-            state = add(state, E.STEP_STARTED, name)
-            if decision.index == failing:
-                state = add(state, E.STEP_FAILED, name, error="boom")
-                if forward_only(d, state):
-                    state = add(state, E.SAGA_STUCK, name, error="boom")
-            else:
-                state = add(state, E.STEP_SUCCEEDED, name)
+        elif isinstance(decision, Halt):
+            state = add(state, E.SAGA_STUCK, error=decision.error)
         else:
-            assert isinstance(decision, RunCompensation)  # no deadline here, so no Abort
-            name = d.steps[decision.index].name
-            state = add(state, E.COMPENSATION_STARTED, name)
-            state = add(state, E.COMPENSATION_SUCCEEDED, name)
+            assert isinstance(decision, Calls)  # no deadline here, so no Abort
+            (call,) = decision.calls
+            name = d.steps[call.index].name
+            if isinstance(call, RunStep):
+                state = add(state, E.STEP_STARTED, name)
+                if call.index == failing:
+                    state = add(state, E.STEP_FAILED, name, error="boom")
+                else:
+                    state = add(state, E.STEP_SUCCEEDED, name)
+            else:
+                state = add(state, E.COMPENSATION_STARTED, name)
+                state = add(state, E.COMPENSATION_SUCCEEDED, name)
     raise AssertionError("the state machine did not come to rest")
 
 
@@ -528,7 +531,7 @@ def test_a_passed_deadline_turns_a_running_saga_back_between_steps() -> None:
     log.add(E.STEP_SUCCEEDED, "s0", 1)
     state = replay(d, log.events)
     assert state.deadline == 100.0
-    assert decide(d, state, now=99.0) == RunStep(1, 1, record=True)
+    assert decide(d, state, now=99.0) == Calls((RunStep(1, 1, record=True),))
     assert decide(d, state, now=101.0) == Abort("the saga's deadline passed")
 
 
@@ -537,12 +540,12 @@ def test_a_passed_deadline_does_not_touch_a_saga_past_its_pivot_or_compensating(
     paid = Log().add(E.SAGA_STARTED, deadline_at=100.0)
     for step in ("s0", "s1"):
         paid.add(E.STEP_STARTED, step, 1).add(E.STEP_SUCCEEDED, step, 1)
-    assert decide(d, replay(d, paid.events), now=500.0) == RunStep(2, 1, record=True)
+    assert decide(d, replay(d, paid.events), now=500.0) == Calls((RunStep(2, 1, record=True),))
     failing = Log().add(E.SAGA_STARTED, deadline_at=100.0).add(E.STEP_STARTED, "s0", 1)
     failing.add(E.STEP_SUCCEEDED, "s0", 1).add(E.STEP_STARTED, "s1", 1)
     failing.add(E.STEP_FAILED, "s1", 1, error="declined")
-    assert decide(d, replay(d, failing.events), now=500.0) == RunCompensation(0, 1, record=True)
+    assert decide(d, replay(d, failing.events), now=500.0) == Calls((RunCompensation(0, 1, record=True),))
     in_pivot = Log().add(E.SAGA_STARTED, deadline_at=100.0).add(E.STEP_STARTED, "s0", 1)
     in_pivot.add(E.STEP_SUCCEEDED, "s0", 1).add(E.STEP_STARTED, "s1", 1)
     # the pivot's outcome is unknown: resume must learn it, not turn back
-    assert decide(d, replay(d, in_pivot.events), now=500.0) == RunStep(1, 1, record=False)
+    assert decide(d, replay(d, in_pivot.events), now=500.0) == Calls((RunStep(1, 1, record=False),))
