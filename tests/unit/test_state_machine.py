@@ -544,7 +544,9 @@ def test_a_passed_deadline_does_not_touch_a_saga_past_its_pivot_or_compensating(
     failing = Log().add(E.SAGA_STARTED, deadline_at=100.0).add(E.STEP_STARTED, "s0", 1)
     failing.add(E.STEP_SUCCEEDED, "s0", 1).add(E.STEP_STARTED, "s1", 1)
     failing.add(E.STEP_FAILED, "s1", 1, error="declined")
-    assert decide(d, replay(d, failing.events), now=500.0) == Calls((RunCompensation(0, 1, record=True),))
+    assert decide(d, replay(d, failing.events), now=500.0) == Calls(
+        (RunCompensation(0, 1, record=True),)
+    )
     in_pivot = Log().add(E.SAGA_STARTED, deadline_at=100.0).add(E.STEP_STARTED, "s0", 1)
     in_pivot.add(E.STEP_SUCCEEDED, "s0", 1).add(E.STEP_STARTED, "s1", 1)
     # the pivot's outcome is unknown: resume must learn it, not turn back
