@@ -31,7 +31,8 @@ import dataclasses
 import sys
 import saga_cli.services.travel as travel
 from saga_cli.booking import TravelBooking
-from saga_cli.services.travel import CrashPoint, FaultPlan
+from saga_cli.faults import CrashPoint
+from saga_cli.services.travel import SERVICES, STEPS, FaultPlan
 from saga_cli.store import open_store
 
 class Crash(BaseException):
@@ -43,7 +44,10 @@ def crash() -> None:
 travel._die = crash  # the crash point raises instead of SIGKILL, once per booking
 db, count = sys.argv[1], int(sys.argv[2])
 store = open_store(db)
-points = [CrashPoint.parse(p) for p in ("car:before", "hotel:after", "compensate-hotel:before")]
+points = [
+    CrashPoint.parse(p, STEPS, SERVICES)
+    for p in ("car:before", "hotel:after", "compensate-hotel:before")
+]
 booking = {str(p): TravelBooking(store, faults=FaultPlan(crash_at=p)) for p in points}
 booking[str(points[0])].restock(10 * count + 100)
 requests = booking[str(points[0])].random_requests(count, seed=1)

@@ -135,7 +135,7 @@ def run_scenario(
         elif event.type in TERMINAL_EVENTS:
             latencies.append(event.at - started_at.pop(execution_id))
 
-    travel._listeners.append(timing)
+    travel.orchestrator.subscribe(timing)
     log_commits_before = store._writer.batches
     cpu_started = time.process_time()
     started = time.perf_counter()

@@ -18,14 +18,8 @@ from typing import Any
 from saga_cli.breaker import BreakerPolicy, BreakerSnapshot, CircuitBreaker
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import InvalidInputError
-from saga_cli.runner import (
-    EventListener,
-    Outcome,
-    RecoveryReport,
-    SagaRunner,
-    registry,
-    wait_for_abandoned_calls,
-)
+from saga_cli.orchestrator import Orchestrator
+from saga_cli.runner import EventListener, Outcome, RecoveryReport
 from saga_cli.services.travel import (
     BASIC_SAGA_NAME,
     BREAKERS,
@@ -121,17 +115,14 @@ class TravelBooking:
         self.definition = travel_saga(
             self.services, faults, payment=payment, breakers=self.breakers
         )
-        self._listeners: list[EventListener] = [] if on_event is None else [on_event]
         other = travel_saga(self.services, faults, payment=not payment, breakers=self.breakers)
-        self.runner = SagaRunner(store, registry(self.definition, other), on_event=self._dispatch)
-
-    def _dispatch(self, execution_id: str, event: Event) -> None:
-        for listener in self._listeners:
-            listener(execution_id, event)
+        # The demo is a client of the public API like any user's saga.
+        self.orchestrator = Orchestrator(store, [self.definition, other], on_event=on_event)
+        self.runner = self.orchestrator.runner
 
     def close(self) -> None:
         """Let late calls land (up to 5 s), then close the services' connections."""
-        wait_for_abandoned_calls(5.0)
+        self.orchestrator.close()
         self.services.close()
 
     def book(self, request: BookingRequest, *, deadline: float | None = None) -> Outcome:
@@ -146,30 +137,29 @@ class TravelBooking:
             InvalidInputError: the request names an unknown flight, hotel or car.
         """
         self.services.validate(request)
-        deadline_at = None if deadline is None else time.time() + deadline
-        return self.runner.run(self.definition, request.to_payload(), deadline=deadline_at)
+        return self.orchestrator.run(self.definition, request.to_payload(), deadline=deadline)
 
     def resume(self, execution_id: str) -> Outcome:
         """Resume one execution (id or unique prefix)."""
-        return self.runner.resume(self.store.resolve_id(execution_id))
+        return self.orchestrator.resume(execution_id)
 
     def resume_all(
         self, *, concurrency: int = 1, progress: Callable[[Outcome], None] | None = None
     ) -> RecoveryReport:
         """Resume every interrupted execution, `concurrency` at a time."""
-        return self.runner.resume_all(concurrency=concurrency, progress=progress)
+        return self.orchestrator.resume_all(concurrency=concurrency, progress=progress)
 
     def compensate(self, execution_id: str) -> Outcome:
         """Abort one execution by backward recovery."""
-        return self.runner.compensate(self.store.resolve_id(execution_id))
+        return self.orchestrator.compensate(execution_id)
 
     def cancel(self, execution_id: str) -> Outcome:
         """Cancel one execution, taking it over from a live owner if need be."""
-        return self.runner.cancel(self.store.resolve_id(execution_id))
+        return self.orchestrator.cancel(execution_id)
 
     def resolve(self, execution_id: str, note: str) -> Outcome:
         """Record a manual resolution of a stuck execution (id or unique prefix)."""
-        return self.runner.resolve(self.store.resolve_id(execution_id), note)
+        return self.orchestrator.resolve(execution_id, note)
 
     def reset_breaker(self, service: str) -> None:
         """Close `service`'s breaker by hand (an operator knows it is back).
@@ -253,7 +243,7 @@ class TravelBooking:
             if progress is not None:
                 progress(outcome)
 
-        self._listeners.append(tally)
+        unsubscribe = self.orchestrator.subscribe(tally)
         started = time.perf_counter()
         try:
             report.outcomes = self.runner.run_many(
@@ -264,7 +254,7 @@ class TravelBooking:
                 progress=done,
             )
         finally:
-            self._listeners.remove(tally)
+            unsubscribe()
             report.seconds = time.perf_counter() - started
         return report
 

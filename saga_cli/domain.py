@@ -190,6 +190,39 @@ def shape_of(steps: tuple[Step, ...]) -> list[list[str | None]]:
     return [[s.name, s.kind.value, s.group] for s in steps]
 
 
+def definition_changes(old: list[list[str | None]], new: list[list[str | None]]) -> list[str]:
+    """What makes `new` unable to continue an execution started under `old` (empty: nothing).
+
+    Compatible: the old steps are kept in the same order, with the same kinds
+    and groups, and new steps may follow them. Anything else would make the
+    log name steps out of place (a removed or reordered step, a step that
+    became the pivot), so resuming under `new` could skip or repeat work.
+    """
+    changes: list[str] = []
+    old_names = [s[0] for s in old]
+    new_names = [s[0] for s in new]
+    removed = [n for n in old_names if n not in new_names]
+    if removed:
+        changes.append(f"step(s) removed: {', '.join(str(n) for n in removed)}")
+    kept = [n for n in new_names if n in old_names]
+    if kept != [n for n in old_names if n in new_names]:
+        changes.append(
+            f"steps reordered (was {' > '.join(map(str, old_names))}, "
+            f"now {' > '.join(map(str, new_names))})"
+        )
+    elif new_names[: len(kept)] != kept:
+        inserted = [n for n in new_names[: new_names.index(kept[-1]) + 1] if n not in old_names]
+        changes.append(f"step(s) inserted before old ones: {', '.join(map(str, inserted))}")
+    was = {s[0]: s for s in old}
+    for step in new:
+        before = was.get(step[0])
+        if before is not None and before[1] != step[1]:
+            changes.append(f"step {step[0]!r} changed from {before[1]} to {step[1]}")
+        elif before is not None and before[2] != step[2]:
+            changes.append(f"step {step[0]!r} moved between parallel groups")
+    return changes
+
+
 @dataclass(frozen=True, slots=True)
 class SagaDefinition:
     """An ordered list of steps, validated when built.

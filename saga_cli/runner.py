@@ -39,6 +39,7 @@ from saga_cli.domain import (
     StepKind,
     apply,
     decide,
+    definition_changes,
     forward_only,
     is_terminal,
     pivot_in_doubt,
@@ -48,6 +49,8 @@ from saga_cli.domain import (
 )
 from saga_cli.errors import (
     BusinessError,
+    ConcurrencyKeyBusyError,
+    DefinitionChangedError,
     ExecutionBusyError,
     InvalidInputError,
     NotSentError,
@@ -55,6 +58,7 @@ from saga_cli.errors import (
     StepTimeoutError,
     UnknownSagaError,
 )
+from saga_cli.saga import SagaLike, as_definition
 from saga_cli.store import (
     Claim,
     Creation,
@@ -94,9 +98,9 @@ class RecoveryReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def registry(*definitions: SagaDefinition) -> DefinitionLookup:
-    """A lookup of definitions by saga name, for :class:`SagaRunner`."""
-    known = {d.name: d for d in definitions}
+def registry(*definitions: SagaLike) -> DefinitionLookup:
+    """A lookup of definitions (or :class:`~saga_cli.saga.Saga` objects) by saga name."""
+    known = {d.name: d for d in map(as_definition, definitions)}
 
     def lookup(name: str) -> SagaDefinition:
         try:
@@ -237,31 +241,50 @@ class SagaRunner:
 
     def run(
         self,
-        definition: SagaDefinition,
-        payload: Mapping[str, Any],
+        definition: SagaLike,
+        payload: Any,
         *,
         execution_id: str | None = None,
         deadline: float | None = None,
+        key_wait: float = 0.0,
     ) -> Outcome:
         """Start a new execution of `definition` and drive it to rest.
 
         Args:
-            definition: the saga.
-            payload: its input (a JSON object).
+            definition: the saga (a SagaDefinition or a Saga).
+            payload: its input: a JSON object, or an instance of the saga's
+                payload model.
             execution_id: the id to use; a new random one by default.
             deadline: epoch seconds; past it, an execution that has not reached
                 its point of no return is compensated (checked between steps,
                 and when it is resumed). It is kept in the log.
+            key_wait: seconds to wait for the saga's concurrency key when an
+                unfinished execution holds it (0: refuse at once; math.inf:
+                wait as long as it takes).
 
         Returns:
             The outcome: completed, compensated or stuck.
+
+        Raises:
+            ConcurrencyKeyBusyError: the key stayed held past `key_wait`;
+                nothing was written.
         """
-        return self._drive(*self._new_run(definition, payload, execution_id, deadline))
+        definition = as_definition(definition)
+        give_up_at = time.monotonic() + key_wait
+        pause = 0.02
+        while True:
+            try:
+                return self._drive(*self._new_run(definition, payload, execution_id, deadline))
+            except ConcurrencyKeyBusyError:
+                if time.monotonic() + pause > give_up_at:
+                    raise
+            self.sleep(pause)  # nothing was written: try again once the holder may be done
+            pause = min(pause * 2, 0.5)
 
     def _new_run(
         self,
         definition: SagaDefinition,
-        payload: Mapping[str, Any],
+        payload: Any,
         execution_id: str | None,
         deadline: float | None = None,
     ) -> tuple[_Run, list[Event]]:
@@ -296,26 +319,35 @@ class SagaRunner:
         run.state = apply(definition, run.state, first)
         return run, [first]
 
-    def resume(self, execution_id: str) -> Outcome:
+    def resume(self, execution_id: str, *, force: bool = False) -> Outcome:
         """Continue an interrupted (or stuck) execution from its log.
 
         A step whose ``started`` record has no outcome is called again with the
         same idempotency key. A completed or compensated execution is left as it is.
 
+        Args:
+            execution_id: the full id.
+            force: run it under the loaded definition even if its steps
+                changed incompatibly since the execution started.
+
         Raises:
             ExecutionBusyError: another live process holds the lease.
             UnknownSagaError: the execution's saga is not loaded.
+            DefinitionChangedError: the saga's steps changed incompatibly.
         """
-        return self._resume(self.store.get(execution_id))
+        return self._resume(self.store.get(execution_id), force)
 
-    def _resume(self, record: ExecutionRecord) -> Outcome:
+    def _resume(self, record: ExecutionRecord, force: bool = False) -> Outcome:
         if is_terminal(record.status):
             return Outcome(record.id, record.saga, record.status)
         definition = self.definitions(record.saga)
+        self._check_definition(record, definition, force)
         run = self._claim(record, definition, EventType.SAGA_RESUMED, None)
         return self._drive(run, [])
 
-    def compensate(self, execution_id: str, reason: str = "requested by operator") -> Outcome:
+    def compensate(
+        self, execution_id: str, reason: str = "requested by operator", *, force: bool = False
+    ) -> Outcome:
         """Abort an unfinished execution by backward recovery.
 
         Raises:
@@ -323,9 +355,11 @@ class SagaRunner:
                 return, or is inside its pivot.
             ExecutionBusyError: another live process holds the lease.
         """
-        return self._turn_back(execution_id, reason, force=False)
+        return self._turn_back(execution_id, reason, take_over=False, force=force)
 
-    def cancel(self, execution_id: str, reason: str = "cancelled by operator") -> Outcome:
+    def cancel(
+        self, execution_id: str, reason: str = "cancelled by operator", *, force: bool = False
+    ) -> Outcome:
         """Cancel an execution on request: compensate it, even from under a live owner.
 
         The lease is taken over (the owner's next write is refused, so it
@@ -337,15 +371,18 @@ class SagaRunner:
             InvalidInputError: the execution completed, passed its point of no
                 return, or is inside its pivot.
         """
-        return self._turn_back(execution_id, reason, force=True)
+        return self._turn_back(execution_id, reason, take_over=True, force=force)
 
-    def _turn_back(self, execution_id: str, reason: str, *, force: bool) -> Outcome:
-        tries = 3 if force else 1
+    def _turn_back(
+        self, execution_id: str, reason: str, *, take_over: bool, force: bool
+    ) -> Outcome:
+        tries = 3 if take_over else 1
         for attempt in range(1, tries + 1):
             record = self.store.get(execution_id)
             if record.status is SagaStatus.COMPENSATED:
                 return Outcome(record.id, record.saga, record.status)
             definition = self.definitions(record.saga)
+            self._check_definition(record, definition, force)
             state = replay(definition, self.store.events(record.id))
             self._refuse_turning_back(record, definition, state)
             if state.status in (SagaStatus.COMPENSATING, SagaStatus.STUCK):
@@ -353,7 +390,7 @@ class SagaRunner:
             else:
                 kind, detail = EventType.COMPENSATION_REQUESTED, {"reason": reason}
             try:
-                run = self._claim(record, definition, kind, detail, state, force=force)
+                run = self._claim(record, definition, kind, detail, state, force=take_over)
             except ExecutionBusyError:
                 if attempt == tries:
                     raise
@@ -432,6 +469,7 @@ class SagaRunner:
         *,
         concurrency: int = 1,
         progress: Callable[[Outcome], None] | None = None,
+        force: bool = False,
     ) -> RecoveryReport:
         """Resume every interrupted execution (pending, running or compensating, no live owner).
 
@@ -442,6 +480,7 @@ class SagaRunner:
         Args:
             concurrency: executions in flight at once.
             progress: called after each resumed execution.
+            force: resume executions whose saga changed incompatibly too.
 
         Returns:
             The outcomes; executions owned by another live process are listed
@@ -464,7 +503,7 @@ class SagaRunner:
                         report.busy.append(record.id)
                     else:
                         todo.append(record)
-                for item in self._claim_many(todo, report):
+                for item in self._claim_many(todo, report, force):
                     yield item if isinstance(item, Outcome) else (item, [])
 
         def finished(outcome: Outcome) -> None:
@@ -480,8 +519,8 @@ class SagaRunner:
 
     def run_many(
         self,
-        definition: SagaDefinition,
-        payloads: Iterable[Mapping[str, Any]],
+        definition: SagaLike,
+        payloads: Iterable[Any],
         *,
         concurrency: int = 1,
         deadline: float | None = None,
@@ -505,6 +544,8 @@ class SagaRunner:
             raise InvalidInputError(f"concurrency must be at least 1 (got {concurrency})")
         outcomes: list[Outcome] = []
 
+        definition = as_definition(definition)
+
         def feed() -> Iterator[tuple[_Run, list[Event]] | Outcome]:
             for payload in payloads:
                 yield self._new_run(definition, payload, None, deadline)
@@ -521,7 +562,7 @@ class SagaRunner:
         return outcomes
 
     def _claim_many(
-        self, records: list[ExecutionRecord], report: RecoveryReport
+        self, records: list[ExecutionRecord], report: RecoveryReport, force: bool = False
     ) -> list[_Run | Outcome]:
         """Claim `records` in one commit; return what to drive (or what needs no driving)."""
         now = self.clock()
@@ -539,6 +580,7 @@ class SagaRunner:
                 continue
             try:
                 definition = self.definitions(record.saga)
+                self._check_definition(record, definition, force)
                 state = replay(definition, histories[record.id])
             except SagaError as exc:
                 self._leave(record.id)
@@ -564,6 +606,29 @@ class SagaRunner:
                 continue
             done.append(self._claimed(record, definition, state, event, version))
         return done
+
+    def _check_definition(
+        self, record: ExecutionRecord, definition: SagaDefinition, force: bool
+    ) -> None:
+        """Refuse to drive `record` under a definition whose steps changed incompatibly.
+
+        Raises:
+            DefinitionChangedError: they did, and `force` is off.
+        """
+        started = record.definition_version
+        if force or started is None or started == definition.version:
+            return
+        versions = {v.version: v for v in self.store.definition_versions(record.saga)}
+        old = versions.get(started)
+        if old is None:
+            return  # the log lost that version's shape: nothing to compare with
+        changes = definition_changes(old.steps, shape_of(definition.steps))
+        if changes:
+            raise DefinitionChangedError(
+                f"saga {record.saga!r} changed since execution {record.id} started under "
+                f"version {started} (now {definition.version}): {'; '.join(changes)}. "
+                "Restore the old steps, or resume with --force to run it under the new ones"
+            )
 
     # -- the engine ------------------------------------------------------------
 

@@ -18,8 +18,6 @@ Failure injection lives here, not in the engine.
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import threading
 import time
@@ -39,6 +37,15 @@ from saga_cli.domain import (
     StepKind,
 )
 from saga_cli.errors import BusinessError, InvalidInputError, StoreError, TransientError
+from saga_cli.faults import (
+    CrashPoint,
+    InjectedFailureError,
+    crashing,
+    failing_first,
+    parse_slow,
+    parse_step_count,
+    slowed,
+)
 from saga_cli.store.sqlite import translate_errors, write_lock
 
 SERVICES = ("flight", "hotel", "car")
@@ -57,10 +64,6 @@ class NoAvailabilityError(BusinessError):
 
 class ReservationRefusedError(BusinessError):
     """Raised when a reserve arrives for a key that was already cancelled (a tombstone)."""
-
-
-class InjectedFailureError(BusinessError):
-    """Raised by ``--fail STEP``: the service declines the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,53 +418,6 @@ class BookingRequest:
 # -- crash points and the saga definition ------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CrashPoint:
-    """Where ``--crash-at`` kills the process: ``STEP:before|after`` or ``compensate-STEP:…``.
-
-    ``@N`` picks the attempt (``hotel:before@2`` dies between a failed first
-    attempt and the second); without it, the first call of the step dies.
-    """
-
-    step: str
-    compensation: bool
-    when: str
-    attempt: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> CrashPoint:
-        """Parse ``car:after``, ``compensate-hotel:before`` or ``hotel:before@2``.
-
-        Raises:
-            InvalidInputError: unknown step, moment or attempt.
-        """
-        spec, _, attempt_text = text.partition("@")
-        attempt = None
-        if attempt_text:
-            if not attempt_text.isdigit() or int(attempt_text) < 1:
-                raise InvalidInputError(f"crash point {text!r}: after @ give an attempt >= 1")
-            attempt = int(attempt_text)
-        target, _, when = spec.partition(":")
-        compensation = target.startswith("compensate-")
-        step = target.removeprefix("compensate-")
-        if when not in ("before", "after"):
-            raise InvalidInputError(
-                f"crash point {text!r} must end in :before or :after (e.g. car:after)"
-            )
-        valid = SERVICES if compensation else STEPS
-        if step not in valid:
-            prefix = "compensate-" if compensation else ""
-            raise InvalidInputError(
-                f"unknown step {step!r} in crash point {text!r}; choose from "
-                + ", ".join(f"{prefix}{s}" for s in valid)
-            )
-        return cls(step, compensation, when, attempt)
-
-    def __str__(self) -> str:
-        attempt = "" if self.attempt is None else f"@{self.attempt}"
-        return f"{'compensate-' if self.compensation else ''}{self.step}:{self.when}{attempt}"
-
-
 def all_crash_points() -> list[CrashPoint]:
     """Every crash point of the travel saga, in execution order."""
     points = [CrashPoint(s, False, w) for s in STEPS for w in ("before", "after")]
@@ -469,36 +425,8 @@ def all_crash_points() -> list[CrashPoint]:
     return points
 
 
-def _die() -> None:
-    """Kill this process the hard way: no cleanup, no finally blocks, no flush."""
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 class ServiceOutageError(TransientError):
     """Raised by ``--outage SERVICE``: the service does not answer at all."""
-
-
-class FlakyError(TransientError):
-    """Raised by ``--flaky`` and ``--fail-compensation``: a failure worth retrying."""
-
-
-def _step_count(
-    text: str, option: str, valid: Sequence[str], *, always: bool = False
-) -> tuple[str, int | None]:
-    """Parse ``STEP[:N]`` (or ``STEP:always`` where allowed) for a fault option."""
-    step, _, count = text.partition(":")
-    if step not in valid:
-        raise InvalidInputError(
-            f"unknown step {step!r} in {option} {text!r}; choose from {', '.join(valid)}"
-        )
-    if not count:
-        return step, 1
-    if always and count == "always":
-        return step, None
-    if not count.isdigit() or int(count) < 1:
-        shape = "N (a whole number >= 1) or always" if always else "N (a whole number >= 1)"
-        raise InvalidInputError(f"{option} {text!r}: after the colon give {shape}")
-    return step, int(count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,26 +474,13 @@ class FaultPlan:
         """
         flaky_steps: dict[str, int] = {}
         for text in flaky:
-            step, count = _step_count(text, "--flaky", STEPS)
+            step, count = parse_step_count(text, "--flaky", STEPS)
             flaky_steps[step] = count or 1
         failing = dict(
-            _step_count(text, "--fail-compensation", SERVICES, always=True)
+            parse_step_count(text, "--fail-compensation", SERVICES, always=True)
             for text in fail_compensation
         )
-        delays: dict[str, float] = {}
-        for text in slow:
-            step, _, seconds = text.partition(":")
-            if step not in STEPS:
-                raise InvalidInputError(
-                    f"unknown step {step!r} in --slow {text!r}; choose from {', '.join(STEPS)}"
-                )
-            try:
-                delay = float(seconds)
-            except ValueError:
-                delay = -1.0
-            if not 0 <= delay <= 3600:
-                raise InvalidInputError(f"--slow {text!r}: give STEP:SECONDS, 0 to 3600 seconds")
-            delays[step] = delay
+        delays = dict(parse_slow(text, STEPS) for text in slow)
         for service in outage:
             if service not in SERVICES:
                 raise InvalidInputError(
@@ -577,7 +492,7 @@ class FaultPlan:
                     f"unknown step {step!r} in --timeout; choose from {', '.join(STEPS)}"
                 )
         return cls(
-            CrashPoint.parse(crash_at) if crash_at else None,
+            CrashPoint.parse(crash_at, STEPS, SERVICES) if crash_at else None,
             flaky_steps,
             failing,
             delays,
@@ -591,36 +506,22 @@ class FaultPlan:
         """`call` with this plan's faults for `step` around it (none: `call` itself)."""
         wrapped = call
         if compensation and step in self.fail_compensation:
-            wrapped = _failing_first(wrapped, self.fail_compensation[step], "compensation")
+            wrapped = failing_first(wrapped, self.fail_compensation[step], "compensation")
         if not compensation and step in self.flaky:
-            wrapped = _failing_first(wrapped, self.flaky[step], "call")
+            wrapped = failing_first(wrapped, self.flaky[step], "call")
         # A reservation step needs its own service; confirm needs all three.
         needs = {step} if step in SERVICES else set(SERVICES) if step == "confirm" else set()
         down = self.outage & needs
         if down:
             wrapped = _unreachable(sorted(down))
         if step in self.slow:
-            wrapped = _slowed(wrapped, self.slow[step])
+            wrapped = slowed(wrapped, self.slow[step])
         if not compensation and step in self.hang:
-            wrapped = _slowed(wrapped, HANG_SECONDS)  # answers, but only after the timeout
+            wrapped = slowed(wrapped, HANG_SECONDS)  # answers, but only after the timeout
         point = self.crash_at
         if point is not None and point.step == step and point.compensation == compensation:
-            wrapped = _crashing(wrapped, point.when, point.attempt)
+            wrapped = crashing(wrapped, point.when, point.attempt)
         return wrapped
-
-
-def _failing_first(
-    call: Callable[[StepContext], Any], attempts: int | None, what: str
-) -> Callable[[StepContext], Any]:
-    def failing(ctx: StepContext) -> Any:
-        if attempts is None or ctx.attempt <= attempts:
-            budget = "every attempt" if attempts is None else f"the first {attempts}"
-            raise FlakyError(
-                f"{ctx.step} {what} failed on attempt {ctx.attempt} (injected: {budget})"
-            )
-        return call(ctx)
-
-    return failing
 
 
 def _unreachable(services: list[str]) -> Callable[[StepContext], Any]:
@@ -628,29 +529,6 @@ def _unreachable(services: list[str]) -> Callable[[StepContext], Any]:
         raise ServiceOutageError(f"{', '.join(services)} service unreachable (--outage)")
 
     return down
-
-
-def _slowed(call: Callable[[StepContext], Any], seconds: float) -> Callable[[StepContext], Any]:
-    def slow(ctx: StepContext) -> Any:
-        time.sleep(seconds)
-        return call(ctx)
-
-    return slow
-
-
-def _crashing(
-    call: Callable[[StepContext], Any], when: str, attempt: int | None
-) -> Callable[[StepContext], Any]:
-    def crashing(ctx: StepContext) -> Any:
-        if attempt is not None and ctx.attempt != attempt:
-            return call(ctx)
-        if when == "before":
-            _die()
-        result = call(ctx)
-        _die()
-        return result
-
-    return crashing
 
 
 # `--timeout STEP`: the step gets this timeout and answers only after HANG_SECONDS.

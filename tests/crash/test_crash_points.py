@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import SagaCli
 
-from saga_cli.services.travel import CrashPoint, all_crash_points
+from saga_cli.faults import CrashPoint
+from saga_cli.services.travel import all_crash_points
 
 from .logdb import (
     LogDb,

@@ -1,0 +1,283 @@
+"""Failure injection for any saga: make steps fail, flake, slow down, or kill the process.
+
+``saga run`` takes these options for users' sagas, ``saga book`` for the
+travel demo, and :mod:`saga_cli.testing` kills a child process at every
+crash point with them. They wrap a definition's functions and leave its
+steps, and so its version, unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from saga_cli.domain import SagaDefinition, StepContext, StepKind
+from saga_cli.errors import BusinessError, InvalidInputError, TransientError
+
+Call = Callable[[StepContext[Any]], Any]
+
+
+class InjectedFailureError(BusinessError):
+    """Raised by ``--fail STEP``: the step declines, as its service would."""
+
+
+class FlakyError(TransientError):
+    """Raised by ``--flaky`` and ``--fail-compensation``: a failure worth retrying."""
+
+
+@dataclass(frozen=True, slots=True)
+class CrashPoint:
+    """Where ``--crash-at`` kills the process: ``STEP:before|after`` or ``compensate-STEP:…``.
+
+    ``before`` dies once the call's ``started`` record is durable, before the
+    participant runs; ``after`` dies once it ran, before its outcome is
+    recorded. ``@N`` picks the attempt (``hotel:before@2`` dies between a
+    failed first attempt and the second); without it, the first call dies.
+    """
+
+    step: str
+    compensation: bool
+    when: str
+    attempt: int | None = None
+
+    @classmethod
+    def parse(cls, text: str, steps: Sequence[str], compensatable: Sequence[str]) -> CrashPoint:
+        """Parse ``car:after``, ``compensate-hotel:before`` or ``hotel:before@2``.
+
+        Args:
+            text: the point.
+            steps: the saga's step names.
+            compensatable: the names of the steps that have a compensation.
+
+        Raises:
+            InvalidInputError: unknown step, moment or attempt.
+        """
+        spec, _, attempt_text = text.partition("@")
+        attempt = None
+        if attempt_text:
+            if not attempt_text.isdigit() or int(attempt_text) < 1:
+                raise InvalidInputError(f"crash point {text!r}: after @ give an attempt >= 1")
+            attempt = int(attempt_text)
+        target, _, when = spec.partition(":")
+        compensation = target.startswith("compensate-")
+        step = target.removeprefix("compensate-")
+        if when not in ("before", "after"):
+            raise InvalidInputError(
+                f"crash point {text!r} must end in :before or :after (e.g. {steps[0]}:after)"
+            )
+        valid = compensatable if compensation else steps
+        if step not in valid:
+            prefix = "compensate-" if compensation else ""
+            raise InvalidInputError(
+                f"unknown step {step!r} in crash point {text!r}; choose from "
+                + ", ".join(f"{prefix}{s}" for s in valid)
+            )
+        return cls(step, compensation, when, attempt)
+
+    def __str__(self) -> str:
+        attempt = "" if self.attempt is None else f"@{self.attempt}"
+        return f"{'compensate-' if self.compensation else ''}{self.step}:{self.when}{attempt}"
+
+
+def crash_points(definition: SagaDefinition) -> list[CrashPoint]:
+    """Every crash point of a saga: before and after each step, then each compensation."""
+    points = [CrashPoint(s.name, False, w) for s in definition.steps for w in ("before", "after")]
+    points += [
+        CrashPoint(s.name, True, w)
+        for s in reversed(definition.steps)
+        if s.compensation is not None
+        for w in ("before", "after")
+    ]
+    return points
+
+
+def die() -> None:
+    """Kill this process the hard way: SIGKILL, no cleanup, no finally blocks, no flush."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crashing(call: Call, when: str, attempt: int | None) -> Call:
+    """`call`, dying before or after it (at `attempt`, or the first call)."""
+
+    def crash(ctx: StepContext[Any]) -> Any:
+        if attempt is not None and ctx.attempt != attempt:
+            return call(ctx)
+        if when == "before":
+            die()
+        result = call(ctx)
+        die()
+        return result
+
+    return crash
+
+
+def failing_first(call: Call, attempts: int | None, what: str) -> Call:
+    """`call`, whose first `attempts` attempts (None: all) fail with a transient error."""
+
+    def failing(ctx: StepContext[Any]) -> Any:
+        if attempts is None or ctx.attempt <= attempts:
+            budget = "every attempt" if attempts is None else f"the first {attempts}"
+            raise FlakyError(
+                f"{ctx.step} {what} failed on attempt {ctx.attempt} (injected: {budget})"
+            )
+        return call(ctx)
+
+    return failing
+
+
+def slowed(call: Call, seconds: float) -> Call:
+    """`call`, `seconds` slower."""
+
+    def slow(ctx: StepContext[Any]) -> Any:
+        time.sleep(seconds)
+        return call(ctx)
+
+    return slow
+
+
+def declining(step: str) -> Call:
+    """A call that declines at once, as a service refusing the request would."""
+
+    def decline(ctx: StepContext[Any]) -> Any:
+        raise InjectedFailureError(f"{step} declined (--fail {step})")
+
+    return decline
+
+
+def parse_step_count(
+    text: str, option: str, valid: Collection[str], *, always: bool = False
+) -> tuple[str, int | None]:
+    """Parse ``STEP[:N]`` (or ``STEP:always`` where allowed) for a fault option.
+
+    Raises:
+        InvalidInputError: unknown step or malformed count.
+    """
+    step, _, count = text.partition(":")
+    if step not in valid:
+        raise InvalidInputError(
+            f"unknown step {step!r} in {option} {text!r}; choose from {', '.join(valid)}"
+        )
+    if not count:
+        return step, 1
+    if always and count == "always":
+        return step, None
+    if not count.isdigit() or int(count) < 1:
+        shape = "N (a whole number >= 1) or always" if always else "N (a whole number >= 1)"
+        raise InvalidInputError(f"{option} {text!r}: after the colon give {shape}")
+    return step, int(count)
+
+
+def parse_slow(text: str, valid: Collection[str]) -> tuple[str, float]:
+    """Parse ``STEP:SECONDS`` for ``--slow``.
+
+    Raises:
+        InvalidInputError: unknown step or a delay outside 0..3600 s.
+    """
+    step, _, seconds = text.partition(":")
+    if step not in valid:
+        raise InvalidInputError(
+            f"unknown step {step!r} in --slow {text!r}; choose from {', '.join(valid)}"
+        )
+    try:
+        delay = float(seconds)
+    except ValueError:
+        delay = -1.0
+    if not 0 <= delay <= 3600:
+        raise InvalidInputError(f"--slow {text!r}: give STEP:SECONDS, 0 to 3600 seconds")
+    return step, delay
+
+
+@dataclass(frozen=True, slots=True)
+class StepFaults:
+    """Faults injected into one process's calls of a saga (``saga run`` options).
+
+    They describe this run's environment, not the execution: a resumed
+    execution meets whatever faults the resuming process was given.
+    """
+
+    fail: frozenset[str] = frozenset()
+    crash_at: CrashPoint | None = None
+    flaky: dict[str, int] = field(default_factory=dict)
+    fail_compensation: dict[str, int | None] = field(default_factory=dict)
+    slow: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def parse(
+        cls,
+        definition: SagaDefinition,
+        *,
+        fail: Sequence[str] = (),
+        crash_at: str | None = None,
+        flaky: Sequence[str] = (),
+        fail_compensation: Sequence[str] = (),
+        slow: Sequence[str] = (),
+    ) -> StepFaults:
+        """Check the options against `definition`'s steps and build the plan.
+
+        Raises:
+            InvalidInputError: an unknown step or a malformed value.
+        """
+        names = definition.step_names
+        compensatable = [s.name for s in definition.steps if s.compensation is not None]
+        for step in fail:
+            if step not in names:
+                raise InvalidInputError(
+                    f"unknown step {step!r} in --fail; choose from {', '.join(names)}"
+                )
+        flaky_steps = {}
+        for text in flaky:
+            step, count = parse_step_count(text, "--flaky", names)
+            flaky_steps[step] = count or 1
+        failing = dict(
+            parse_step_count(text, "--fail-compensation", compensatable, always=True)
+            for text in fail_compensation
+        )
+        return cls(
+            frozenset(fail),
+            CrashPoint.parse(crash_at, names, compensatable) if crash_at else None,
+            flaky_steps,
+            failing,
+            dict(parse_slow(text, names) for text in slow),
+        )
+
+    def apply(self, definition: SagaDefinition) -> SagaDefinition:
+        """`definition` with the faults wrapped around its functions (same steps, same version)."""
+        steps = []
+        for step in definition.steps:
+            action: Call = step.action
+            compensation = step.compensation
+            if step.name in self.fail:
+                action = declining(step.name)
+                if step.kind is not StepKind.COMPENSATABLE:
+                    action = _transient(step.name)  # past the pivot, a refusal is retried
+            if step.name in self.flaky:
+                action = failing_first(action, self.flaky[step.name], "call")
+            if compensation is not None and step.name in self.fail_compensation:
+                compensation = failing_first(
+                    compensation, self.fail_compensation[step.name], "compensation"
+                )
+            if step.name in self.slow:
+                action = slowed(action, self.slow[step.name])
+            point = self.crash_at
+            if point is not None and point.step == step.name:
+                if point.compensation and compensation is not None:
+                    compensation = crashing(compensation, point.when, point.attempt)
+                elif not point.compensation:
+                    action = crashing(action, point.when, point.attempt)
+            steps.append(dataclasses.replace(step, action=action, compensation=compensation))
+        return dataclasses.replace(definition, steps=tuple(steps))
+
+    def __bool__(self) -> bool:
+        return bool(self.fail or self.crash_at or self.flaky or self.fail_compensation or self.slow)
+
+
+def _transient(step: str) -> Call:
+    def fail(ctx: StepContext[Any]) -> Any:
+        raise FlakyError(f"{step} failed (--fail {step})")
+
+    return fail

@@ -1,0 +1,236 @@
+"""The library's front door: one object that runs, resumes and inspects sagas on a log.
+
+Every CLI command that touches executions is a call on :class:`Orchestrator`;
+a Python program gets the same operations::
+
+    with Orchestrator("saga.db", sagas=[transfer]) as orchestrator:
+        outcome = orchestrator.run(transfer, {"source": "alice", "target": "bob", "amount": 5})
+        print(orchestrator.inspect(outcome.execution_id).record.status)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from saga_cli import lease
+from saga_cli.domain import SagaDefinition, SagaStatus
+from saga_cli.errors import InvalidInputError, UnknownSagaError
+from saga_cli.runner import EventListener, Outcome, RecoveryReport, SagaRunner
+from saga_cli.saga import SagaLike, as_definition
+from saga_cli.store import ExecutionRecord, SagaStore, open_store
+from saga_cli.views import ExecutionView, describe
+
+
+class Orchestrator:
+    """Runs sagas on one saga log and answers questions about their executions.
+
+    Args:
+        db: the saga log: a path, a ``sqlite:///`` URL or an open store.
+        sagas: definitions (or Saga objects) this process can run and resume.
+        on_event: called with (execution id, event) once each event is durable.
+        lease_seconds: how long this process's claim on an execution lasts
+            without a write or a heartbeat.
+        autoload: when an execution names a saga that is not registered, import
+            it from the source recorded in the log (the file or module it was
+            first run from). Turn off to run only the sagas given here.
+    """
+
+    def __init__(
+        self,
+        db: str | SagaStore = "saga.db",
+        sagas: Iterable[SagaLike] = (),
+        *,
+        on_event: EventListener | None = None,
+        lease_seconds: float = lease.DEFAULT_LEASE_SECONDS,
+        autoload: bool = True,
+    ) -> None:
+        self._owns_store = not isinstance(db, SagaStore)
+        self.store: SagaStore = open_store(db) if isinstance(db, str) else db
+        self._sagas: dict[str, SagaDefinition] = {}
+        self._listeners: list[EventListener] = [] if on_event is None else [on_event]
+        self.autoload = autoload
+        for saga in sagas:
+            self.register(saga)
+        self.runner = SagaRunner(
+            self.store, self.definition, lease_seconds=lease_seconds, on_event=self._dispatch
+        )
+
+    # -- definitions -----------------------------------------------------------
+
+    def register(self, saga: SagaLike) -> SagaDefinition:
+        """Make `saga` runnable and resumable here (the latest registration of a name wins)."""
+        definition = as_definition(saga)
+        self._sagas[definition.name] = definition
+        return definition
+
+    def load(self, reference: str) -> list[SagaDefinition]:
+        """Import ``MODULE_OR_FILE[:NAME]`` and register the saga(s) it names.
+
+        Raises:
+            InvalidInputError: nothing to import there, or no such saga.
+        """
+        from saga_cli.loader import load
+
+        return [self.register(definition) for definition in load(reference)]
+
+    def definition(self, name: str) -> SagaDefinition:
+        """The registered definition of saga `name`, imported from the log's record if need be.
+
+        Raises:
+            UnknownSagaError: not registered and (with autoload) not loadable.
+        """
+        known = self._sagas.get(name)
+        if known is not None:
+            return known
+        if self.autoload:
+            for version in self.store.definition_versions(name):
+                if version.source:
+                    from saga_cli.loader import load
+
+                    for definition in load(version.source):
+                        if definition.name == name:
+                            return self.register(definition)
+        raise UnknownSagaError(
+            f"saga {name!r} is not loaded here and the log records no source to import it "
+            f"from; pass its module with --load MODULE_OR_FILE (loaded: "
+            f"{', '.join(sorted(self._sagas)) or 'none'})"
+        )
+
+    def definitions(self) -> list[SagaDefinition]:
+        """Every registered definition, by name."""
+        return [self._sagas[name] for name in sorted(self._sagas)]
+
+    # -- running ---------------------------------------------------------------
+
+    def run(
+        self,
+        saga: SagaLike | str,
+        payload: Any,
+        *,
+        deadline: float | None = None,
+        key_wait: float = 0.0,
+    ) -> Outcome:
+        """Start an execution and drive it until it completes, compensates or gets stuck.
+
+        Args:
+            saga: the saga, or the name of a registered one.
+            payload: its input: a JSON object or an instance of its payload model.
+            deadline: seconds from now; past them, an execution that has not
+                reached its point of no return is compensated.
+            key_wait: seconds to wait while another execution holds the same
+                concurrency key (0 refuses at once; math.inf waits for good).
+
+        Raises:
+            InvalidInputError: the payload does not fit the saga.
+            ConcurrencyKeyBusyError: the key stayed held past `key_wait`.
+        """
+        definition = self._resolve(saga)
+        if deadline is not None and not (0 < deadline < math.inf):
+            raise InvalidInputError("a deadline must be a positive number of seconds")
+        deadline_at = None if deadline is None else time.time() + deadline
+        return self.runner.run(definition, payload, deadline=deadline_at, key_wait=key_wait)
+
+    def run_many(
+        self,
+        saga: SagaLike | str,
+        payloads: Iterable[Any],
+        *,
+        concurrency: int = 1,
+        progress: Callable[[Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        """Run one execution per payload, `concurrency` at a time, sharing commits."""
+        return self.runner.run_many(
+            self._resolve(saga), payloads, concurrency=concurrency, progress=progress
+        )
+
+    def resume(self, execution_id: str, *, force: bool = False) -> Outcome:
+        """Continue one interrupted or stuck execution (id or unique prefix) from the log.
+
+        Raises:
+            DefinitionChangedError: its saga's steps changed incompatibly and
+                `force` is off.
+            ExecutionBusyError: a live process is running it.
+        """
+        return self.runner.resume(self.store.resolve_id(execution_id), force=force)
+
+    def resume_all(
+        self,
+        *,
+        concurrency: int = 8,
+        force: bool = False,
+        progress: Callable[[Outcome], None] | None = None,
+    ) -> RecoveryReport:
+        """Resume every interrupted execution, `concurrency` at a time."""
+        return self.runner.resume_all(concurrency=concurrency, progress=progress, force=force)
+
+    def compensate(self, execution_id: str, *, force: bool = False) -> Outcome:
+        """Abort an unfinished execution by compensating what it did, in reverse."""
+        return self.runner.compensate(self.store.resolve_id(execution_id), force=force)
+
+    def cancel(self, execution_id: str, *, force: bool = False) -> Outcome:
+        """Compensate an execution even while another process runs it (it loses its lease)."""
+        return self.runner.cancel(self.store.resolve_id(execution_id), force=force)
+
+    def resolve(self, execution_id: str, note: str) -> Outcome:
+        """Close a stuck execution by hand, with `note` saying what was done."""
+        return self.runner.resolve(self.store.resolve_id(execution_id), note)
+
+    # -- looking -----------------------------------------------------------------
+
+    def inspect(self, execution_id: str) -> ExecutionView:
+        """One execution (id or unique prefix): its row, its steps and its events."""
+        return describe(self.store, execution_id, self._steps_of)
+
+    def executions(
+        self, *, status: SagaStatus | None = None, limit: int = 20
+    ) -> list[ExecutionRecord]:
+        """The newest executions, optionally of one status."""
+        return self.store.list_executions(status=status, limit=limit)
+
+    def _steps_of(self, saga: str) -> tuple[str, ...]:
+        known = self._sagas.get(saga)
+        if known is not None:
+            return known.step_names
+        versions = self.store.definition_versions(saga)
+        return tuple(str(step[0]) for step in versions[0].steps) if versions else ()
+
+    def _resolve(self, saga: SagaLike | str) -> SagaDefinition:
+        if isinstance(saga, str):
+            return self.definition(saga)
+        definition = as_definition(saga)
+        self._sagas.setdefault(definition.name, definition)
+        return definition
+
+    # -- events and lifetime -------------------------------------------------------
+
+    def subscribe(self, listener: EventListener) -> Callable[[], None]:
+        """Call `listener` with each durable event; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _dispatch(self, execution_id: str, event: Any) -> None:
+        for listener in list(self._listeners):
+            listener(execution_id, event)
+
+    def close(self) -> None:
+        """Let calls abandoned by a timeout land (up to 5 s), then close the log if we opened it."""
+        from saga_cli.runner import wait_for_abandoned_calls
+
+        wait_for_abandoned_calls(5.0)
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
