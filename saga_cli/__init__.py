@@ -1,17 +1,25 @@
 """saga_cli: durable sagas on a persistent saga log.
 
-Declare a saga as a :class:`SagaDefinition` of :class:`Step` objects, open a
-log with :func:`open_store` and drive executions with :class:`SagaRunner`::
+Declare a saga with :class:`Saga` and run it with an :class:`Orchestrator`::
 
-    from saga_cli import SagaDefinition, SagaRunner, Step, open_store, registry
+    from saga_cli import Orchestrator, Saga, StepContext
 
-    transfer = SagaDefinition("transfer", (
-        Step("debit", debit, compensation=refund),
-        Step("credit", credit, compensation=claw_back),
-    ))
-    store = open_store("saga.db")
-    runner = SagaRunner(store, registry(transfer))
-    outcome = runner.run(transfer, {"from": "alice", "to": "bob", "amount": 10})
+    transfer = Saga("transfer", payload=Transfer)
+
+    @transfer.step()
+    def debit(ctx: StepContext[Transfer]) -> dict[str, int]:
+        return bank.debit(ctx.key, ctx.payload.source, ctx.payload.amount)
+
+    @debit.compensation
+    def refund(ctx: StepContext[Transfer]) -> None:
+        bank.refund(ctx.action_key)
+
+    with Orchestrator("saga.db") as orchestrator:
+        outcome = orchestrator.run(transfer, {"source": "alice", "amount": 10})
+
+The plain form builds the same definition from :class:`Step` objects:
+``SagaDefinition("transfer", (Step("debit", debit, compensation=refund), ...))``.
+Everything public is listed in ``__all__``; the rest is internal.
 """
 
 from __future__ import annotations
@@ -33,23 +41,31 @@ if TYPE_CHECKING:
     )
     from saga_cli.errors import (
         BusinessError,
+        ConcurrencyKeyBusyError,
+        DefinitionChangedError,
         DefinitionError,
         ExecutionBusyError,
+        InvalidInputError,
         LeaseLostError,
         SagaError,
+        StepTimeoutError,
         StoreError,
         TransientError,
+        UnknownExecutionError,
     )
+    from saga_cli.orchestrator import Orchestrator
     from saga_cli.runner import (
         Outcome,
         RecoveryReport,
         SagaRunner,
         registry,
     )
+    from saga_cli.saga import Saga, StepHandle
     from saga_cli.store import (
         SagaStore,
         open_store,
     )
+    from saga_cli.views import ExecutionView
 
 # Where each public name lives. Loaded on first use (PEP 562) so that the
 # CLI, which lives inside this package, starts without importing the engine.
@@ -64,7 +80,16 @@ _EXPORTS = {
     "StepKind": "saga_cli.domain",
     "is_terminal": "saga_cli.domain",
     "BusinessError": "saga_cli.errors",
+    "ConcurrencyKeyBusyError": "saga_cli.errors",
+    "DefinitionChangedError": "saga_cli.errors",
     "DefinitionError": "saga_cli.errors",
+    "InvalidInputError": "saga_cli.errors",
+    "StepTimeoutError": "saga_cli.errors",
+    "UnknownExecutionError": "saga_cli.errors",
+    "Orchestrator": "saga_cli.orchestrator",
+    "Saga": "saga_cli.saga",
+    "StepHandle": "saga_cli.saga",
+    "ExecutionView": "saga_cli.views",
     "ExecutionBusyError": "saga_cli.errors",
     "LeaseLostError": "saga_cli.errors",
     "SagaError": "saga_cli.errors",
@@ -80,14 +105,20 @@ _EXPORTS = {
 
 __all__ = [
     "BusinessError",
+    "ConcurrencyKeyBusyError",
+    "DefinitionChangedError",
     "DefinitionError",
     "Event",
     "EventType",
     "ExecutionBusyError",
+    "ExecutionView",
+    "InvalidInputError",
     "LeaseLostError",
+    "Orchestrator",
     "Outcome",
     "RecoveryReport",
     "RetryPolicy",
+    "Saga",
     "SagaDefinition",
     "SagaError",
     "SagaRunner",
@@ -95,9 +126,12 @@ __all__ = [
     "SagaStore",
     "Step",
     "StepContext",
+    "StepHandle",
     "StepKind",
+    "StepTimeoutError",
     "StoreError",
     "TransientError",
+    "UnknownExecutionError",
     "is_terminal",
     "open_store",
     "registry",

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from saga_cli.booking import TravelBooking
+    from saga_cli.orchestrator import Orchestrator
     from saga_cli.runner import Outcome
     from saga_cli.services.travel import FaultPlan
     from saga_cli.store import SagaStore
@@ -114,6 +115,13 @@ OutageOption = Annotated[
 ]
 
 
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Drive executions whose saga's steps changed incompatibly since they started.",
+    ),
+]
 DeadlineOption = Annotated[
     str | None,
     typer.Option(
@@ -154,6 +162,7 @@ class _State:
     """Options given before the command name."""
 
     db: str = DEFAULT_DB
+    load: tuple[str, ...] = ()
 
 
 def _version(value: bool) -> None:
@@ -176,6 +185,16 @@ def _main(
             help="The saga log: a file path or sqlite:///PATH?synchronous=FULL&busy_timeout=5000.",
         ),
     ] = DEFAULT_DB,
+    load: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--load",
+            envvar="SAGA_LOAD",
+            metavar="MODULE_OR_FILE",
+            help="Import your sagas from a module or .py file (repeatable; SAGA_LOAD: "
+            "space-separated). Not needed to resume: the log remembers where each saga came from.",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
@@ -183,6 +202,7 @@ def _main(
 ) -> None:
     state = _State()
     state.db = db
+    state.load = tuple(load or ())
     ctx.obj = state
 
 
@@ -246,6 +266,8 @@ def _travel(
     with _store(ctx) as store:
         booking = TravelBooking(store, on_event=listener, faults=faults)
         try:
+            for reference in ctx.obj.load if ctx.obj else ():
+                booking.orchestrator.load(reference)
             yield booking
         finally:
             booking.close()
@@ -321,6 +343,171 @@ def book(
     with _travel(ctx, faults=faults, show_steps=not as_json) as travel:
         result = travel.book(request, deadline=seconds)
     _finish(result, as_json)
+
+
+@app.command()
+@_errors_to_exit_codes
+def run(
+    ctx: typer.Context,
+    saga: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE_OR_FILE[:SAGA]",
+            help="Where your saga is: shop/sagas.py:order or shop.sagas:order.",
+        ),
+    ],
+    payload: Annotated[
+        str | None,
+        typer.Option(metavar="JSON", help="The execution's input, a JSON object."),
+    ] = None,
+    payload_file: Annotated[
+        str | None,
+        typer.Option(metavar="FILE", help="Read the JSON input from FILE (- for stdin)."),
+    ] = None,
+    fail: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail", metavar="STEP", help="STEP declines (a business failure). Repeatable."
+        ),
+    ] = None,
+    flaky: FlakyOption = None,
+    fail_compensation: FailCompensationOption = None,
+    slow: SlowOption = None,
+    crash_at: CrashOption = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            "--deadline",
+            metavar="DURATION",
+            help="Compensate the execution if it has not passed its pivot within DURATION.",
+        ),
+    ] = None,
+    key_busy: Annotated[
+        str,
+        typer.Option(
+            "--key-busy",
+            metavar="refuse|wait",
+            help="When another unfinished execution holds the saga's concurrency key: "
+            "refuse (exit 1) or wait for it.",
+        ),
+    ] = "refuse",
+    key_timeout: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="With --key-busy wait: give up after DURATION (default: never).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run one of your own sagas, declared with the saga_cli API.
+
+    Same output, exit codes and failure injection as `saga book`. The log
+    records where the saga came from, so `saga resume` finds it again.
+
+    Example: saga run examples/bank_transfer.py:transfer --payload '{"source": "alice",
+    "target": "bob", "amount": 30}'
+    """
+    import math
+
+    from saga_cli.errors import InvalidInputError
+    from saga_cli.faults import StepFaults
+    from saga_cli.loader import load_one
+
+    if key_busy not in ("refuse", "wait"):
+        raise InvalidInputError(f"--key-busy must be refuse or wait (got {key_busy!r})")
+    data = _read_payload(payload, payload_file)
+    definition = load_one(saga)
+    faults = StepFaults.parse(
+        definition,
+        fail=fail or (),
+        crash_at=crash_at,
+        flaky=flaky or (),
+        fail_compensation=fail_compensation or (),
+        slow=slow or (),
+    )
+    wait = 0.0
+    if key_busy == "wait":
+        wait = math.inf if key_timeout is None else _seconds(key_timeout) or 0.0
+    with _engine(ctx, show_steps=not as_json) as engine:
+        result = engine.run(
+            faults.apply(definition) if faults else definition,
+            data,
+            deadline=_seconds(deadline),
+            key_wait=wait,
+        )
+    _finish(result, as_json)
+
+
+def _read_payload(payload: str | None, payload_file: str | None) -> Any:
+    """The JSON object given with --payload or --payload-file.
+
+    Raises:
+        InvalidInputError: neither or both given, unreadable, or not a JSON object.
+    """
+    from saga_cli.errors import InvalidInputError
+
+    if (payload is None) == (payload_file is None):
+        raise InvalidInputError("give the input with either --payload JSON or --payload-file FILE")
+    text = payload
+    if payload_file is not None:
+        try:
+            if payload_file == "-":
+                text = sys.stdin.read()
+            else:
+                with open(payload_file, encoding="utf-8") as handle:
+                    text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"cannot read --payload-file {payload_file}: {exc}") from None
+    try:
+        data = json.loads(text or "")
+    except ValueError as exc:
+        raise InvalidInputError(f"the payload is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"the payload must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+@contextmanager
+def _engine(ctx: typer.Context, *, show_steps: bool = False) -> Iterator[Orchestrator]:
+    """An orchestrator on the log with the --load sagas registered (no demo services)."""
+    from saga_cli.orchestrator import Orchestrator
+
+    with _store(ctx) as store:
+        engine = Orchestrator(store)
+        if show_steps:
+            from saga_cli import render
+
+            console = _console()
+            engine.subscribe(lambda i, e: render.event_line(console, i, e))
+        try:
+            for reference in ctx.obj.load if ctx.obj else ():
+                engine.load(reference)
+            yield engine
+        finally:
+            engine.close()
+
+
+@app.command()
+@_errors_to_exit_codes
+def definitions(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show the known sagas: their steps, kinds, retry policies and timeouts.
+
+    Lists the built-in travel sagas, those given with --load, and every saga
+    the log has seen (with where its code came from).
+
+    Example: saga --load examples/bank_transfer.py definitions
+    """
+    from saga_cli.views import definition_rows
+
+    with _travel(ctx) as travel:
+        rows = definition_rows(travel.orchestrator.definitions(), travel.store)
+    if as_json:
+        _print_json(rows)
+        return
+    from saga_cli import render
+
+    render.definitions(_console(), rows)
 
 
 @app.command("list")
@@ -406,6 +593,7 @@ def resume(
         int,
         typer.Option(metavar="K", min=1, max=1024, help="With --all: resume K executions at once."),
     ] = 8,
+    force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Continue interrupted executions from the log.
@@ -420,10 +608,11 @@ def resume(
     if all_ == (execution_id is not None):
         raise InvalidInputError("give either an execution ID or --all")
     with _travel(ctx, show_steps=not as_json and not all_) as travel:
+        engine = travel.orchestrator
         if execution_id is not None:
-            result = travel.resume(execution_id)
+            result = engine.resume(execution_id, force=force)
         else:
-            report = travel.resume_all(concurrency=concurrency)
+            report = engine.resume_all(concurrency=concurrency, force=force)
     if execution_id is not None:
         _finish(result, as_json)
     if as_json:
@@ -454,6 +643,7 @@ def resume(
 def compensate(
     ctx: typer.Context,
     execution_id: IdArgument,
+    force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Abort an unfinished execution by compensating it.
@@ -464,7 +654,7 @@ def compensate(
     Example: saga compensate 3f2a
     """
     with _travel(ctx, show_steps=not as_json) as travel:
-        result = travel.compensate(execution_id)
+        result = travel.orchestrator.compensate(execution_id, force=force)
     _finish(result, as_json)
 
 
@@ -473,6 +663,7 @@ def compensate(
 def cancel(
     ctx: typer.Context,
     execution_id: IdArgument,
+    force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Cancel an execution: compensate it, even while another process runs it.
@@ -485,7 +676,7 @@ def cancel(
     Example: saga cancel 3f2a
     """
     with _travel(ctx, show_steps=not as_json) as travel:
-        result = travel.cancel(execution_id)
+        result = travel.orchestrator.cancel(execution_id, force=force)
     _finish(result, as_json)
 
 
@@ -508,7 +699,7 @@ def resolve(
     Example: saga resolve 3f2a --note "refunded by hand, ticket OPS-42"
     """
     with _travel(ctx, show_steps=not as_json) as travel:
-        result = travel.resolve(execution_id, note)
+        result = travel.orchestrator.resolve(execution_id, note)
     if as_json:
         _print_json({"id": result.execution_id, "status": result.status.value, "note": note})
         return

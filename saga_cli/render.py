@@ -158,6 +158,49 @@ def execution(console: Console, view: ExecutionView) -> None:
     console.print(log)
 
 
+def definitions(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
+    """The known sagas, one table each: steps in order with kind, retries and timeout."""
+    if not rows:
+        console.print("No sagas known: pass --load MODULE_OR_FILE.")
+        return
+    for row in rows:
+        title = f"{row['saga']}  (version {row['version']}"
+        title += ")" if row["loaded"] else ", from the log; not loaded)"
+        table = Table(title=title, title_justify="left", caption=row["source"] or None)
+        for column in ("#", "step", "kind", "group", "attempts", "compensation", "timeout"):
+            table.add_column(column)
+        for number, step in enumerate(row["steps"], 1):
+            retry = step.get("retry")
+            undo = step.get("compensation_retry")
+            table.add_row(
+                str(number),
+                step["name"],
+                step["kind"],
+                step["group"] or "",
+                "" if retry is None else _attempts(retry),
+                "" if undo is None else f"yes ({_attempts(undo)})",
+                "" if step.get("timeout") is None else f"{step['timeout']:g}s",
+            )
+        console.print(table)
+        extras = []
+        if row.get("payload"):
+            extras.append(f"payload model: {row['payload']}")
+        if row.get("concurrency_key"):
+            extras.append("one execution at a time per concurrency key")
+        if row.get("description"):
+            extras.insert(0, row["description"])
+        for line in extras:
+            console.print(f"  {line}")
+
+
+def _attempts(policy: Mapping[str, Any]) -> str:
+    """``4 × 0.02s↑2``: attempts, then the first backoff and its growth."""
+    attempts = int(policy["max_attempts"])
+    if attempts == 1:
+        return "1"
+    return f"{attempts} × {policy['initial_delay']:g}s↑{policy['multiplier']:g}"
+
+
 def simulation(console: Console, report: SimulationReport) -> None:
     """Print the summary table of ``saga simulate``."""
     table = Table(title=f"Simulation: {report.count} bookings in {report.seconds:.2f} s")

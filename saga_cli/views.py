@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from saga_cli import lease
-from saga_cli.domain import Event, EventType, SagaStatus, is_terminal
+from saga_cli.domain import (
+    Event,
+    EventType,
+    RetryPolicy,
+    SagaDefinition,
+    SagaStatus,
+    is_terminal,
+)
 from saga_cli.store import ExecutionRecord, SagaStore
 
 
@@ -171,3 +178,76 @@ def describe(
     events = store.events(record.id)
     steps = step_views(events, steps_of(record.saga))
     return ExecutionView(record, is_interrupted(record), steps, events)
+
+
+def _policy(policy: RetryPolicy) -> dict[str, Any]:
+    return {
+        "max_attempts": policy.max_attempts,
+        "initial_delay": policy.initial_delay,
+        "multiplier": policy.multiplier,
+        "max_delay": policy.max_delay,
+        "jitter": policy.jitter,
+    }
+
+
+def definition_rows(loaded: Sequence[SagaDefinition], store: SagaStore) -> list[dict[str, Any]]:
+    """What ``saga definitions`` shows: the loaded sagas in full, then those only the log knows.
+
+    A saga the log has seen but this process has not loaded shows the steps
+    of its newest recorded version, without policies (they live in code).
+    """
+    rows: list[dict[str, Any]] = []
+    recorded = store.definition_versions()
+    versions: dict[str, int] = {}
+    for record in recorded:
+        versions[record.name] = versions.get(record.name, 0) + 1
+    for definition in loaded:
+        model = definition.payload
+        rows.append(
+            {
+                "saga": definition.name,
+                "version": definition.version,
+                "loaded": True,
+                "source": definition.source,
+                "description": definition.description,
+                "payload": None if model is None else f"{model.__module__}.{model.__qualname__}",
+                "concurrency_key": definition.concurrency_key is not None,
+                "versions_in_log": versions.get(definition.name, 0),
+                "steps": [
+                    {
+                        "name": step.name,
+                        "kind": step.kind.value,
+                        "group": step.group,
+                        "compensation": step.compensation is not None,
+                        "retry": _policy(step.retry),
+                        "compensation_retry": (
+                            _policy(step.compensation_retry) if step.compensation else None
+                        ),
+                        "timeout": step.timeout,
+                    }
+                    for step in definition.steps
+                ],
+            }
+        )
+    shown = {definition.name for definition in loaded}
+    for record in recorded:  # newest first: the first of each name is its latest
+        if record.name in shown:
+            continue
+        shown.add(record.name)
+        rows.append(
+            {
+                "saga": record.name,
+                "version": record.version,
+                "loaded": False,
+                "source": record.source,
+                "description": "",
+                "payload": None,
+                "concurrency_key": None,
+                "versions_in_log": versions[record.name],
+                "steps": [
+                    {"name": name, "kind": kind, "group": group}
+                    for name, kind, group in record.steps
+                ],
+            }
+        )
+    return rows

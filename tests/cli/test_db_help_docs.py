@@ -41,6 +41,8 @@ def test_the_command_list_is_the_documented_one() -> None:
     assert sorted(COMMANDS) == sorted(
         [
             "book",
+            "run",
+            "definitions",
             "list",
             "show",
             "resume",
