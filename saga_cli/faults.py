@@ -253,8 +253,8 @@ class StepFaults:
             compensation = step.compensation
             if step.name in self.fail:
                 action = declining(step.name)
-                if step.kind is not StepKind.COMPENSATABLE:
-                    action = _transient(step.name)  # past the pivot, a refusal is retried
+                if step.kind is StepKind.RETRIABLE:
+                    action = _transient(step.name)  # past the pivot, a failure is retried
             if step.name in self.flaky:
                 action = failing_first(action, self.flaky[step.name], "call")
             if compensation is not None and step.name in self.fail_compensation:
