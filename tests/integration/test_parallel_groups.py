@@ -234,7 +234,7 @@ def test_two_members_refusing_together_compensate_once(store: SagaStore) -> None
     assert outcome.error == "left refuses"  # the first failure recorded
     assert undone == ["middle", "first"]
     events = store.events(outcome.execution_id)
-    failed = [e.step for e in events if e.type is EventType.STEP_FAILED]
+    failed = [str(e.step) for e in events if e.type is EventType.STEP_FAILED]
     assert sorted(failed) == ["left", "right"]  # each refusal recorded against its own call
 
 
