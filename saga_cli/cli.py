@@ -257,9 +257,15 @@ def _console(*, stderr: bool = False) -> Console:
 
 @contextmanager
 def _store(ctx: typer.Context) -> Iterator[SagaStore]:
+    import logging
+    import time
+
     from saga_cli.store import open_store
 
+    began = time.perf_counter()
     store = open_store(ctx.obj.db if ctx.obj else DEFAULT_DB)
+    log = logging.getLogger("saga_cli")
+    log.info("opened saga log %s in %.3f s", store.url, time.perf_counter() - began)
     try:
         yield store
     finally:

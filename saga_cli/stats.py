@@ -11,6 +11,7 @@ result says how many were read.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from saga_cli.domain import SagaStatus
 from saga_cli.store import SagaStore
 from saga_cli.timeline import FORWARD, pair_attempts
 
+log = logging.getLogger(__name__)
 DEFAULT_WINDOW = "1h"
 DEFAULT_SAMPLE = 1000
 QUANTILES = (0.5, 0.95, 0.99)
@@ -204,13 +206,14 @@ def compute(
         now: the end of the window (default: the current time).
         sample: how many of the window's newest executions to read events of.
     """
+    began = time.perf_counter()
     until = time.time() if now is None else now
     since = until - window
     statuses = store.count_statuses(saga=saga, since=since, until=until)
     records = store.list_executions(saga=saga, since=since, until=until, limit=sample)
     durations = sorted(r.updated_at - r.created_at for r in records if r.status in FINISHED)
     stuck_now = store.count_statuses(statuses=(SagaStatus.STUCK,), saga=saga)[SagaStatus.STUCK]
-    return Stats(
+    result = Stats(
         since=since,
         until=until,
         saga=saga,
@@ -222,3 +225,10 @@ def compute(
         saga_durations=tuple(durations),
         started=store.created_histogram(since, until, SPARK_BUCKETS, saga=saga),
     )
+    log.info(
+        "stats over %d executions, events of %d read, in %.3f s",
+        result.total,
+        result.sampled,
+        time.perf_counter() - began,
+    )
+    return result
