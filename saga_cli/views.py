@@ -223,7 +223,7 @@ def parse_status(text: str) -> SagaStatus:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One page of ``saga list`` and the cursor of the next, if the page was full."""
+    """One page of ``saga list`` and the cursor of the next, if more rows follow."""
 
     rows: list[tuple[ExecutionRecord, bool]]
     next_cursor: str | None
@@ -271,11 +271,11 @@ def list_page(
         since=None if since is None else parse_instant(since, now),
         until=None if until is None else parse_instant(until, now),
         after=None if cursor is None else parse_cursor(cursor),
-        limit=limit,
+        limit=limit + 1,  # one more tells whether a next page exists
     )
-    rows = [(record, is_interrupted(record, now)) for record in records]
-    full = len(records) == limit
-    return Page(rows, page_cursor(records[-1]) if full and records else None)
+    page = records[:limit]
+    rows = [(record, is_interrupted(record, now)) for record in page]
+    return Page(rows, page_cursor(page[-1]) if len(records) > limit else None)
 
 
 PRUNABLE = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
