@@ -27,7 +27,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import random
@@ -236,7 +235,14 @@ def commands(db: Path) -> Iterator[tuple[str, ...]]:
     yield ("list",)
     yield ("list", "--status", "stuck")
     yield ("list", "--saga", "travel-booking", "--status", "compensated", "--since", "7d")
-    token = base64.urlsafe_b64encode(f"{middle[1]!r}:{middle[0]}".encode()).decode().rstrip("=")
+    from saga_cli.store import open_store
+    from saga_cli.views import page_cursor
+
+    store = open_store(str(db))
+    try:
+        token = page_cursor(store.get(middle[0]))
+    finally:
+        store.close()
     yield ("list", "--cursor", token)
     yield ("show", middle[0][:10])
     if stuck is not None:
