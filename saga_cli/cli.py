@@ -466,12 +466,18 @@ def stats(
             "--format", metavar="FORMAT", help="table, json or prometheus (text exposition)."
         ),
     ] = "table",
+    sample: Annotated[
+        int,
+        typer.Option(
+            metavar="N", min=1, max=1_000_000, help="Read the events of the newest N executions."
+        ),
+    ] = 500,
     as_json: JsonOption = False,
 ) -> None:
     """Completion, compensation and step failure rates, durations, and what is in flight.
 
-    Rates and counts cover the executions created in the window; step
-    figures and duration percentiles come from its newest 1,000.
+    Rates and counts cover every execution created in the window; step
+    figures and duration percentiles come from its newest N (--sample).
 
     Example: saga stats --since 24h --format prometheus
     """
@@ -484,7 +490,7 @@ def stats(
         raise InvalidInputError(f"--format must be table, json or prometheus (got {output!r})")
     window = parse_duration(since)
     with _store(ctx) as store:
-        result = figures.compute(store, window=window, saga=saga)
+        result = figures.compute(store, window=window, saga=saga, sample=sample)
     if output == "json":
         _print_json(result.as_json())
     elif output == "prometheus":

@@ -3,10 +3,10 @@
 Counts (per status, in flight, stuck) come from index-only SQL aggregates
 over the window, so they are exact whatever the window holds. Step failure
 rates and every duration percentile come from the events of the newest
-``sample`` executions of the window (1,000 by default): reading every event
-of a large window would not fit the command's 0.2 s budget, and the
-p99 of a thousand sagas is their tenth slowest. ``sampled`` in the
-result says how many were read.
+``sample`` executions of the window (500 by default, ``saga stats
+--sample N``): reading every event of a large window would not fit the
+command's 0.2 s budget, and the p99 of 500 sagas is their fifth slowest.
+``sampled`` in the result says how many were read.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from saga_cli.timeline import FORWARD, pair_attempts
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW = "1h"
-DEFAULT_SAMPLE = 1000
+DEFAULT_SAMPLE = 500
 QUANTILES = (0.5, 0.95, 0.99)
 SPARK_BUCKETS = 24
 # Upper bounds (seconds) of the saga-duration histogram's buckets.
