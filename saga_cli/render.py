@@ -336,12 +336,20 @@ def sparkline(counts: Sequence[int]) -> str:
     return "".join(" " if n == 0 else SPARKS[min(7, n * 8 // (top + 1))] for n in counts)
 
 
+def _span(seconds: float) -> str:
+    """A window as it was typed: 1h, 30m, 7d (else the plain duration)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
+    return _seconds(seconds)
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
 def _stats_header(stats: Stats) -> Text:
-    window = _seconds(stats.until - stats.since)
+    window = _span(stats.until - stats.since)
     title = f"Sagas created in the last {window} (since {_time(stats.since)} UTC)"
     header = Text(title + (f", saga {stats.saga}" if stats.saga else ""), style="bold")
     header.append(
@@ -393,7 +401,7 @@ def watch_view(snapshot: Snapshot) -> RenderableType:
     counts = Text(f"saga watch  {_time(snapshot.at)} UTC   ", style="bold")
     for status, count in snapshot.statuses.items():
         counts.append(f"{status.value} {count:,}  ", style=STATUS_STYLE[status])
-    counts.append(f"(created in the last {_seconds(snapshot.window)})", style="dim")
+    counts.append(f"(created in the last {_span(snapshot.window)})", style="dim")
     flight = Text("in flight: ")
     flight.append("   ".join(f"{k} {v:,}" for k, v in snapshot.in_flight.items()))
     alarm = "bold red" if snapshot.stuck_now else ""

@@ -204,6 +204,7 @@ def test_stats_table_shows_rates_steps_and_histogram(known: KnownLog) -> None:
 
     assert result.code == 0, result
     out = result.stdout
+    assert "Sagas created in the last 1h" in out
     assert "completed 50.0%" in out
     assert "compensated 33.3%" in out
     assert "stuck 1" in out
