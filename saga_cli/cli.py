@@ -163,6 +163,19 @@ class _State:
 
     db: str = DEFAULT_DB
     load: tuple[str, ...] = ()
+    quiet: bool = False
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    """Logs go to stderr (stdout carries only data): errors only with --quiet, more with -v."""
+    import logging
+
+    levels = (logging.WARNING, logging.INFO, logging.DEBUG)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.ERROR if quiet else levels[min(verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _version(value: bool) -> None:
@@ -199,10 +212,25 @@ def _main(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, help="Log more on stderr (-v: info, -vv: debug)."
+        ),
+    ] = 0,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Only errors on stderr: no logs, hints or progress."),
+    ] = False,
 ) -> None:
+    if verbose and quiet:
+        typer.echo("Error: --verbose and --quiet exclude each other", err=True)
+        raise typer.Exit(ExitCode.USAGE)
+    _configure_logging(verbose, quiet)
     state = _State()
     state.db = db
     state.load = tuple(load or ())
+    state.quiet = quiet
     ctx.obj = state
 
 
@@ -231,6 +259,16 @@ def _errors_to_exit_codes(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _quiet(ctx: typer.Context) -> bool:
+    return bool(ctx.obj and ctx.obj.quiet)
+
+
+def _hint(ctx: typer.Context, message: str) -> None:
+    """A note for people on stderr (not data, so not on stdout); --quiet drops it."""
+    if not _quiet(ctx):
+        typer.echo(message, err=True)
+
+
 def _console(*, stderr: bool = False) -> Console:
     from rich.console import Console
 
@@ -239,9 +277,15 @@ def _console(*, stderr: bool = False) -> Console:
 
 @contextmanager
 def _store(ctx: typer.Context) -> Iterator[SagaStore]:
+    import logging
+    import time
+
     from saga_cli.store import open_store
 
+    began = time.perf_counter()
     store = open_store(ctx.obj.db if ctx.obj else DEFAULT_DB)
+    log = logging.getLogger("saga_cli")
+    log.info("opened saga log %s in %.3f s", store.url, time.perf_counter() - began)
     try:
         yield store
     finally:
@@ -510,48 +554,64 @@ def definitions(ctx: typer.Context, as_json: JsonOption = False) -> None:
     render.definitions(_console(), rows)
 
 
+SagaOption = Annotated[
+    str | None, typer.Option("--saga", metavar="NAME", help="Only executions of this saga.")
+]
+StatusOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Only this status: pending, running, compensating, completed, compensated, stuck."
+    ),
+]
+
+
 @app.command("list")
 @_errors_to_exit_codes
 def list_(
     ctx: typer.Context,
-    status: Annotated[
+    status: StatusOption = None,
+    saga: SagaOption = None,
+    since: Annotated[
         str | None,
         typer.Option(
-            help="Only this status: pending, running, compensating, completed, compensated, stuck."
+            metavar="WHEN", help="Created at or after WHEN: a duration ago (1h, 7d) or ISO time."
         ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(metavar="WHEN", help="Created before WHEN (same forms as --since)."),
     ] = None,
     limit: Annotated[
         int, typer.Option(min=1, max=1_000_000, help="Show at most N executions.")
     ] = 20,
+    cursor: Annotated[
+        str | None,
+        typer.Option(metavar="TOKEN", help="Start after this row (printed under a full page)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """List executions, newest first, marking interrupted ones.
 
     Interrupted means unfinished with no live process running it: resume it
-    with `saga resume ID` or `saga resume --all`.
+    with `saga resume ID` or `saga resume --all`. A full page ends with the
+    cursor of the next one (on stderr; with --json, every row has its own).
 
-    Example: saga list --status compensated --limit 5
+    Example: saga list --status compensated --since 1d --limit 5
     """
-    from saga_cli.domain import SagaStatus
-    from saga_cli.errors import InvalidInputError
-    from saga_cli.views import is_interrupted, summary_json
+    from saga_cli.views import list_page
 
-    wanted = None
-    if status is not None:
-        try:
-            wanted = SagaStatus(status)
-        except ValueError:
-            names = ", ".join(s.value for s in SagaStatus)
-            raise InvalidInputError(f"unknown status {status!r}; choose from {names}") from None
     with _store(ctx) as store:
-        records = store.list_executions(status=wanted, limit=limit)
-    rows = [(record, is_interrupted(record)) for record in records]
+        page = list_page(
+            store, status=status, saga=saga, since=since, until=until, limit=limit, cursor=cursor
+        )
     if as_json:
-        _print_json([summary_json(record, interrupted) for record, interrupted in rows])
+        _print_json(page.as_json())
         return
     from saga_cli import render
 
-    render.executions(_console(), rows)
+    render.executions(_console(), page.rows)
+    if page.next_cursor:
+        _hint(ctx, f"next page: --cursor {page.next_cursor}")
 
 
 @app.command()
@@ -577,6 +637,135 @@ def show(
     from saga_cli import render
 
     render.execution(_console(), view)
+
+
+@app.command()
+@_errors_to_exit_codes
+def stats(
+    ctx: typer.Context,
+    since: Annotated[
+        str, typer.Option(metavar="DURATION", help="The window: executions created this recently.")
+    ] = "1h",
+    saga: SagaOption = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--format", metavar="FORMAT", help="table, json or prometheus (text exposition)."
+        ),
+    ] = "table",
+    sample: Annotated[
+        int,
+        typer.Option(
+            metavar="N", min=1, max=1_000_000, help="Read the events of the newest N executions."
+        ),
+    ] = 500,
+    as_json: JsonOption = False,
+) -> None:
+    """Completion, compensation and step failure rates, durations, and what is in flight.
+
+    Rates and counts cover every execution created in the window; step
+    figures and duration percentiles come from its newest N (--sample).
+
+    Example: saga stats --since 24h --format prometheus
+    """
+    from saga_cli import stats as figures
+    from saga_cli.durations import parse_duration
+    from saga_cli.errors import InvalidInputError
+
+    output = "json" if as_json else output
+    if output not in ("table", "json", "prometheus"):
+        raise InvalidInputError(f"--format must be table, json or prometheus (got {output!r})")
+    window = parse_duration(since)
+    with _store(ctx) as store:
+        result = figures.compute(store, window=window, saga=saga, sample=sample)
+    if output == "json":
+        _print_json(result.as_json())
+    elif output == "prometheus":
+        from saga_cli.prometheus import exposition
+
+        sys.stdout.write(exposition(result).decode())
+    else:
+        from saga_cli import render
+
+        render.stats(_console(), result)
+
+
+@app.command()
+@_errors_to_exit_codes
+def watch(
+    ctx: typer.Context,
+    interval: Annotated[
+        float, typer.Option(metavar="SECONDS", min=0.1, help="Seconds between refreshes.")
+    ] = 1.0,
+    window: Annotated[
+        str, typer.Option(metavar="DURATION", help="Count executions created this recently.")
+    ] = "5m",
+    saga: SagaOption = None,
+    count: Annotated[
+        int | None, typer.Option(metavar="N", min=1, help="Stop after N refreshes.")
+    ] = None,
+) -> None:
+    """Watch executions in flight and the counters, refreshed live from the log.
+
+    Run it in one terminal while another runs `saga simulate`; Ctrl-C stops
+    it (exit code 0).
+
+    Example: saga watch --interval 0.5
+    """
+    from rich.live import Live
+
+    from saga_cli import render
+    from saga_cli import watch as live_view
+    from saga_cli.durations import parse_duration
+
+    seconds = parse_duration(window)
+    with _store(ctx) as store:
+
+        def take() -> live_view.Snapshot:
+            return live_view.snapshot(store, window=seconds, saga=saga)
+
+        with Live(console=_console(), auto_refresh=False, redirect_stderr=False) as screen:
+            live_view.run(
+                take,
+                lambda snap: screen.update(render.watch_view(snap), refresh=True),
+                interval=interval,
+                count=count,
+            )
+
+
+@app.command()
+@_errors_to_exit_codes
+def prune(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION", help="Delete executions created and finished this long ago."
+        ),
+    ],
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="S", help="Only this terminal status (completed, compensated). Repeatable."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete old completed and compensated executions with their events.
+
+    Never deletes an unfinished or stuck execution. Reports how many went.
+
+    Example: saga prune --older-than 30d --status completed
+    """
+    from saga_cli.views import prune as prune_log
+
+    with _store(ctx) as store:
+        deleted, cutoff, statuses = prune_log(store, older_than, status or ())
+    names = [s.value for s in statuses]
+    if as_json:
+        _print_json({"deleted": deleted, "older_than": cutoff, "statuses": names})
+        return
+    typer.echo(f"Deleted {deleted} execution(s) ({', '.join(names)}) older than {older_than}.")
 
 
 @app.command()
@@ -766,7 +955,7 @@ def simulate(
         Progress(
             console=_console(stderr=True),
             transient=True,
-            disable=as_json or not sys.stderr.isatty(),
+            disable=as_json or _quiet(ctx) or not sys.stderr.isatty(),
         ) as progress,
     ):
         if capacity is not None:

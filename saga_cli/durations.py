@@ -26,3 +26,30 @@ def parse_duration(text: str) -> float:
     if not 0 < seconds < math.inf:
         raise InvalidInputError(f"{text!r}: a duration must be more than zero")
     return seconds
+
+
+def parse_instant(text: str, now: float) -> float:
+    """A point in time: a duration ago (``1h``, ``7d``) or an ISO 8601 date or time.
+
+    A date or time without a zone is UTC: ``2026-11-27``, ``2026-11-27T10:30``,
+    ``2026-11-27 10:30:00+01:00``.
+
+    Returns:
+        Seconds since the epoch.
+
+    Raises:
+        InvalidInputError: neither a duration nor an ISO 8601 time.
+    """
+    if _PATTERN.match(text) is not None:
+        return now - parse_duration(text)
+    import datetime as dt
+
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInputError(
+            f"{text!r} is neither a duration (30m, 1h, 7d) nor an ISO date (2026-11-27T10:30)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()

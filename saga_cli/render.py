@@ -10,9 +10,10 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from saga_cli.domain import Event, EventType, SagaStatus
 
@@ -20,8 +21,11 @@ if TYPE_CHECKING:  # types only: `saga list` must not pay for importing the engi
     from saga_cli.booking import SimulationReport
     from saga_cli.runner import Outcome, RecoveryReport
     from saga_cli.services.travel import AuditReport, FaultOption, InventoryRow
+    from saga_cli.stats import Stats
     from saga_cli.store import ExecutionRecord
+    from saga_cli.timeline import Attempt, StepLine, Timeline
     from saga_cli.views import ExecutionView
+    from saga_cli.watch import Snapshot
 
 STATUS_STYLE = {
     SagaStatus.PENDING: "dim",
@@ -123,26 +127,13 @@ def executions(console: Console, rows: Sequence[tuple[ExecutionRecord, bool]]) -
 
 
 def execution(console: Console, view: ExecutionView) -> None:
-    """Print ``saga show``: the step summary, then the transition log."""
+    """Print ``saga show``: the timeline, then the transition log."""
     record = view.record
     header = Text(f"{record.id}  {record.saga}  ")
     header.append_text(_status(record.status, view.interrupted))
     console.print(header)
     console.print(f"payload: {record.payload}", style="dim", markup=False, highlight=False)
-    steps = Table(title="Steps")
-    for column in ("step", "status", "attempts", "duration", "compensation", "error"):
-        steps.add_column(column)
-    for step in view.steps:
-        duration = "" if step.duration is None else f"{step.duration * 1000:.1f} ms"
-        steps.add_row(
-            step.name,
-            step.status,
-            str(step.attempts),
-            duration,
-            str(step.compensation_attempts or ""),
-            step.error or "",
-        )
-    console.print(steps)
+    timeline(console, view.timeline)
     log = Table(title="Transition log")
     for column in ("seq", "time (UTC)", "step", "event", "attempt", "detail"):
         log.add_column(column)
@@ -299,3 +290,175 @@ def services(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
             "" if row["available"] is None else str(row["available"]),
         )
     console.print(table)
+
+
+BAR_WIDTH = 32
+OUTCOME_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "retrying": "yellow",
+    "running": "cyan",
+    "not run": "dim",
+}
+OUTCOME_MARK = {"succeeded": "✓", "failed": "✗", "retrying": "↻", "running": "→", "not run": "·"}
+
+
+def _seconds(value: float | None) -> str:
+    """A duration for people: 840 µs, 12.3 ms, 4.56 s, 3.2 min."""
+    if value is None:
+        return ""
+    if value < 0.001:
+        return f"{value * 1e6:.0f} µs"
+    if value < 1:
+        return f"{value * 1000:.1f} ms"
+    if value < 120:
+        return f"{value:.2f} s"
+    return f"{value / 60:.1f} min"
+
+
+def _bar(attempts: Sequence[Attempt], start: float, span: float, end: float) -> Text:
+    """A Gantt bar: each attempt drawn where it ran, coloured by its outcome."""
+    cells = [(" ", "")] * BAR_WIDTH
+    for attempt in attempts:
+        if attempt.started_at is None:
+            continue
+        stop = attempt.ended_at if attempt.ended_at is not None else end
+        first = min(BAR_WIDTH - 1, int((attempt.started_at - start) / span * BAR_WIDTH))
+        last = max(first + 1, min(BAR_WIDTH, round((stop - start) / span * BAR_WIDTH)))
+        for cell in range(first, last):
+            cells[cell] = ("█", OUTCOME_STYLE[attempt.outcome])
+    bar = Text("│", style="dim")
+    for char, style in cells:
+        bar.append(char, style=style)
+    bar.append("│", style="dim")
+    return bar
+
+
+def _timeline_line(line: StepLine, start: float, span: float, end: float) -> Text:
+    compensating = line.phase == "compensation"
+    status = line.status
+    words = {"succeeded": "compensated", "failed": "compensation failed"}.get(status, status)
+    mark = "↩" if compensating and status == "succeeded" else OUTCOME_MARK[status]
+    text = Text(f"{mark} ", style=OUTCOME_STYLE[status])
+    text.append(f"{line.step:<10} ")
+    text.append(f"{words if compensating else status:<20}", style=OUTCOME_STYLE[status])
+    count = len(line.attempts)
+    text.append(f"{count} attempt{'s' if count != 1 else ' '}  " if count else " " * 12)
+    text.append(f"{_seconds(line.duration):>9}  ")
+    if line.attempts:
+        text.append_text(_bar(line.attempts, start, span, end))
+    if line.error:
+        text.append(f"  {line.error}", style="dim")
+    return text
+
+
+def timeline(console: Console, steps: Timeline) -> None:
+    """Print an execution as the seed's diagram: forward path, then compensations in reverse."""
+    start = steps.started_at or 0.0
+    end = steps.ended_at or start
+    span = max(end - start, 1e-9)
+    tree = Tree(Text(f"timeline  {_seconds(end - start)}", style="bold"), guide_style="dim")
+    forward = tree.add(Text("forward", style="bold"))
+    for line in steps.forward:
+        forward.add(_timeline_line(line, start, span, end))
+    if steps.compensation:
+        back = tree.add(Text("compensation (reverse order)", style="bold yellow"))
+        for line in steps.compensation:
+            back.add(_timeline_line(line, start, span, end))
+    console.print(tree)
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(counts: Sequence[int]) -> str:
+    """One character per count, scaled to the largest (blank when it is zero)."""
+    top = max(counts, default=0)
+    if top == 0:
+        return " " * len(counts)
+    return "".join(" " if n == 0 else SPARKS[min(7, n * 8 // (top + 1))] for n in counts)
+
+
+def _span(seconds: float) -> str:
+    """A window as it was typed: 1h, 30m, 7d (else the plain duration)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
+    return _seconds(seconds)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _stats_header(stats: Stats) -> Text:
+    window = _span(stats.until - stats.since)
+    title = f"Sagas created in the last {window} (since {_time(stats.since)} UTC)"
+    header = Text(title + (f", saga {stats.saga}" if stats.saga else ""), style="bold")
+    header.append(
+        f"\n  executions {stats.total:,}   finished {stats.finished:,}   "
+        f"throughput {stats.throughput:.3g}/s"
+    )
+    header.append(f"\n  completed {_percent(stats.rate(SagaStatus.COMPLETED))}", style="green")
+    header.append(f"   compensated {_percent(stats.rate(SagaStatus.COMPENSATED))}", style="magenta")
+    header.append(f"   stuck {_percent(stats.rate(SagaStatus.STUCK))}", style="red")
+    alarm = "bold red" if stats.stuck_now else ""
+    header.append(f"\n  now: stuck {stats.stuck_now:,}", style=alarm)
+    header.append(
+        "   " + "   ".join(f"{state} {count:,}" for state, count in stats.in_flight.items())
+    )
+    header.append(f"\n  started  |{sparkline(stats.started)}|", style="cyan")
+    return header
+
+
+def stats(console: Console, figures: Stats) -> None:
+    """Print ``saga stats``: rates and counts, per-step figures, a duration histogram."""
+    from saga_cli.stats import quantile
+
+    console.print(_stats_header(figures))
+    table = Table(title=f"Steps (newest {figures.sampled:,} executions of the window)")
+    for column in ("step", "attempts", "failure rate", "p50", "p95", "p99", "compensations"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    for step in figures.steps:
+        table.add_row(
+            step.step,
+            f"{step.attempts:,}",
+            _percent(step.failure_rate),
+            *(_seconds(quantile(step.durations, q)) for q in (0.5, 0.95, 0.99)),
+            f"{step.compensations:,}",
+        )
+    console.print(table)
+    histogram = [(bound, n) for bound, n in figures.duration_histogram() if n]
+    if not histogram:
+        return
+    console.print(Text("Saga durations", style="bold"))
+    top = max(n for _, n in histogram)
+    for bound, count in histogram:
+        label = "longer" if bound == float("inf") else f"≤ {_seconds(bound)}"
+        bar = "█" * max(1, round(count / top * 40))
+        console.print(Text(f"  {label:>10} ").append(bar, style="cyan").append(f" {count:,}"))
+
+
+def watch_view(snapshot: Snapshot) -> RenderableType:
+    """What ``saga watch`` redraws: the counters, then the executions in flight."""
+    counts = Text(f"saga watch  {_time(snapshot.at)} UTC   ", style="bold")
+    for status, count in snapshot.statuses.items():
+        counts.append(f"{status.value} {count:,}  ", style=STATUS_STYLE[status])
+    counts.append(f"(created in the last {_span(snapshot.window)})", style="dim")
+    flight = Text("in flight: ")
+    flight.append("   ".join(f"{k} {v:,}" for k, v in snapshot.in_flight.items()))
+    alarm = "bold red" if snapshot.stuck_now else ""
+    flight.append(f"   stuck {snapshot.stuck_now:,}", style=alarm)
+    flight.append(f"\nstarted |{sparkline(snapshot.started)}|", style="cyan")
+    table = Table(title=f"Executions in flight (newest {len(snapshot.rows)})")
+    for column in ("id", "saga", "status", "step", "age"):
+        table.add_column(column, no_wrap=True)
+    for record, interrupted in snapshot.rows:
+        table.add_row(
+            record.id[:12],
+            record.saga,
+            _status(record.status, interrupted),
+            record.step or "",
+            _seconds(snapshot.at - record.created_at),
+        )
+    return Group(counts, flight, table)

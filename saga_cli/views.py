@@ -6,7 +6,9 @@ any log, including executions of sagas this process has never loaded.
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +23,9 @@ from saga_cli.domain import (
     SagaStatus,
     is_terminal,
 )
+from saga_cli.errors import InvalidInputError
 from saga_cli.store import ExecutionRecord, SagaStore
+from saga_cli.timeline import Timeline, build
 
 
 def is_interrupted(record: ExecutionRecord, now: float | None = None) -> bool:
@@ -70,6 +74,7 @@ class ExecutionView:
     interrupted: bool
     steps: list[StepView]
     events: list[Event]
+    timeline: Timeline
 
     def as_json(self) -> dict[str, Any]:
         """The JSON shape of ``saga show --json``."""
@@ -81,6 +86,7 @@ class ExecutionView:
             "lease_expires_at": r.lease_expires_at,
             "version": r.version,
             "steps": [s.as_json() for s in self.steps],
+            "timeline": self.timeline.as_json(),
             "events": [
                 {
                     "seq": e.seq,
@@ -176,8 +182,128 @@ def describe(
     """
     record = store.get(store.resolve_id(execution_id))
     events = store.events(record.id)
-    steps = step_views(events, steps_of(record.saga))
-    return ExecutionView(record, is_interrupted(record), steps, events)
+    names = steps_of(record.saga)
+    steps = step_views(events, names)
+    return ExecutionView(record, is_interrupted(record), steps, events, build(events, names))
+
+
+def page_cursor(record: ExecutionRecord) -> str:
+    """An opaque token for ``saga list --cursor``: the page after `record`.
+
+    It holds the row's (created_at, id), the list's sort key, so a page
+    starts exactly after the previous one however many executions are added
+    meanwhile (they sort before it).
+    """
+    raw = f"{record.created_at!r}:{record.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_cursor(token: str) -> tuple[float, str]:
+    """The (created_at, id) inside a token from :func:`page_cursor`.
+
+    Raises:
+        InvalidInputError: the token was not made by ``saga list``.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        created, _, execution_id = raw.partition(":")
+        after = (float(created), execution_id)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        after = (math.nan, "")
+    if math.isnan(after[0]) or not after[1]:
+        raise InvalidInputError(f"{token!r} is not a cursor printed by saga list")
+    return after
+
+
+def parse_status(text: str) -> SagaStatus:
+    """A status by its stored name.
+
+    Raises:
+        InvalidInputError: no status has that name.
+    """
+    try:
+        return SagaStatus(text)
+    except ValueError:
+        names = ", ".join(s.value for s in SagaStatus)
+        raise InvalidInputError(f"unknown status {text!r}; choose from {names}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of ``saga list`` and the cursor of the next, if more rows follow."""
+
+    rows: list[tuple[ExecutionRecord, bool]]
+    next_cursor: str | None
+
+    def as_json(self) -> list[dict[str, Any]]:
+        """``saga list --json``: an array of summaries, each with its own cursor."""
+        return [
+            {**summary_json(record, interrupted), "cursor": page_cursor(record)}
+            for record, interrupted in self.rows
+        ]
+
+
+def list_page(
+    store: SagaStore,
+    *,
+    status: str | None = None,
+    saga: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+    now: float | None = None,
+) -> Page:
+    """One page of executions, newest first, filtered as ``saga list`` is told.
+
+    Args:
+        store: the saga log.
+        status: a status name.
+        saga: a saga name.
+        since: created at or after this: a duration ago (``1h``) or an ISO time.
+        until: created before this, in the same forms.
+        limit: the page size.
+        cursor: where the page starts, from the previous page.
+        now: the time durations count back from (default: now).
+
+    Raises:
+        InvalidInputError: a filter or the cursor does not parse.
+    """
+    from saga_cli.durations import parse_instant
+
+    now = time.time() if now is None else now
+    records = store.list_executions(
+        status=None if status is None else parse_status(status),
+        saga=saga,
+        since=None if since is None else parse_instant(since, now),
+        until=None if until is None else parse_instant(until, now),
+        after=None if cursor is None else parse_cursor(cursor),
+        limit=limit + 1,  # one more tells whether a next page exists
+    )
+    page = records[:limit]
+    rows = [(record, is_interrupted(record, now)) for record in page]
+    return Page(rows, page_cursor(page[-1]) if len(records) > limit else None)
+
+
+PRUNABLE = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
+
+
+def prune(
+    store: SagaStore, older_than: str, statuses: Sequence[str] = (), now: float | None = None
+) -> tuple[int, float, list[SagaStatus]]:
+    """Delete finished executions older than a duration (``saga prune``).
+
+    Returns:
+        (how many were deleted, the cutoff time, the statuses pruned).
+
+    Raises:
+        InvalidInputError: the age does not parse, or a status is not terminal.
+    """
+    from saga_cli.durations import parse_duration
+
+    cutoff = (time.time() if now is None else now) - parse_duration(older_than)
+    wanted = [parse_status(s) for s in statuses] or list(PRUNABLE)
+    return store.prune(cutoff, wanted), cutoff, wanted
 
 
 def _policy(policy: RetryPolicy) -> dict[str, Any]:

@@ -82,6 +82,22 @@ class Claim:
     event: Event | None
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseGroup:
+    """Unfinished executions sharing a status and an owner (see ``lease_groups``)."""
+
+    status: SagaStatus
+    owner: str | None
+    lease_live: bool
+    count: int
+
+
+# An event reduced to what timing and failure rates need: (step, type,
+# attempt, at, None), the shape timeline.pair_attempts reads, with the detail
+# JSON left unread (plain tuples: stats pairs tens of thousands of them).
+StepRecord = tuple[str | None, str, int, float, None]
+
+
 class SagaStore(abc.ABC):
     """Durable storage of executions and their events.
 
@@ -182,9 +198,70 @@ class SagaStore(abc.ABC):
 
     @abc.abstractmethod
     def list_executions(
-        self, *, status: SagaStatus | None = None, limit: int = 20
+        self,
+        *,
+        status: SagaStatus | None = None,
+        limit: int = 20,
+        saga: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: tuple[float, str] | None = None,
     ) -> list[ExecutionRecord]:
-        """Return executions newest first, optionally of one status."""
+        """Return executions newest first, by (created_at, id) descending.
+
+        Args:
+            status: only this status.
+            limit: at most this many.
+            saga: only executions of the saga with this name.
+            since: only those created at or after this time (epoch seconds).
+            until: only those created before this time.
+            after: a keyset cursor, the (created_at, id) of the last row of
+                the previous page: only rows that sort after it. Executions
+                created meanwhile sort first, so they never shift a page.
+        """
+
+    @abc.abstractmethod
+    def count_statuses(
+        self,
+        *,
+        statuses: Sequence[SagaStatus] = tuple(SagaStatus),
+        saga: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> dict[SagaStatus, int]:
+        """Count executions per status (one entry per status asked), filtered as in list."""
+
+    @abc.abstractmethod
+    def created_histogram(
+        self, since: float, until: float, buckets: int, *, saga: str | None = None
+    ) -> list[int]:
+        """Count executions created in each of `buckets` equal slices of [since, until)."""
+
+    @abc.abstractmethod
+    def lease_groups(self, now: float, *, saga: str | None = None) -> list[LeaseGroup]:
+        """Group the pending, running and compensating executions by status and owner.
+
+        One row per (status, owner, lease still live at `now`): enough to
+        tell live from interrupted ones without reading every row.
+        """
+
+    @abc.abstractmethod
+    def step_records(self, execution_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        """The step events of several executions, in sequence order, without details."""
+
+    @abc.abstractmethod
+    def prune(self, older_than: float, statuses: Sequence[SagaStatus], *, batch: int = 500) -> int:
+        """Delete executions, with their events, created and last updated before `older_than`.
+
+        Only completed and compensated executions are ever deleted; each batch
+        is one transaction, so a concurrent writer waits at most one batch.
+
+        Returns:
+            How many executions were deleted.
+
+        Raises:
+            InvalidInputError: a status in `statuses` is not terminal.
+        """
 
     @abc.abstractmethod
     def unfinished_pages(self, page: int = 500) -> Iterator[list[ExecutionRecord]]:

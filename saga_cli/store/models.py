@@ -18,6 +18,8 @@ class SagaExecution(SQLModel, table=True):
     __table_args__ = (
         Index("ix_saga_execution_created", "created_at", "id"),
         Index("ix_saga_execution_status_created", "status", "created_at", "id"),
+        # `--saga` filters (revision 0006); saga and created_at never change.
+        Index("ix_saga_execution_saga_created", "saga", "created_at", "id"),
     )
 
     id: str = Field(primary_key=True, max_length=32)

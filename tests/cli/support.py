@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import subprocess
+import uuid
 from contextlib import closing
 from pathlib import Path
 
@@ -61,3 +62,45 @@ def newest_execution_id(db: Path) -> str:
     rows = query(db, "SELECT id FROM saga_execution ORDER BY created_at DESC, id DESC LIMIT 1")
     assert rows, "the log holds no execution"
     return str(rows[0][0])
+
+
+def insert_execution(
+    db: Path,
+    status: str,
+    created_at: float,
+    *,
+    updated_at: float | None = None,
+    saga: str = "travel-booking",
+    owner: str | None = None,
+    lease_expires_at: float | None = None,
+    execution_id: str | None = None,
+) -> str:
+    """Write one execution and its first two events straight into the log; returns its id."""
+    execution_id = execution_id or uuid.uuid4().hex
+    updated = created_at if updated_at is None else updated_at
+    with closing(sqlite3.connect(db)) as connection, connection:
+        connection.execute(
+            "INSERT INTO saga_execution (id, saga, payload, status, step, created_at, updated_at,"
+            " owner, lease_expires_at, version) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                execution_id,
+                saga,
+                "{}",
+                status,
+                "flight",
+                created_at,
+                updated,
+                owner,
+                lease_expires_at,
+                2,
+            ),
+        )
+        connection.executemany(
+            "INSERT INTO saga_event (saga_id, seq, step, type, attempt, detail, at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            [
+                (execution_id, 1, None, "saga_started", 0, None, created_at),
+                (execution_id, 2, "flight", "step_started", 1, None, created_at),
+            ],
+        )
+    return execution_id

@@ -54,6 +54,9 @@ def test_the_command_list_is_the_documented_one() -> None:
             "faults",
             "inventory",
             "check",
+            "stats",
+            "watch",
+            "prune",
             "db upgrade",
             "db status",
         ]

@@ -180,6 +180,6 @@ def test_show_table_prints_steps_and_transition_log(gallery: Gallery) -> None:
     assert result.code == 0, result
     assert gallery.interrupted in result.stdout
     assert "(interrupted)" in result.stdout
-    assert "Steps" in result.stdout
+    assert "forward" in result.stdout
     assert "Transition log" in result.stdout
     assert "step_started" in result.stdout

@@ -201,6 +201,7 @@ def test_migrated_schema_has_the_expected_keys_and_indexes(engine: Engine) -> No
     assert _indexes(inspector, "saga_execution") == {
         "ix_saga_execution_created": (("created_at", "id"), False),
         "ix_saga_execution_status_created": (("status", "created_at", "id"), False),
+        "ix_saga_execution_saga_created": (("saga", "created_at", "id"), False),
     }
     nullable = {c["name"]: c["nullable"] for c in inspector.get_columns("saga_execution")}
     assert {n for n, v in nullable.items() if v} == {
