@@ -26,7 +26,8 @@ Failure injection from the payload (besides ``saga run --fail/--crash-at/...``):
 
 * ``"size_kb": 600``: the upload service refuses sources above 512 KB;
 * ``"corrupt": true``: the source is stored with a broken header, so transcode
-  and thumbnails both refuse to decode it;
+  refuses to decode it (thumbnails, which only grabs key frames, still succeeds
+  and is compensated);
 * ``"resolutions": ["8k"]``: transcode refuses a resolution it does not know;
 * ``"thumbnails_at": [99]`` past ``duration_s``: thumbnails refuses;
 * a ``slug`` that another pending or live video holds: metadata refuses;
@@ -88,7 +89,7 @@ class UploadRefusedError(BusinessError):
 
 
 class DecodeError(BusinessError):
-    """Raised when transcode or thumbnails cannot decode the source (a corrupt upload)."""
+    """Raised when transcode cannot decode the source (a corrupt upload)."""
 
 
 class UnsupportedResolutionError(BusinessError):
@@ -288,6 +289,23 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(temp, path)
 
 
+def _sweep_stale_temporaries(path: Path) -> None:
+    """Delete temporaries of `path` left by writers that were killed (their pid is gone)."""
+    if not path.parent.is_dir():
+        return
+    for temp in path.parent.glob(f"{path.name}.tmp-*"):
+        pid = int(temp.name.rsplit(".tmp-", 1)[1].split("-")[0])
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+            continue  # a live writer (this process or another) owns it
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, someone else's
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
 def _remove_files(root: Path, relative: list[str]) -> int:
     """Delete these files and their leftover temporaries; prune emptied folders. Idempotent."""
     removed = 0
@@ -338,6 +356,8 @@ class MediaStore:
         # the retried call overwrites (same names) or the compensation deletes
         # (it computes the names from the payload, not from this record).
         for name, data in files.items():
+            # A writer killed mid-file (SIGKILL) left its temporary behind.
+            _sweep_stale_temporaries(self.root / name)
             _write_atomic(self.root / name, data)
         result = {"files": sorted(files), "bytes": sum(len(d) for d in files.values())}
         with self.tables.transaction() as db:
@@ -616,7 +636,7 @@ with pipeline.parallel("media"):
 
     @pipeline.step(retry=QUICK_RETRY)
     def thumbnails(ctx: StepContext[Video]) -> dict[str, Any]:
-        """Write one thumbnail per requested time."""
+        """Write one thumbnail per requested time (key frames only: the source is not decoded)."""
         video = ctx.payload
         late = [t for t in video.thumbnails_at if not 0 <= t <= video.duration_s]
         if late:
@@ -624,7 +644,9 @@ with pipeline.parallel("media"):
                 f"thumbnail time(s) {', '.join(map(str, late))} outside the video's "
                 f"{video.duration_s} s"
             )
-        _decoded_source(ctx)
+        source = services().media.root / str(ctx.results["upload"]["files"][0])
+        if not source.is_file():
+            raise TransientError(f"source {source.name} is not there (yet)")
         names = planned_files("thumbnails", ctx.execution_id, video)
         files = {
             name: _fake_bytes(f"FAKEJPG {t}s\n".encode(), 1024)
