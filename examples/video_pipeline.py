@@ -748,6 +748,8 @@ def show(execution_id: str | None = None) -> str:
     if execution_id is not None:
         ids = [i for i in ids if i.startswith(execution_id)]
     if not ids:
+        if execution_id is not None:
+            return f"nothing for {execution_id}: no files, no catalogue row, nothing on the CDN"
         return "no videos"
     lines = []
     for eid in ids:
@@ -764,7 +766,7 @@ def show(execution_id: str | None = None) -> str:
 
 
 def reset() -> str:
-    """Drop the example's tables and delete every execution's folder of files."""
+    """Empty the example's tables and delete every execution's folder of files."""
     tables = services().tables
     with tables.transaction() as db:
         for table in TABLES:
