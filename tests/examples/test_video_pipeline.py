@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -199,7 +200,7 @@ def test_a_pending_slug_is_locked_until_its_saga_ends(migrated: SagaCli, example
         "--crash-at",
         "publish_to_cdn:before",
     )
-    assert first.code == -9, first
+    assert first.code == -signal.SIGKILL, first
     (held,) = example.rows("SELECT execution_id, status FROM video_metadata")
     assert held[1] == "pending"
 
@@ -315,7 +316,7 @@ def test_a_late_upload_after_its_compensation_is_refused(
         "--crash-at",
         "upload:before",
     )
-    assert first.code == -9, first
+    assert first.code == -signal.SIGKILL, first
     with closing(sqlite3.connect(migrated.db)) as log:
         (eid,) = log.execute("SELECT id FROM saga_execution").fetchone()
     undone = example.cli(migrated, "compensate", eid, "--json")
