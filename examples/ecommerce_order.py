@@ -732,7 +732,7 @@ def show(db: ShopDb, as_json: bool) -> None:
         )
     print(f"\npayments ({len(data['payments'])})")
     for pay in data["payments"]:
-        refund = f", refunded {_pounds(pay['refunded'])}" if pay["refunded"] is not None else ""
+        refund = f" {_pounds(pay['refunded'])}" if pay["refunded"] is not None else ""
         print(
             f"  {pay['order'][:8]}  {pay['customer']:<12} card …{pay['card']}  "
             f"{_pounds(pay['amount']):>8}  {pay['status']}{refund}"
