@@ -7,7 +7,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from types import ModuleType
@@ -75,6 +74,29 @@ def example_cli(shop_db: Path, *args: str) -> subprocess.CompletedProcess[str]:
         env=cli_env(),
         check=True,
     )
+
+
+def load_example() -> ModuleType:
+    """Import the example file in this process (to call a service directly)."""
+    spec = importlib.util.spec_from_file_location("ecommerce_order_under_test", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def example() -> ModuleType:
+    return load_example()
+
+
+def reset_shop(example: ModuleType, shop_db: Path, stock: int | None = None) -> None:
+    """Create (or empty) the shop's tables and seed them, in this process (no subprocess)."""
+    db = example.ShopDb(str(shop_db))
+    try:
+        example.reset(db, stock)
+    finally:
+        db.close()
 
 
 def rows(shop_db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
@@ -190,10 +212,10 @@ FAILURES = {
 
 @pytest.mark.parametrize("case", list(FAILURES))
 def test_each_failure_compensates_and_returns_the_shop_to_its_initial_state(
-    migrated: SagaCli, shop_db: Path, case: str
+    migrated: SagaCli, shop_db: Path, example: ModuleType, case: str
 ) -> None:
     payload, options, message, expected = FAILURES[case]
-    example_cli(shop_db, "reset")  # the shop exists even if no service is ever called
+    reset_shop(example, shop_db)  # the shop exists even if no service is ever called
 
     result = run(migrated, shop_db, payload, *options)
 
@@ -232,17 +254,8 @@ def test_a_flaky_step_is_retried_under_its_key_and_takes_effect_once(
     assert rows(shop_db, "SELECT COUNT(*) FROM shop_payment") == [(1,)]
 
 
-def load_example() -> ModuleType:
-    """Import the example file in this process (to call a service directly)."""
-    spec = importlib.util.spec_from_file_location("ecommerce_order_under_test", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_charge_cancelled_before_it_arrived_is_refused_by_its_tombstone(
-    migrated: SagaCli, shop_db: Path
+    migrated: SagaCli, shop_db: Path, example: ModuleType
 ) -> None:
     # Killed after charge_payment's `started` record, before the payment service
     # saw anything; an operator then compensates the execution.
@@ -260,10 +273,14 @@ def test_a_charge_cancelled_before_it_arrived_is_refused_by_its_tombstone(
     ]
     assert stock(shop_db) == untouched(SEED)
     # The charge request arrives late: the tombstone refuses it and nothing is charged.
-    example = load_example()
-    payment = example.PaymentService(example.ShopDb(str(shop_db)))
-    with pytest.raises(example.RequestRefusedError, match="compensated before it arrived"):
-        payment.charge(f"{execution_id}:charge_payment", execution_id, "ada", "4242424242424242", 1)
+    db = example.ShopDb(str(shop_db))
+    try:
+        with pytest.raises(example.RequestRefusedError, match="compensated before it arrived"):
+            example.PaymentService(db).charge(
+                f"{execution_id}:charge_payment", execution_id, "ada", "4242424242424242", 1
+            )
+    finally:
+        db.close()
     assert rows(shop_db, "SELECT COUNT(*) FROM shop_payment") == [(0,)]
 
 
@@ -288,6 +305,8 @@ def test_the_example_cli_shows_and_resets_the_shop(migrated: SagaCli, shop_db: P
     assert stock(shop_db) == untouched(SEED)
     for table in ("shop_payment", "shop_shipment", "shop_outbox", "shop_journal"):
         assert rows(shop_db, f"SELECT COUNT(*) FROM {table}") == [(0,)]
+    example_cli(shop_db, "reset", "--stock", "7")
+    assert stock(shop_db) == untouched(dict.fromkeys(SEED, 7))
 
 
 def test_stock_is_conserved_across_a_batch_of_concurrent_orders(
@@ -380,10 +399,10 @@ def effect_counts(shop_db: Path, execution_id: str) -> dict[str, int]:
 
 
 @pytest.fixture
-def stocked_shop(shop_db: Path) -> Iterator[Path]:
+def stocked_shop(shop_db: Path, example: ModuleType) -> Path:
     """A shop with 50 units of every SKU, enough for every crash scenario's order."""
-    example_cli(shop_db, "reset", "--stock", "50")
-    yield shop_db
+    reset_shop(example, shop_db, stock=50)
+    return shop_db
 
 
 @pytest.mark.slow
