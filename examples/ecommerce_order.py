@@ -178,14 +178,19 @@ class ShopDb:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            connection.execute("PRAGMA busy_timeout=10000")
-            connection.execute("PRAGMA journal_mode=WAL")
-            # A separate file from the saga log: its commits must be durable on
-            # their own before the log records the outcome.
-            connection.execute("PRAGMA synchronous=FULL")
+            try:
+                connection.execute("PRAGMA busy_timeout=10000")
+                connection.execute("PRAGMA journal_mode=WAL")
+                # A separate file from the saga log: its commits must be durable on
+                # their own before the log records the outcome.
+                connection.execute("PRAGMA synchronous=FULL")
+                connection.execute("BEGIN IMMEDIATE")
+                create(connection.cursor())
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.close()  # rolls back; the next call starts over
+                raise
             self._local.connection = connection
-            with self.transaction() as cur:
-                create(cur)
         return connection
 
     @contextmanager
