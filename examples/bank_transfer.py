@@ -127,6 +127,7 @@ CREATE TABLE IF NOT EXISTS bank_notification (
     PRIMARY KEY (key, account)
 );
 """
+HOLD_STATUSES = ("pending", "settled", "released", "void")
 TABLES = (
     "bank_account",
     "bank_hold",
@@ -571,7 +572,12 @@ def record(ctx: StepContext[Transfer]) -> dict[str, Any]:
     )
 
 
-@transfer.step(kind="retriable")
+# Past the pivot, notify is retried; after these attempts the execution rests `stuck`
+# (money already moved, consistent) until `saga resume` tries again.
+NOTIFY_RETRY = RetryPolicy(max_attempts=6, initial_delay=0.05, max_delay=1.0, jitter=0.2)
+
+
+@transfer.step(kind="retriable", retry=NOTIFY_RETRY)
 def notify(ctx: StepContext[Transfer]) -> dict[str, Any]:
     """Tell both parties (retried until it succeeds; never compensated)."""
     t = ctx.payload
@@ -588,31 +594,31 @@ def notify(ctx: StepContext[Transfer]) -> dict[str, Any]:
 # -- the example's command line -------------------------------------------------------------
 
 
-def show(path: str) -> None:
-    """Print the bank's state: accounts and their sum, holds, the ledger, the notifications."""
+def show(path: str, last: int = 10) -> None:
+    """Print the bank: balances and their sum, holds, the newest transfers and notifications."""
     bank, notifier = Bank(path), Notifier(path)
     accounts = bank.accounts()
     holds = bank.holds()
     print(f"bank in {path}")
-    print(f"  {'account':<10}{'balance':>12}")
     for name, balance, frozen in accounts:
-        print(f"  {name:<10}{money(balance):>12}{'  (frozen)' if frozen else ''}")
+        print(f"  {name:<8}{money(balance):>12}{'  frozen' if frozen else ''}")
     total = sum(balance for _name, balance, _frozen in accounts)
-    in_flight = sum(n or 0 for _k, kind, _a, n, s in holds if kind == "debit" and s == "pending")
-    print(f"  {'sum':<10}{money(total):>12}")
+    print(f"  {'sum':<8}{money(total):>12}")
+    pending = [h for h in holds if h[4] == "pending"]
+    in_flight = sum(n or 0 for _k, kind, _a, n, _s in pending if kind == "debit")
     if in_flight:
-        print(f"  {'in holds':<10}{money(in_flight):>12}  (debited, not yet recorded or refunded)")
-    print(f"holds ({len(holds)}):")
-    for key, kind, account, amount, status in holds:
-        what = "tombstone" if account is None else f"{kind} {account} {money(amount or 0)}"
-        print(f"  {key}  {what}  {status}")
+        print(f"  {'held':<8}{money(in_flight):>12}  debited, not yet recorded or refunded")
+    counts = {status: sum(h[4] == status for h in holds) for status in HOLD_STATUSES}
+    print("holds: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    for key, kind, account, amount, _status in pending:
+        print(f"  {key}  {kind} {account} {money(amount or 0)}")
     ledger = bank.ledger()
-    print(f"ledger ({len(ledger)} transfers):")
-    for execution_id, source, target, amount in ledger:
+    print(f"ledger: {len(ledger)} transfer(s)" + (f", the last {last}:" if ledger else ""))
+    for execution_id, source, target, amount in ledger[len(ledger) - last :]:
         print(f"  {execution_id}  {source} -> {target}  {money(amount)}")
     sent = notifier.sent()
-    print(f"notifications ({len(sent)}):")
-    for account, message in sent:
+    print(f"notifications: {len(sent)}" + (f", the last {last}:" if sent else ""))
+    for account, message in sent[len(sent) - last :]:
         print(f"  {account}: {message}")
 
 
@@ -626,6 +632,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help=f"the bank's SQLite file (default: $SAGA_EXAMPLE_DB or {DEFAULT_DB})",
     )
+    parser.add_argument("--last", type=int, default=10, help="transfers and messages to list")
     parser.add_argument("command", choices=("show", "reset"))
     args = parser.parse_args(argv)
     path = args.db or example_db()
@@ -633,7 +640,7 @@ def main(argv: list[str] | None = None) -> None:
         Bank(path).reset()
         Bank(path).accounts()  # create and seed again
         print(f"bank in {path} reset to the seeded accounts")
-    show(path)
+    show(path, max(0, args.last))
 
 
 if __name__ == "__main__":
