@@ -613,13 +613,19 @@ def show(path: str, last: int = 10) -> None:
     for key, kind, account, amount, _status in pending:
         print(f"  {key}  {kind} {account} {money(amount or 0)}")
     ledger = bank.ledger()
-    print(f"ledger: {len(ledger)} transfer(s)" + (f", the last {last}:" if ledger else ""))
+    print(f"ledger: {len(ledger)} transfer(s){_newest(len(ledger), last)}")
     for execution_id, source, target, amount in ledger[len(ledger) - last :]:
         print(f"  {execution_id}  {source} -> {target}  {money(amount)}")
     sent = notifier.sent()
-    print(f"notifications: {len(sent)}" + (f", the last {last}:" if sent else ""))
+    print(f"notifications: {len(sent)}{_newest(len(sent), last)}")
     for account, message in sent[len(sent) - last :]:
         print(f"  {account}: {message}")
+
+
+def _newest(count: int, last: int) -> str:
+    if count > last:
+        return f", the newest {last}:" if last else ""
+    return ":" if count else ""
 
 
 def main(argv: list[str] | None = None) -> None:
