@@ -574,7 +574,7 @@ def record(ctx: StepContext[Transfer]) -> dict[str, Any]:
 
 # Past the pivot, notify is retried; after these attempts the execution rests `stuck`
 # (money already moved, consistent) until `saga resume` tries again.
-NOTIFY_RETRY = RetryPolicy(max_attempts=6, initial_delay=0.05, max_delay=1.0, jitter=0.2)
+NOTIFY_RETRY = RetryPolicy(max_attempts=5, initial_delay=0.05, max_delay=1.0, jitter=0.2)
 
 
 @transfer.step(kind="retriable", retry=NOTIFY_RETRY)
