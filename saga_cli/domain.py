@@ -393,6 +393,8 @@ class SagaState(NamedTuple):
         doubt: index of a pivot whose last attempt failed without an answer
             (a timeout): it may have happened, so a resume re-runs it (same
             key) to learn the outcome instead of compensating.
+        turning_back: a member of a parallel group failed for good while
+            siblings were still answering; the saga turns back on the last answer.
     """
 
     status: SagaStatus = SagaStatus.PENDING
@@ -407,6 +409,7 @@ class SagaState(NamedTuple):
     error: str | None = None
     deadline: float | None = None
     doubt: int | None = None
+    turning_back: bool = False
 
     @property
     def current_step(self) -> int | None:
@@ -490,7 +493,7 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
         )
     if kind is EventType.STEP_SUCCEEDED:
         result = (event.detail or {}).get("result")
-        return state._replace(
+        state = state._replace(
             next_seq=nxt,
             in_flight=_without(state.in_flight, False, index),
             succeeded=(*state.succeeded, index),
@@ -498,6 +501,7 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
             results={**state.results, definition.steps[index].name: result},
             doubt=None,
         )
+        return _after_answer(state, nxt) if state.turning_back else state
     if kind is EventType.STEP_FAILED:
         return _step_failed(definition, state, event, index, nxt)
     if kind is EventType.COMPENSATION_REQUESTED:
@@ -572,7 +576,8 @@ def _step_failed(
     retry_at = detail.get("retry_at")
     if retry_at is not None:
         entry = (False, index, event.attempt + 1, float(retry_at))
-        return state._replace(next_seq=nxt, in_flight=in_flight, retry=(*state.retry, entry))
+        state = state._replace(next_seq=nxt, in_flight=in_flight, retry=(*state.retry, entry))
+        return _after_answer(state, nxt) if state.turning_back else state
     uncertain = bool(detail.get("uncertain"))
     kind_of_step = definition.steps[index].kind
     error = str(detail.get("error", "failed"))
@@ -596,7 +601,20 @@ def _step_failed(
         # a lost connection): the effect may exist, so it is compensated
         # too. Compensations must tolerate an action that never happened.
         state = state._replace(applied=(*state.applied, index))
-    return _turned_back(state, nxt, error)
+    first_error = state.error if state.turning_back and state.error else error
+    if any(not compensating for compensating, _i, _a in in_flight):
+        # Siblings in its parallel group are still answering (their outcomes
+        # follow in the same commit): turn back once the last has answered,
+        # so that every outcome is recorded against its own call.
+        return state._replace(next_seq=nxt, error=first_error, turning_back=True)
+    return _turned_back(state, nxt, first_error)
+
+
+def _after_answer(state: SagaState, nxt: int) -> SagaState:
+    """Turn back if a sibling's failure was waiting for this, the group's last answer."""
+    if state.turning_back and not any(not c for c, _i, _a in state.in_flight):
+        return _turned_back(state, nxt, state.error or "failed")
+    return state
 
 
 def _turned_back(state: SagaState, nxt: int, error: str) -> SagaState:
@@ -617,6 +635,7 @@ def _turned_back(state: SagaState, nxt: int, error: str) -> SagaState:
         retry=(),
         applied=applied,
         error=error,
+        turning_back=False,
     )
 
 
