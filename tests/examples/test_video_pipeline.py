@@ -240,12 +240,6 @@ def test_a_failing_transcode_undoes_the_thumbnails_made_beside_it(
     assert example.effects(eid)[f"{eid}:thumbnails:compensate"] == 1
 
 
-@pytest.mark.xfail(
-    reason="saga_cli bug: when both members of a parallel group refuse, the second refusal "
-    "'answers no call in flight' (domain._turned_back empties in_flight on the first); the "
-    "run exits 1 and every resume fails the same way",
-    strict=True,
-)
 def test_both_group_members_refusing_compensates_the_upload(
     migrated: SagaCli, example: Example
 ) -> None:
