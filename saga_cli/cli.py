@@ -625,12 +625,10 @@ def show(
 
     Example: saga show 3f2a
     """
-    from saga_cli.services.travel import BASIC_SAGA_NAME, BASIC_STEPS, SAGA_NAME, STEPS
     from saga_cli.views import describe
 
-    known = {SAGA_NAME: STEPS, BASIC_SAGA_NAME: BASIC_STEPS}
     with _store(ctx) as store:
-        view = describe(store, execution_id, lambda saga: known.get(saga, ()))
+        view = describe(store, execution_id)
     if as_json:
         _print_json(view.as_json())
         return

@@ -183,20 +183,13 @@ class Orchestrator:
 
     def inspect(self, execution_id: str) -> ExecutionView:
         """One execution (id or unique prefix): its row, its steps and its events."""
-        return describe(self.store, execution_id, self._steps_of)
+        return describe(self.store, execution_id)
 
     def executions(
         self, *, status: SagaStatus | None = None, limit: int = 20
     ) -> list[ExecutionRecord]:
         """The newest executions, optionally of one status."""
         return self.store.list_executions(status=status, limit=limit)
-
-    def _steps_of(self, saga: str) -> tuple[str, ...]:
-        known = self._sagas.get(saga)
-        if known is not None:
-            return known.step_names
-        versions = self.store.definition_versions(saga)
-        return tuple(str(step[0]) for step in versions[0].steps) if versions else ()
 
     def _resolve(self, saga: SagaLike | str) -> SagaDefinition:
         if isinstance(saga, str):

@@ -111,6 +111,7 @@ def check_crash_points(
     ignore: Collection[str] = (),
     points: Sequence[str] | None = None,
     fail: str | None = None,
+    setup: Callable[[], None] | None = None,
     timeout: float = 60.0,
 ) -> CrashCheck:
     """Kill the saga at every crash point, resume it, and check its effects against the log.
@@ -127,6 +128,7 @@ def check_crash_points(
         points: only these crash points (``"debit:after"``...); default all.
         fail: the step made to fail (``saga run --fail``) so that the
             compensation points are reached; default :func:`failing_step`.
+        setup: called before each scenario (to restock the services' data, say).
         timeout: seconds allowed to each child process.
 
     Returns:
@@ -145,6 +147,8 @@ def check_crash_points(
     for number, (point, fail_step) in enumerate(plan, 1):
         scenario = Scenario(str(point))
         report.scenarios.append(scenario)
+        if setup is not None:
+            setup()
         log = directory / f"crash-{number:02d}.db"
         _run_scenario(scenario, saga, payload, point, fail_step, log, child_env, timeout)
         if scenario.execution_id is not None and not scenario.problems:

@@ -163,10 +163,23 @@ def step_views(events: Sequence[Event], step_names: Sequence[str] = ()) -> list[
     ]
 
 
+def logged_step_names(store: SagaStore, record: ExecutionRecord) -> tuple[str, ...]:
+    """The step names of the definition version `record` started under, as the log recorded it.
+
+    Falls back to the saga's newest recorded version (executions from before
+    versions were recorded), or to nothing.
+    """
+    versions = store.definition_versions(record.saga)
+    for version in versions:
+        if version.version == record.definition_version:
+            return tuple(str(step[0]) for step in version.steps)
+    return tuple(str(step[0]) for step in versions[0].steps) if versions else ()
+
+
 def describe(
     store: SagaStore,
     execution_id: str,
-    steps_of: Callable[[str], Sequence[str]] = lambda _saga: (),
+    steps_of: Callable[[str], Sequence[str]] | None = None,
 ) -> ExecutionView:
     """Load one execution (by id or unique prefix) with its steps and events.
 
@@ -174,7 +187,8 @@ def describe(
         store: the saga log.
         execution_id: an id or a unique prefix of one.
         steps_of: the step names of a saga, by saga name, so that steps not
-            yet run show too; unknown sagas show the steps their events name.
+            yet run show too; by default the names the log recorded for the
+            execution's definition version (no code needs loading).
 
     Raises:
         UnknownExecutionError: no execution matches.
@@ -182,7 +196,7 @@ def describe(
     """
     record = store.get(store.resolve_id(execution_id))
     events = store.events(record.id)
-    names = steps_of(record.saga)
+    names = logged_step_names(store, record) if steps_of is None else steps_of(record.saga)
     steps = step_views(events, names)
     return ExecutionView(record, is_interrupted(record), steps, events, build(events, names))
 
@@ -336,7 +350,7 @@ def definition_rows(loaded: Sequence[SagaDefinition], store: SagaStore) -> list[
                 "loaded": True,
                 "source": definition.source,
                 "description": definition.description,
-                "payload": None if model is None else f"{model.__module__}.{model.__qualname__}",
+                "payload": None if model is None else model.__qualname__,
                 "concurrency_key": definition.concurrency_key is not None,
                 "versions_in_log": versions.get(definition.name, 0),
                 "steps": [

@@ -467,7 +467,8 @@ class SqliteStore(SagaStore):
         """
         settings = SqliteSettings(url)
         _check_file(settings.path, create=create)
-        connection = settings.connect_plain()
+        with translate_errors(settings.path):  # e.g. the current directory was deleted
+            connection = settings.connect_plain()
         try:
             with translate_errors(settings.path):
                 revision = _schema_revision(connection)

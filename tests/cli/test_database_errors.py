@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import SagaCli
+from conftest import SagaCli, cli_env, saga_executable
 
 from .support import BOOKING, assert_one_line_error, dump, execute, query, run_saga
 
@@ -151,3 +153,20 @@ def test_a_log_with_a_newer_schema_is_refused_with_exit_2_and_left_alone(
     assert_one_line_error(result, 2, "newer")
     assert query(migrated.db, "SELECT version_num FROM alembic_version") == [("9999",)]
     assert dump(migrated.db) == before
+
+
+def test_a_deleted_working_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = (
+        "import os, subprocess, sys\n"
+        f"os.chdir({str(gone)!r}); os.rmdir({str(gone)!r})\n"
+        f"done = subprocess.run([{saga_executable()!r}, 'list'], capture_output=True, text=True)\n"
+        "sys.stdout.write(str(done.returncode) + '\\n' + done.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=cli_env()
+    )
+    code, _, stderr = done.stdout.partition("\n")
+    assert code == "1", done
+    assert stderr.strip() == "Error: saga.db: unable to open database file"

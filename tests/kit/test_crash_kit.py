@@ -43,6 +43,7 @@ def test_an_idempotent_saga_passes_every_crash_point(effects_db: Path, tmp_path:
 
 
 def test_a_step_that_repeats_its_effect_is_reported(effects_db: Path, tmp_path: Path) -> None:
+    prepared: list[str] = []
     report = check_crash_points(
         f"{SAMPLES}:careless",
         payload={},
@@ -50,7 +51,9 @@ def test_a_step_that_repeats_its_effect_is_reported(effects_db: Path, tmp_path: 
         workdir=tmp_path / "logs",
         env={"SAGA_KIT_DB": os.environ["SAGA_KIT_DB"]},
         points=["charge:before", "charge:after", "reserve:after"],
+        setup=lambda: prepared.append("ready"),
     )
+    assert prepared == ["ready"] * 3  # once before each scenario
     assert not report.ok
     by_point = {s.point: s for s in report.scenarios}
     # killed after charging but before the log knew: the resume charges again
