@@ -172,6 +172,28 @@ def parse_step_count(
     return step, int(count)
 
 
+def parse_flaky(
+    flaky: Sequence[str],
+    fail_compensation: Sequence[str],
+    steps: Collection[str],
+    compensatable: Collection[str],
+) -> tuple[dict[str, int], dict[str, int | None]]:
+    """Parse ``--flaky STEP[:N]`` and ``--fail-compensation STEP[:N|always]`` values.
+
+    Raises:
+        InvalidInputError: an unknown step or a malformed count.
+    """
+    flaky_steps: dict[str, int] = {}
+    for text in flaky:
+        step, count = parse_step_count(text, "--flaky", steps)
+        flaky_steps[step] = count or 1
+    failing = dict(
+        parse_step_count(text, "--fail-compensation", compensatable, always=True)
+        for text in fail_compensation
+    )
+    return flaky_steps, failing
+
+
 def parse_slow(text: str, valid: Collection[str]) -> tuple[str, float]:
     """Parse ``STEP:SECONDS`` for ``--slow``.
 
@@ -229,14 +251,7 @@ class StepFaults:
                 raise InvalidInputError(
                     f"unknown step {step!r} in --fail; choose from {', '.join(names)}"
                 )
-        flaky_steps = {}
-        for text in flaky:
-            step, count = parse_step_count(text, "--flaky", names)
-            flaky_steps[step] = count or 1
-        failing = dict(
-            parse_step_count(text, "--fail-compensation", compensatable, always=True)
-            for text in fail_compensation
-        )
+        flaky_steps, failing = parse_flaky(flaky, fail_compensation, names, compensatable)
         return cls(
             frozenset(fail),
             CrashPoint.parse(crash_at, names, compensatable) if crash_at else None,

@@ -42,8 +42,8 @@ from saga_cli.faults import (
     InjectedFailureError,
     crashing,
     failing_first,
+    parse_flaky,
     parse_slow,
-    parse_step_count,
     slowed,
 )
 from saga_cli.store.sqlite import translate_errors, write_lock
@@ -472,14 +472,7 @@ class FaultPlan:
         Raises:
             InvalidInputError: an unknown step or service, or a malformed count.
         """
-        flaky_steps: dict[str, int] = {}
-        for text in flaky:
-            step, count = parse_step_count(text, "--flaky", STEPS)
-            flaky_steps[step] = count or 1
-        failing = dict(
-            parse_step_count(text, "--fail-compensation", SERVICES, always=True)
-            for text in fail_compensation
-        )
+        flaky_steps, failing = parse_flaky(flaky, fail_compensation, STEPS, SERVICES)
         delays = dict(parse_slow(text, STEPS) for text in slow)
         for service in outage:
             if service not in SERVICES:
