@@ -32,7 +32,7 @@ from typing import Any
 
 from saga_cli import lease
 from saga_cli.domain import SagaStatus
-from saga_cli.errors import InvalidInputError, LeaseLostError, SagaError
+from saga_cli.errors import DatabaseLockedError, InvalidInputError, LeaseLostError, SagaError
 from saga_cli.orchestrator import Orchestrator
 from saga_cli.runner import Outcome
 from saga_cli.store import ExecutionRecord, SagaStore, WorkerRecord
@@ -191,9 +191,15 @@ class Worker:
             if idle or time.monotonic() >= next_look:
                 free = self.concurrency - self._in_flight
                 now = time.time()
-                batch = self.store.claim_ready(
-                    self.id, now + self.lease_seconds, now, sagas=self.sagas, limit=free
-                )
+                try:
+                    batch = self.store.claim_ready(
+                        self.id, now + self.lease_seconds, now, sagas=self.sagas, limit=free
+                    )
+                except DatabaseLockedError:
+                    # Other writers kept the log busy past the busy timeout: nothing
+                    # was claimed; look again later rather than die with work in hand.
+                    log.warning("the log stayed locked; no execution claimed this time")
+                    batch = []
                 if batch:
                     self._in_flight += len(batch)
                     next_look = 0.0  # slots free up as executions end: look again at once
