@@ -13,9 +13,17 @@ default):
 Every scenario runs on a fresh log restocked so that nothing sells out, and
 ends with `saga check`'s audit.
 
+With ``--workers 1,2,4`` it measures instead executions per second of N
+``saga worker`` processes draining `--sagas` submitted bookings (each worker
+K = ``--worker-concurrency`` at a time; the concurrent car failure rate
+applies): the rate is counted from the first claim to the last terminal
+record in the log, so process start-up is left out (the wall time, start-up
+included, is shown too).
+
 Usage:
     python bench/throughput.py [--sagas 2000] [--concurrency 1,2,4,8]
         [--failure-rates 0,0.2,0.3] [--synchronous FULL] [--json results.json]
+    python bench/throughput.py --workers 1,2,4 [--worker-concurrency 8] [--sagas 2000]
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import random
 import resource
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -167,6 +176,105 @@ def run_scenario(
     }
 
 
+def run_workers(
+    directory: Path,
+    query: str,
+    workers: int,
+    concurrency: int,
+    failure_rate: float,
+    count: int,
+    seed: int,
+    full: bool,
+) -> dict[str, Any]:
+    """Submit `count` bookings, then let `workers` worker processes drain them."""
+    path = directory / f"workers{workers}.db"
+    url = f"sqlite:///{path}?{query}"
+    store = open_store(url)
+    travel = TravelBooking(store, payment=full)
+    travel.restock(10 * count + 100)
+    travel.orchestrator.submit_many(
+        travel.definition, [r.to_payload() for r in requests(count, failure_rate, seed)]
+    )
+    command = [sys.executable, "-m", "saga_cli", "--db", url, "worker", "--exit-when-idle"]
+    command += ["--concurrency", str(concurrency), "--poll", "0.05", "--json"]
+    started = time.perf_counter()
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(workers)
+    ]
+    reports = []
+    for process in processes:
+        out, err = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"a worker failed ({process.returncode}): {err}")
+        reports.append(json.loads(out))
+    wall = time.perf_counter() - started
+    connection = sqlite3.connect(path)
+    first_claim, last_end = connection.execute(
+        "SELECT MIN(CASE WHEN type='saga_resumed' THEN at END),"
+        " MAX(CASE WHEN type IN ('saga_completed','saga_compensated','saga_stuck') THEN at END)"
+        " FROM saga_event"
+    ).fetchone()
+    statuses = dict(connection.execute("SELECT status, COUNT(*) FROM saga_execution GROUP BY 1"))
+    connection.close()
+    report = travel.check()
+    travel.close()
+    store.close()
+    drained = last_end - first_claim
+    return {
+        "workers": workers,
+        "worker_concurrency": concurrency,
+        "car_failure_rate": failure_rate,
+        "sagas": count,
+        "executions_per_second": round(count / drained, 1),
+        "drain_seconds": round(drained, 3),
+        "wall_seconds": round(wall, 3),
+        "per_worker": [r["completed"] + r["compensated"] for r in reports],
+        "completed": statuses.get("completed", 0),
+        "compensated": statuses.get("compensated", 0),
+        "unfinished": count - statuses.get("completed", 0) - statuses.get("compensated", 0),
+        "consistent": report.consistent,
+    }
+
+
+def main_workers(args: argparse.Namespace, query: str) -> int:
+    """The --workers table: N worker processes draining submitted bookings."""
+    counts = [int(n) for n in args.workers.split(",")]
+    with tempfile.TemporaryDirectory(prefix="saga-bench-") as tmp:
+        scenarios = [
+            run_workers(
+                Path(tmp),
+                query,
+                n,
+                args.worker_concurrency,
+                args.concurrent_failure_rate,
+                args.sagas,
+                args.seed,
+                args.saga == "full",
+            )
+            for n in counts
+        ]
+    print(
+        f"saga worker processes draining {args.sagas} submitted bookings ({args.saga} saga)"
+        f" (K={args.worker_concurrency} each, car failure rate"
+        f" {args.concurrent_failure_rate:.0%}, synchronous={args.synchronous})"
+    )
+    print(
+        f"{'workers':>8}{'exec/s':>9}{'drain s':>9}{'wall s':>8}{'ok':>7}{'comp':>6}"
+        f"{'left':>6}{'check':>7}  per worker"
+    )
+    for s in scenarios:
+        print(
+            f"{s['workers']:>8}{s['executions_per_second']:>9.1f}{s['drain_seconds']:>9.2f}"
+            f"{s['wall_seconds']:>8.2f}{s['completed']:>7}{s['compensated']:>6}"
+            f"{s['unfinished']:>6}{'ok' if s['consistent'] else 'FAIL':>7}  {s['per_worker']}"
+        )
+    print("exec/s: from the first claim to the last terminal record; wall: with process start-up")
+    if args.json:
+        args.json.write_text(json.dumps({"worker_scenarios": scenarios}, indent=2) + "\n")
+    return 0 if all(s["consistent"] and not s["unfinished"] for s in scenarios) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Throughput of the travel-booking saga.")
     parser.add_argument("--sagas", type=int, default=2000, help="sagas per scenario")
@@ -193,11 +301,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-commits", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--workers",
+        metavar="N,N,...",
+        help="instead: N `saga worker` processes draining --sagas submitted bookings, e.g. 1,2,4",
+    )
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=8, help="K of each worker (with --workers)"
+    )
     args = parser.parse_args(argv)
 
     query = f"synchronous={args.synchronous}"
     if args.participant_synchronous:
         query += f"&participant_synchronous={args.participant_synchronous}"
+    if args.workers:
+        return main_workers(args, query)
     plan = [(1, float(rate)) for rate in args.failure_rates.split(",")]
     plan += [
         (int(k), args.concurrent_failure_rate) for k in args.concurrency.split(",") if int(k) > 1

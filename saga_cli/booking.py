@@ -139,6 +139,15 @@ class TravelBooking:
         self.services.validate(request)
         return self.orchestrator.run(self.definition, request.to_payload(), deadline=deadline)
 
+    def submit(self, request: BookingRequest, *, deadline: float | None = None) -> str:
+        """Submit one trip as a pending execution for a worker and return its id (see book).
+
+        Raises:
+            InvalidInputError: the request names an unknown flight, hotel or car.
+        """
+        self.services.validate(request)
+        return self.orchestrator.submit(self.definition, request.to_payload(), deadline=deadline)
+
     def resume(self, execution_id: str) -> Outcome:
         """Resume one execution (id or unique prefix)."""
         return self.orchestrator.resume(execution_id)

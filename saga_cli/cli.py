@@ -115,6 +115,35 @@ OutageOption = Annotated[
 ]
 
 
+SubmitOption = Annotated[
+    bool,
+    typer.Option(
+        "--submit",
+        help="Only write the execution as pending and print its id; a `saga worker` runs it.",
+    ),
+]
+
+
+def _refuse_local_faults(**given: object) -> None:
+    """With --submit a worker runs the saga: this process's fault options would do nothing."""
+    from saga_cli.errors import InvalidInputError
+
+    for name, value in given.items():
+        if value:
+            option = "--" + name.replace("_", "-")
+            raise InvalidInputError(
+                f"{option} acts on the process that runs the saga; with --submit, "
+                "give it to `saga worker` instead"
+            )
+
+
+def _submitted(execution_id: str, as_json: bool) -> None:
+    if as_json:
+        _print_json({"id": execution_id, "status": "pending"})
+    else:
+        typer.echo(execution_id)
+
+
 ForceOption = Annotated[
     bool,
     typer.Option(
@@ -369,21 +398,36 @@ def book(
     timeout: TimeoutOption = None,
     crash_at: CrashOption = None,
     deadline: DeadlineOption = None,
+    submit: SubmitOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Book a trip; on failure, compensate what was booked.
 
     Reserves the flight, the hotel and the car (each held as pending), then
     confirms all three. If a reservation fails, the ones made so far are
-    cancelled in reverse order.
+    cancelled in reverse order. With --submit, only records the booking as
+    pending and prints its id; a `saga worker` runs it.
 
     Example: saga book --flight FL100 --hotel GRAND --car ECONOMY --fail car
     """
     from saga_cli.services.travel import BookingRequest
 
     request = BookingRequest(flight, hotel, car, customer, tuple(fail or ()))
-    faults = _faults(crash_at, flaky, fail_compensation, slow, outage, timeout)
     seconds = _seconds(deadline)
+    if submit:
+        _refuse_local_faults(
+            flaky=flaky,
+            fail_compensation=fail_compensation,
+            slow=slow,
+            outage=outage,
+            timeout=timeout,
+            crash_at=crash_at,
+        )
+        with _travel(ctx) as travel:
+            execution_id = travel.submit(request, deadline=seconds)
+        _submitted(execution_id, as_json)
+        return
+    faults = _faults(crash_at, flaky, fail_compensation, slow, outage, timeout)
     with _travel(ctx, faults=faults, show_steps=not as_json) as travel:
         result = travel.book(request, deadline=seconds)
     _finish(result, as_json)
@@ -442,12 +486,15 @@ def run(
             help="With --key-busy wait: give up after DURATION (default: never).",
         ),
     ] = None,
+    submit: SubmitOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run one of your own sagas, declared with the saga_cli API.
 
     Same output, exit codes and failure injection as `saga book`. The log
-    records where the saga came from, so `saga resume` finds it again.
+    records where the saga came from, so `saga resume` finds it again. With
+    --submit, only records the execution as pending and prints its id; a
+    `saga worker` runs it.
 
     Example: saga run examples/bank_transfer.py:transfer --payload '{"source": "alice",
     "target": "bob", "amount": 30}'
@@ -462,6 +509,23 @@ def run(
         raise InvalidInputError(f"--key-busy must be refuse or wait (got {key_busy!r})")
     data = _read_payload(payload, payload_file)
     definition = load_one(saga)
+    if submit:
+        _refuse_local_faults(
+            fail=fail,
+            flaky=flaky,
+            fail_compensation=fail_compensation,
+            slow=slow,
+            crash_at=crash_at,
+        )
+        if key_busy == "wait":
+            raise InvalidInputError(
+                "--key-busy wait does not apply with --submit: a submitted execution takes "
+                "its concurrency key when it is written (refused while another holds it)"
+            )
+        with _engine(ctx) as engine:
+            execution_id = engine.submit(definition, data, deadline=_seconds(deadline))
+        _submitted(execution_id, as_json)
+        return
     faults = StepFaults.parse(
         definition,
         fail=fail or (),
@@ -1098,6 +1162,128 @@ def check(ctx: typer.Context, as_json: JsonOption = False) -> None:
         render.audit(_console(), report)
     if not report.consistent:
         raise typer.Exit(ExitCode.ERROR)
+
+
+@app.command()
+@_errors_to_exit_codes
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[
+        int,
+        typer.Option(metavar="K", min=1, max=1024, help="Run K executions at once."),
+    ] = 8,
+    saga: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--saga",
+            metavar="NAME",
+            help="Only executions of this saga (repeatable; default: every loaded saga).",
+        ),
+    ] = None,
+    lease: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="Lease length: a dead worker's executions go to others this long after it.",
+        ),
+    ] = 30.0,
+    poll: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds between looks while idle.")
+    ] = 1.0,
+    exit_when_idle: Annotated[
+        bool, typer.Option("--exit-when-idle", help="Exit 0 once nothing is ready.")
+    ] = False,
+    flaky: FlakyOption = None,
+    fail_compensation: FailCompensationOption = None,
+    slow: SlowOption = None,
+    outage: OutageOption = None,
+    timeout: TimeoutOption = None,
+    crash_at: CrashOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Take pending and interrupted executions from the log and run them, until stopped.
+
+    Runs the travel sagas and those given with --load. Claims executions
+    submitted with --submit, and those whose owner's lease expired; renews
+    its leases while it runs them. SIGTERM or Ctrl-C: finish the current
+    step, release the leases, exit 0.
+
+    Example: saga --load examples/bank_transfer.py worker --concurrency 8
+    """
+    import signal
+
+    from saga_cli.worker import Worker
+
+    faults = _faults(crash_at, flaky, fail_compensation, slow, outage, timeout)
+    with _travel(ctx, faults=faults) as travel:
+        runner = Worker(
+            travel.orchestrator,
+            concurrency=concurrency,
+            sagas=saga,
+            lease_seconds=lease,
+            poll=poll,
+            exit_when_idle=exit_when_idle,
+        )
+
+        def stop(_signum: int, _frame: object) -> None:
+            runner.stop()
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        _hint(ctx, f"worker {runner.id} taking {', '.join(runner.sagas)} ({concurrency} at once)")
+        try:
+            report = runner.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    if as_json:
+        _print_json(report.as_json())
+        return
+    _hint(
+        ctx,
+        f"worker {runner.id} exited: {report.completed} completed, {report.compensated} "
+        f"compensated, {report.stuck} stuck, {report.released} released, "
+        f"{len(report.lost)} lost to other workers, {len(report.failed)} not runnable here",
+    )
+
+
+@app.command()
+@_errors_to_exit_codes
+def workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show the registered workers: heartbeat, executions held, live or stale.
+
+    A worker is stale once its last heartbeat is older than its lease (its
+    executions go to other workers as their leases expire) and dead when it
+    ran on this host and its process is gone.
+
+    Example: saga workers --json
+    """
+    from saga_cli.worker import list_workers
+
+    with _store(ctx) as store:
+        views = list_workers(store)
+    if as_json:
+        _print_json([view.as_json() for view in views])
+        return
+    from rich.table import Table
+
+    table = Table("worker", "state", "heartbeat", "K", "sagas", "executions")
+    for view in views:
+        record = view.record
+        held = view.executions
+        shown = ", ".join(i[:8] for i in held[:4]) + (f" +{len(held) - 4}" if len(held) > 4 else "")
+        table.add_row(
+            record.id,
+            view.state,
+            f"{view.age:.1f}s ago",
+            str(record.concurrency),
+            "all loaded" if record.sagas is None else ", ".join(record.sagas),
+            f"{len(held)}: {shown}" if held else "0",
+        )
+    console = _console()
+    if views:
+        console.print(table)
+    else:
+        console.print("No workers registered.")
 
 
 @db_app.command("upgrade")

@@ -18,7 +18,7 @@ from typing import Any
 
 from saga_cli import lease
 from saga_cli.domain import SagaDefinition, SagaStatus
-from saga_cli.errors import InvalidInputError, UnknownSagaError
+from saga_cli.errors import InvalidInputError, SagaError, UnknownSagaError
 from saga_cli.runner import EventListener, Outcome, RecoveryReport, SagaRunner
 from saga_cli.saga import SagaLike, as_definition
 from saga_cli.store import ExecutionRecord, SagaStore, open_store
@@ -133,6 +133,35 @@ class Orchestrator:
             raise InvalidInputError("a deadline must be a positive number of seconds")
         deadline_at = None if deadline is None else time.time() + deadline
         return self.runner.run(definition, payload, deadline=deadline_at, key_wait=key_wait)
+
+    def submit(self, saga: SagaLike | str, payload: Any, *, deadline: float | None = None) -> str:
+        """Write an execution as pending and return its id at once; a worker runs it.
+
+        Args:
+            saga: the saga, or the name of a registered one.
+            payload: its input, as for :meth:`run`.
+            deadline: seconds from now, as for :meth:`run` (the clock starts now,
+                not when a worker picks it up).
+
+        Raises:
+            InvalidInputError: the payload does not fit the saga.
+            ConcurrencyKeyBusyError: an unfinished execution holds its key.
+        """
+        definition = self._resolve(saga)
+        return self.runner.submit(definition, payload, deadline=self._deadline_at(deadline))
+
+    def submit_many(
+        self, saga: SagaLike | str, payloads: Iterable[Any], *, deadline: float | None = None
+    ) -> list[str | SagaError]:
+        """Submit one pending execution per payload in one commit (ids, or per-item errors)."""
+        definition = self._resolve(saga)
+        return self.runner.submit_many(definition, payloads, deadline=self._deadline_at(deadline))
+
+    @staticmethod
+    def _deadline_at(deadline: float | None) -> float | None:
+        if deadline is not None and not (0 < deadline < math.inf):
+            raise InvalidInputError("a deadline must be a positive number of seconds")
+        return None if deadline is None else time.time() + deadline
 
     def run_many(
         self,

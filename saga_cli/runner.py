@@ -9,13 +9,14 @@ never share a transaction with the log.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -561,6 +562,127 @@ class SagaRunner:
         self._drive_window(feed(), concurrency, finished, failed)
         return outcomes
 
+    def submit(
+        self,
+        definition: SagaLike,
+        payload: Any,
+        *,
+        execution_id: str | None = None,
+        deadline: float | None = None,
+    ) -> str:
+        """Write a new execution as pending, for a worker to run, and return its id at once.
+
+        One commit writes the row (status pending, no owner, no lease) and
+        its ``saga_started`` record, with the definition version and the
+        concurrency key exactly as :meth:`run` writes them; nothing is called.
+
+        Raises:
+            InvalidInputError: the payload does not fit the saga.
+            ConcurrencyKeyBusyError: an unfinished execution holds the key;
+                nothing was written.
+        """
+        (submitted,) = self.submit_many(
+            definition, [payload], deadline=deadline, execution_ids=[execution_id]
+        )
+        if isinstance(submitted, SagaError):
+            raise submitted
+        return submitted
+
+    def submit_many(
+        self,
+        definition: SagaLike,
+        payloads: Iterable[Any],
+        *,
+        deadline: float | None = None,
+        execution_ids: Iterable[str | None] | None = None,
+    ) -> list[str | SagaError]:
+        """Submit one pending execution per payload, all in one commit (see :meth:`submit`).
+
+        Returns:
+            Per payload, the new execution's id, or the error that refused it
+            (a busy concurrency key); the others are written regardless.
+
+        Raises:
+            InvalidInputError: a payload does not fit the saga; nothing was written.
+        """
+        definition = as_definition(definition)
+        ids = iter(execution_ids or ())
+        creations: list[Creation] = []
+        for payload in payloads:
+            run, first = self._new_run(definition, payload, next(ids, None), deadline)
+            self._leave(run.id)  # nobody drives it here
+            write = self._write_for(run, first)
+            assert isinstance(write, Creation)
+            pending = dataclasses.replace(
+                write.record, status=SagaStatus.PENDING, owner=None, lease_expires_at=None
+            )
+            creations.append(Creation(pending, write.events, write.definition))
+        if not creations:
+            return []
+        results = self.store.commit_all(creations)
+        self._registered.add((definition.name, definition.version))
+        return [
+            result if isinstance(result, SagaError) else write.record.id
+            for write, result in zip(creations, results, strict=True)
+        ]
+
+    def run_claimed(
+        self,
+        feed: Iterator[Sequence[ExecutionRecord]],
+        *,
+        concurrency: int,
+        finished: Callable[[Outcome], None],
+        failed: Callable[[str, SagaError], None],
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
+        """Drive executions this process claimed with SagaStore.claim_ready, in one window.
+
+        Their logs already end with the claim's ``saga_resumed`` record; each
+        is replayed and driven in the lockstep window, `concurrency` at a
+        time, the heartbeat renewing the leases. `feed` yields batches of
+        claimed records, or an empty batch when nothing is ready now (the
+        window goes on with what it has); it ends the window by returning.
+        Between rounds, once `stop` returns true, the executions in hand have
+        what they recorded committed and their leases released.
+
+        An execution that cannot be driven here (its saga is unknown or
+        changed incompatibly) is reported to `failed` and keeps its claim
+        until the lease expires, so a worker with the right code can take it.
+        """
+        if concurrency < 1:
+            raise InvalidInputError(f"concurrency must be at least 1 (got {concurrency})")
+
+        def runs() -> Iterator[tuple[_Run, list[Event]] | Outcome | _NothingYet]:
+            for batch in feed:
+                if not batch:
+                    yield NOTHING_YET
+                    continue
+                histories = self.store.events_of([record.id for record in batch])
+                for record in batch:
+                    adopted = self._adopt(record, histories[record.id])
+                    if isinstance(adopted, SagaError):
+                        failed(record.id, adopted)
+                    else:
+                        yield adopted, []
+
+        self._drive_window(runs(), concurrency, finished, failed, stop)
+
+    def _adopt(self, record: ExecutionRecord, events: list[Event]) -> _Run | SagaError:
+        """The in-hand execution for a record claimed with claim_ready (its events replayed)."""
+        try:
+            definition = self.definitions(record.saga)
+            self._check_definition(record, definition, False)
+            state = replay(definition, events)
+            self._enter(record.id)
+        except SagaError as exc:
+            return exc
+        self._notify(record.id, events[-1:])
+        run = _Run(definition, record.id, json.loads(record.payload), state, record.version, True)
+        run.step_name = record.step
+        run.key = record.concurrency_key
+        self._held[record.id] = record.version
+        return run
+
     def _claim_many(
         self, records: list[ExecutionRecord], report: RecoveryReport, force: bool = False
     ) -> list[_Run | Outcome]:
@@ -834,10 +956,11 @@ class SagaRunner:
 
     def _drive_window(
         self,
-        feed: Iterator[tuple[_Run, list[Event]] | Outcome],
+        feed: Iterator[tuple[_Run, list[Event]] | Outcome | _NothingYet],
         window: int,
         finished: Callable[[Outcome], None],
         failed: Callable[[str, SagaError], None],
+        stop: Callable[[], bool] | None = None,
     ) -> None:
         """Drive executions from `feed`, up to `window` at a time, in lockstep rounds.
 
@@ -847,6 +970,12 @@ class SagaRunner:
         That keeps the write-ahead rule (no call before its ``started`` record
         is durable) while a whole window shares each fsync: group commit
         without threads. One execution at a time is the plain sequential case.
+
+        A feed that has nothing now but may have more later (a worker's
+        queue) yields NOTHING_YET: the round goes on with what is active.
+        When `stop` returns true between rounds, the executions still active
+        have their recorded outcomes committed and their leases released
+        (see :meth:`_let_go`), and the window returns.
         """
         self._start_heartbeat()
         active: list[tuple[_Run, list[Event]]] = []
@@ -858,16 +987,62 @@ class SagaRunner:
                     item = next(feed, None)
                     if item is None:
                         more = False
+                    elif item is NOTHING_YET:
+                        break
                     elif isinstance(item, Outcome):
                         finished(item)
-                    else:
+                    elif isinstance(item, tuple):
                         active.append(item)
                 if not active:
                     return
                 active, slept_until = self._round(active, finished, failed, slept_until)
+                if stop is not None and stop():
+                    self._let_go(active, failed)
+                    return
         finally:
             for run, _pending in active:
                 self._leave(run.id)
+
+    def _let_go(
+        self, active: list[tuple[_Run, list[Event]]], failed: Callable[[str, SagaError], None]
+    ) -> None:
+        """Commit what `active` recorded since the last commit and release their leases.
+
+        One commit sets owner and lease to NULL (and bumps the version like
+        any write, so this process is fenced off at once); the executions
+        keep their status and are ready for any worker to claim straight away.
+        """
+        if not active:
+            return
+        now = self.clock()
+        writes = []
+        for run, pending in active:
+            current = run.state.current_step
+            if current is not None:
+                run.step_name = run.definition.steps[current].name
+            ended = is_terminal(run.state.status)
+            writes.append(
+                Transition(
+                    run.id,
+                    run.version,
+                    list(pending),
+                    run.state.status,
+                    run.step_name,
+                    None,
+                    None,
+                    now,
+                    run.key if ended else None,
+                )
+            )
+        results = self.store.commit_all(writes)
+        for (run, pending), result in zip(active, results, strict=True):
+            self._held.pop(run.id, None)
+            if isinstance(result, SagaError):
+                failed(run.id, result)
+            else:
+                run.version = result
+                self._notify(run.id, pending)
+                pending.clear()
 
     def _round(
         self,
@@ -1095,6 +1270,16 @@ class SagaRunner:
                     f"{detail['error']}"
                 },
             )
+
+
+class _NothingYet:
+    """The type of NOTHING_YET."""
+
+    __slots__ = ()
+
+
+# What a worker's feed yields when nothing is ready now but more may come.
+NOTHING_YET = _NothingYet()
 
 
 class _Failure:

@@ -92,6 +92,25 @@ class LeaseGroup:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A row of the worker registry: one ``saga worker`` process and its last heartbeat.
+
+    `id` is the worker's owner id (``host:pid:start``, see lease.current_owner),
+    the value it writes in the executions it holds; `sagas` is None when the
+    worker takes every saga it has loaded.
+    """
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    concurrency: int
+    lease_seconds: float
+    sagas: tuple[str, ...] | None = None
+
+
 # An event reduced to what timing and failure rates need: (step, type,
 # attempt, at, None), the shape timeline.pair_attempts reads, with the detail
 # JSON left unread (plain tuples: stats pairs tens of thousands of them).
@@ -170,6 +189,55 @@ class SagaStore(abc.ABC):
                 f"execution {execution_id} was claimed by another process a moment ago"
             )
         return version
+
+    @abc.abstractmethod
+    def claim_ready(
+        self,
+        owner: str,
+        lease_expires_at: float,
+        now: float,
+        *,
+        sagas: Sequence[str] | None = None,
+        limit: int = 1,
+    ) -> list[ExecutionRecord]:
+        """Take, in one transaction, the leases of up to `limit` executions a worker may run.
+
+        Ready means: status pending, or status running/compensating with no owner or a lease
+        that expired (lease_expires_at IS NULL OR lease_expires_at < now); of the sagas named
+        in `sagas` if given; oldest (created_at, id) first. Each one taken gets owner,
+        lease_expires_at, updated_at=now and version=version+1, and a `saga_resumed` event
+        (seq = its max seq + 1, attempt 0, detail {"by": owner}, at=now) in the same
+        transaction. Never a completed, compensated or stuck one.
+
+        The owner/lease condition applies to pending executions too: a pending
+        execution just claimed stays pending until its first step is recorded,
+        and must not be taken again while that claim's lease is live. A
+        submitted one has no owner, so it is ready at once.
+
+        Returns:
+            The records as they are after the claim (new owner, lease and version).
+        """
+
+    @abc.abstractmethod
+    def save_worker(self, worker: WorkerRecord) -> None:
+        """Insert or update (by id) a worker's registry row: its heartbeat, in one commit."""
+
+    @abc.abstractmethod
+    def remove_worker(self, worker_id: str) -> None:
+        """Delete a worker's registry row (a clean exit); no error if it is gone."""
+
+    @abc.abstractmethod
+    def workers(self) -> list[WorkerRecord]:
+        """Every registered worker, live or stale, oldest start first."""
+
+    @abc.abstractmethod
+    def held_executions(self, owners: Sequence[str], now: float) -> dict[str, list[str]]:
+        """Ids of the unfinished executions each of `owners` holds a live lease on (at `now`).
+
+        Returns:
+            One entry per owner asked (an empty list for one holding nothing),
+            ids oldest first.
+        """
 
     @abc.abstractmethod
     def events_of(self, execution_ids: Sequence[str]) -> dict[str, list[Event]]:

@@ -70,3 +70,18 @@ class SagaKeyLock(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=300)
     execution_id: str = Field(foreign_key="saga_execution.id", max_length=32)
     acquired_at: float
+
+
+class SagaWorker(SQLModel, table=True):
+    """A `saga worker` process: upserted on each heartbeat, deleted on a clean exit."""
+
+    __tablename__ = "saga_worker"
+
+    id: str = Field(primary_key=True, max_length=300)
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    concurrency: int
+    lease_seconds: float
+    sagas: str | None = None

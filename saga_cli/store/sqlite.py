@@ -13,6 +13,7 @@ against the migrated schema.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -47,6 +48,7 @@ from saga_cli.store import (
     SagaStore,
     StepRecord,
     Transition,
+    WorkerRecord,
     migrate,
 )
 from saga_cli.store.group_commit import GroupCommitter
@@ -83,6 +85,14 @@ _CLAIM_EXECUTION = (
     " WHERE id=? AND version=?"
 )
 _SELECT_EXECUTION = f"SELECT {_EXECUTION_COLUMNS} FROM saga_execution"
+# Candidates for a worker, one status at a time so each query walks the
+# (status, created_at, id) index in order and stops at LIMIT: the rows it
+# skips (leases held live) are only the executions in flight.
+_READY_OF_STATUS = (
+    f"{_SELECT_EXECUTION} INDEXED BY ix_saga_execution_status_created"
+    " WHERE status=? AND (owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < ?)"
+)
+_WORKER_COLUMNS = "id, host, pid, started_at, heartbeat_at, concurrency, lease_seconds, sagas"
 
 
 class SqliteSettings:
@@ -563,6 +573,130 @@ class SqliteStore(SagaStore):
             return versions
 
         return self._commit(work)
+
+    def claim_ready(
+        self,
+        owner: str,
+        lease_expires_at: float,
+        now: float,
+        *,
+        sagas: Sequence[str] | None = None,
+        limit: int = 1,
+    ) -> list[ExecutionRecord]:
+        """Take up to `limit` ready executions: BEGIN IMMEDIATE, select, compare-and-set each.
+
+        The write lock is held from the select to the commit, so no other
+        process can claim the same rows in between; the compare-and-set on
+        the version still guards each one (a claim is a write like any other).
+        """
+        if limit < 1:
+            return []
+        names = None if sagas is None else list(dict.fromkeys(sagas))
+        if names == []:
+            return []
+        saga_filter = "" if names is None else f" AND saga IN ({','.join('?' * len(names))})"
+        by = _encode({"by": owner})
+
+        def work(cursor: sqlite3.Cursor) -> list[ExecutionRecord]:
+            candidates: list[ExecutionRecord] = []
+            for status in (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING):
+                rows = cursor.execute(
+                    f"{_READY_OF_STATUS}{saga_filter} ORDER BY created_at, id LIMIT ?",
+                    (status, now, *(names or ()), limit),
+                ).fetchall()
+                candidates += map(_row_to_record, rows)
+            candidates.sort(key=lambda r: (r.created_at, r.id))
+            taken: list[ExecutionRecord] = []
+            for record in candidates[:limit]:
+                cursor.execute(
+                    _CLAIM_EXECUTION, (owner, lease_expires_at, now, record.id, record.version)
+                )
+                if cursor.rowcount != 1:
+                    continue
+                (last,) = cursor.execute(
+                    "SELECT MAX(seq) FROM saga_event WHERE saga_id=?", (record.id,)
+                ).fetchone()
+                cursor.execute(
+                    _INSERT_EVENT,
+                    (record.id, (last or 0) + 1, None, EventType.SAGA_RESUMED, 0, by, now),
+                )
+                taken.append(
+                    dataclasses.replace(
+                        record,
+                        owner=owner,
+                        lease_expires_at=lease_expires_at,
+                        updated_at=now,
+                        version=record.version + 1,
+                    )
+                )
+            return taken
+
+        return self._commit(work)
+
+    def save_worker(self, worker: WorkerRecord) -> None:
+        """Upsert a worker's registry row."""
+        row = (
+            worker.id,
+            worker.host,
+            worker.pid,
+            worker.started_at,
+            worker.heartbeat_at,
+            worker.concurrency,
+            worker.lease_seconds,
+            None if worker.sagas is None else _encode(list(worker.sagas)),
+        )
+
+        def work(cursor: sqlite3.Cursor) -> None:
+            cursor.execute(
+                f"INSERT INTO saga_worker ({_WORKER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (id) DO UPDATE SET heartbeat_at=excluded.heartbeat_at,"
+                " concurrency=excluded.concurrency, lease_seconds=excluded.lease_seconds,"
+                " sagas=excluded.sagas",
+                row,
+            )
+
+        self._commit(work)
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Delete a worker's registry row."""
+
+        def work(cursor: sqlite3.Cursor) -> None:
+            cursor.execute("DELETE FROM saga_worker WHERE id=?", (worker_id,))
+
+        self._commit(work)
+
+    def workers(self) -> list[WorkerRecord]:
+        """Every registered worker, oldest start first."""
+        rows = self._read(f"SELECT {_WORKER_COLUMNS} FROM saga_worker ORDER BY started_at, id")
+        return [
+            WorkerRecord(
+                id=row[0],
+                host=row[1],
+                pid=row[2],
+                started_at=row[3],
+                heartbeat_at=row[4],
+                concurrency=row[5],
+                lease_seconds=row[6],
+                sagas=None if row[7] is None else tuple(json.loads(row[7])),
+            )
+            for row in rows
+        ]
+
+    def held_executions(self, owners: Sequence[str], now: float) -> dict[str, list[str]]:
+        """Unfinished executions per owner with a live lease (the status index; they are few)."""
+        held: dict[str, list[str]] = {owner: [] for owner in owners}
+        wanted = list(held)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self._read(
+                "SELECT owner, id FROM saga_execution INDEXED BY ix_saga_execution_status_created"
+                f" WHERE status IN (?, ?, ?) AND owner IN ({','.join('?' * len(chunk))})"
+                " AND lease_expires_at >= ? ORDER BY created_at, id",
+                (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING, *chunk, now),
+            )
+            for owner, execution_id in rows:
+                held[owner].append(execution_id)
+        return held
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock, translate_errors(self.url):

@@ -57,6 +57,8 @@ def test_the_command_list_is_the_documented_one() -> None:
             "stats",
             "watch",
             "prune",
+            "worker",
+            "workers",
             "db upgrade",
             "db status",
         ]

@@ -18,7 +18,7 @@ from saga_cli.store import migrate, open_store
 SERVICE_TABLES = [
     f"{s}_{t}" for s in ("flight", "hotel", "car") for t in ("resource", "reservation")
 ]
-LOG_TABLES = ["saga_execution", "saga_event", "saga_definition", "saga_key_lock"]
+LOG_TABLES = ["saga_execution", "saga_event", "saga_definition", "saga_key_lock", "saga_worker"]
 
 CATALOGUE = {
     "flight": {"FL100": 8, "FL200": 8, "FL300": 6},

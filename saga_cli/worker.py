@@ -1,0 +1,314 @@
+"""Workers: long-running processes that take executions from a shared saga log and run them.
+
+``saga book --submit`` (or :meth:`Orchestrator.submit`) writes a pending
+execution and returns; any number of worker processes, on any machines that
+reach the log, claim ready executions (pending ones, and unfinished ones whose
+owner's lease expired) with :meth:`SagaStore.claim_ready`, drive them in the
+runner's lockstep window, and heartbeat their leases. No broker: the log's
+transactions do the coordination (on SQLite the write lock and a
+compare-and-set on each row's version; on PostgreSQL ``FOR UPDATE SKIP
+LOCKED``).
+
+Fencing: every write compare-and-sets the version, a renewal does not bump
+it and a claim does. A worker that is paused past its lease (SIGSTOP, a long
+GC, a frozen VM) has its executions claimed by another; when it wakes, its
+next write is refused and it lets those executions go.
+
+Each worker keeps a row in the registry (``saga_worker``), upserted on every
+heartbeat and deleted on a clean exit, so ``saga workers`` can list the live
+ones and mark the stale ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from saga_cli import lease
+from saga_cli.domain import SagaStatus
+from saga_cli.errors import DatabaseLockedError, InvalidInputError, LeaseLostError, SagaError
+from saga_cli.orchestrator import Orchestrator
+from saga_cli.runner import Outcome
+from saga_cli.store import ExecutionRecord, SagaStore, WorkerRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLL_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class WorkerReport:
+    """What one worker did before it exited."""
+
+    completed: int = 0
+    compensated: int = 0
+    stuck: int = 0
+    released: int = 0
+    lost: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def count(self, outcome: Outcome) -> None:
+        """Add one execution the worker brought to rest."""
+        if outcome.status is SagaStatus.COMPLETED:
+            self.completed += 1
+        elif outcome.status is SagaStatus.COMPENSATED:
+            self.compensated += 1
+        else:
+            self.stuck += 1
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON shape of ``saga worker --json``."""
+        return {
+            "completed": self.completed,
+            "compensated": self.compensated,
+            "stuck": self.stuck,
+            "released": self.released,
+            "lost": self.lost,
+            "failed": self.failed,
+        }
+
+
+class Worker:
+    """Claims ready executions of the loaded sagas and runs them until stopped (or idle).
+
+    Args:
+        orchestrator: the log and the sagas this worker can run.
+        concurrency: executions in flight at once (their writes share commits).
+        sagas: only executions of these sagas (each loaded, or loadable from
+            the source the log recorded); by default every saga the
+            orchestrator has registered.
+        lease_seconds: how long a claim lasts without a write or a heartbeat;
+            a worker that dies loses its executions this long after its last beat.
+        poll: seconds between looks at the log while nothing is ready.
+        exit_when_idle: return once nothing is ready and nothing is in hand
+            (for batch jobs, tests and benchmarks) instead of polling for good.
+        progress: called with each execution the worker brings to rest.
+
+    Raises:
+        InvalidInputError: a bad number, or no saga to take.
+        UnknownSagaError: a saga in `sagas` is neither loaded nor loadable.
+    """
+
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        *,
+        concurrency: int = 1,
+        sagas: Sequence[str] | None = None,
+        lease_seconds: float = lease.DEFAULT_LEASE_SECONDS,
+        poll: float = DEFAULT_POLL_SECONDS,
+        exit_when_idle: bool = False,
+        progress: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise InvalidInputError(f"--concurrency must be at least 1 (got {concurrency})")
+        if not lease_seconds > 0:
+            raise InvalidInputError(
+                f"--lease must be a positive number of seconds (got {lease_seconds})"
+            )
+        if not poll > 0:
+            raise InvalidInputError(f"--poll must be a positive number of seconds (got {poll})")
+        if sagas:
+            names = [orchestrator.definition(name).name for name in dict.fromkeys(sagas)]
+        else:
+            names = [definition.name for definition in orchestrator.definitions()]
+        if not names:
+            raise InvalidInputError("this worker has no saga to run; load some with --load")
+        self.orchestrator = orchestrator
+        self.store: SagaStore = orchestrator.store
+        self.runner = orchestrator.runner
+        self.runner.lease_seconds = lease_seconds
+        self.concurrency = concurrency
+        self.sagas = names
+        self.only = tuple(dict.fromkeys(sagas)) if sagas else None
+        self.lease_seconds = lease_seconds
+        self.poll = poll
+        self.exit_when_idle = exit_when_idle
+        self.progress = progress
+        self.id = self.runner.owner
+        self.report = WorkerReport()
+        self._stopping = False
+        self._in_flight = 0
+        self._beating = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the worker to finish the current step, release its leases and return.
+
+        Only sets a flag (safe from a signal handler); the worker checks it
+        between rounds and while it waits for work.
+        """
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopping
+
+    def run(self) -> WorkerReport:
+        """Take and run executions until stopped (or, with exit_when_idle, until idle).
+
+        Returns:
+            What the worker did; executions still in hand when it stopped
+            were released (counted in `released`) for another worker to take.
+        """
+        started = time.time()
+        self._register(started, started)
+        beat = threading.Thread(
+            target=self._beat, args=(started,), name="saga-worker-registry", daemon=True
+        )
+        beat.start()
+        try:
+            self.runner.run_claimed(
+                self._feed(),
+                concurrency=self.concurrency,
+                finished=self._finished,
+                failed=self._failed,
+                stop=lambda: self._stopping,
+            )
+            self.report.released = self._in_flight
+        finally:
+            self._beating.set()
+            beat.join()
+            try:
+                self.store.remove_worker(self.id)
+            except SagaError:  # the row goes stale and `saga workers` says so
+                log.warning("could not remove worker %s from the registry", self.id, exc_info=True)
+        return self.report
+
+    # -- the queue ---------------------------------------------------------------
+
+    def _feed(self) -> Iterator[Sequence[ExecutionRecord]]:
+        """Batches of freshly claimed executions; an empty one while nothing is ready."""
+        next_look = 0.0
+        while not self._stopping:
+            idle = self._in_flight == 0
+            if idle or time.monotonic() >= next_look:
+                free = self.concurrency - self._in_flight
+                now = time.time()
+                try:
+                    batch = self.store.claim_ready(
+                        self.id, now + self.lease_seconds, now, sagas=self.sagas, limit=free
+                    )
+                except DatabaseLockedError:
+                    # Other writers kept the log busy past the busy timeout: nothing
+                    # was claimed; look again later rather than die with work in hand.
+                    log.warning("the log stayed locked; no execution claimed this time")
+                    batch = []
+                if batch:
+                    self._in_flight += len(batch)
+                    next_look = 0.0  # slots free up as executions end: look again at once
+                    yield batch
+                    continue
+                next_look = time.monotonic() + self.poll
+                if idle and self.exit_when_idle:
+                    return
+            if self._in_flight:
+                yield ()  # the window goes on with what it has
+                continue
+            self._wait(next_look)
+
+    def _wait(self, until: float) -> None:
+        """Sleep until `until` (monotonic), waking early when stop() is called."""
+        while not self._stopping:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
+
+    def _finished(self, outcome: Outcome) -> None:
+        self._in_flight -= 1
+        self.report.count(outcome)
+        if self.progress is not None:
+            self.progress(outcome)
+
+    def _failed(self, execution_id: str, error: SagaError) -> None:
+        self._in_flight -= 1
+        if isinstance(error, LeaseLostError):
+            # Fenced: another worker claimed it after our lease expired.
+            log.warning("lost execution %s to another worker: %s", execution_id, error)
+            self.report.lost.append(execution_id)
+        else:
+            log.warning("cannot run execution %s here: %s", execution_id, error)
+            self.report.failed[execution_id] = str(error)
+
+    # -- the registry ------------------------------------------------------------
+
+    def _register(self, started: float, now: float) -> None:
+        self.store.save_worker(
+            WorkerRecord(
+                id=self.id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                started_at=started,
+                heartbeat_at=now,
+                concurrency=self.concurrency,
+                lease_seconds=self.lease_seconds,
+                sagas=self.only,
+            )
+        )
+
+    def _beat(self, started: float) -> None:
+        """Upsert the registry row every third of the lease (at most every 5 s)."""
+        interval = max(0.05, min(self.lease_seconds / 3, 5.0))
+        while not self._beating.wait(interval):
+            try:
+                self._register(started, time.time())
+            except Exception:  # a missed beat only makes the row look stale for a while
+                log.warning("could not update the worker registry", exc_info=True)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """A registered worker as ``saga workers`` shows it."""
+
+    record: WorkerRecord
+    executions: list[str]
+    age: float
+    state: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON shape of one row of ``saga workers --json``."""
+        r = self.record
+        return {
+            "id": r.id,
+            "host": r.host,
+            "pid": r.pid,
+            "state": self.state,
+            "started_at": r.started_at,
+            "heartbeat_at": r.heartbeat_at,
+            "heartbeat_age": round(self.age, 3),
+            "concurrency": r.concurrency,
+            "lease_seconds": r.lease_seconds,
+            "sagas": None if r.sagas is None else list(r.sagas),
+            "executions": self.executions,
+        }
+
+
+def list_workers(store: SagaStore, now: float | None = None) -> list[WorkerView]:
+    """Every registered worker with the executions it holds and whether it is alive.
+
+    A worker is ``live`` while its last heartbeat is younger than its lease,
+    ``stale`` after that (it died without cleaning up, or is paused or cut
+    off: its executions go to others as their leases expire), and ``dead``
+    when it ran on this host and its process is gone. Reads only.
+    """
+    now = time.time() if now is None else now
+    records = store.workers()
+    held = store.held_executions([r.id for r in records], now)
+    views = []
+    for record in records:
+        age = max(0.0, now - record.heartbeat_at)
+        if lease.owner_is_dead(record.id):
+            state = "dead"
+        elif age > record.lease_seconds:
+            state = "stale"
+        else:
+            state = "live"
+        views.append(WorkerView(record, held[record.id], age, state))
+    return views
