@@ -195,7 +195,8 @@ def _main(
             "--db",
             envvar="SAGA_DB",
             metavar="PATH_OR_URL",
-            help="The saga log: a file path or sqlite:///PATH?synchronous=FULL&busy_timeout=5000.",
+            help="The saga log: a file path, sqlite:///PATH?synchronous=FULL&busy_timeout=5000,"
+            " or postgresql+psycopg://USER@HOST:PORT/DBNAME.",
         ),
     ] = DEFAULT_DB,
     load: Annotated[
@@ -1121,8 +1122,8 @@ def db_status(ctx: typer.Context) -> None:
     Example: saga db status
     """
     from saga_cli.errors import SchemaTooNewError
+    from saga_cli.store import read_revision
     from saga_cli.store.migrate import KNOWN_REVISIONS
-    from saga_cli.store.sqlite import read_revision
 
     path, current = read_revision(ctx.obj.db if ctx.obj else DEFAULT_DB)
     if current is not None and current not in KNOWN_REVISIONS:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,3 +111,82 @@ def migrated(saga: SagaCli, db_path: Path, migrated_template: Path) -> SagaCli:
     """The real `saga` command bound to a fresh, already migrated log."""
     shutil.copyfile(migrated_template, db_path)
     return saga
+
+
+# -- PostgreSQL ----------------------------------------------------------------------
+# The PostgreSQL tests need a real server (CI starts one: see .ci/run). They
+# fail, never skip, when it cannot be reached: a skipped backend would let a
+# broken one pass unnoticed.
+
+PG_SERVER = os.environ.get("SAGA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BACKENDS = ("sqlite", "postgres")
+
+
+def pg_database_url(name: str) -> str:
+    """The URL of database `name` on the test server."""
+    return PG_SERVER.rsplit("/", 1)[0] + "/" + name
+
+
+def pg_admin(sql: str) -> None:
+    """Run one statement (CREATE/DROP DATABASE) on the server's maintenance database."""
+    import psycopg
+
+    from saga_cli.store.postgres import libpq_url
+
+    with psycopg.connect(libpq_url(PG_SERVER), autocommit=True, connect_timeout=5) as admin:
+        admin.execute(sql)
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A database migrated to the newest schema once per session; tests clone it."""
+    name = f"saga_tmpl_{uuid.uuid4().hex[:12]}"
+    try:
+        pg_admin(f"CREATE DATABASE {name}")
+    except Exception as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_SERVER} ({exc}); start it "
+            "(.ci/run does) or point SAGA_TEST_PG at one",
+            pytrace=False,
+        )
+    try:
+        open_store(pg_database_url(name)).close()
+        yield name
+    finally:
+        pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_empty_url() -> Iterator[str]:
+    """The URL of a new, empty database on the test server, dropped after the test."""
+    name = f"saga_test_{uuid.uuid4().hex[:12]}"
+    try:
+        pg_admin(f"CREATE DATABASE {name}")
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} ({exc})", pytrace=False)
+    try:
+        yield pg_database_url(name)
+    finally:
+        pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    """The URL of a fresh, migrated saga log database of its own, dropped after the test."""
+    name = f"saga_test_{uuid.uuid4().hex[:12]}"
+    pg_admin(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    try:
+        yield pg_database_url(name)
+    finally:
+        pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=BACKENDS)
+def any_store(request: pytest.FixtureRequest, db_path: Path) -> Iterator[SagaStore]:
+    """A migrated store on a fresh log, once per backend (SQLite file, PostgreSQL database)."""
+    url = str(db_path) if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    opened = open_store(url)
+    try:
+        yield opened
+    finally:
+        opened.close()
