@@ -470,7 +470,7 @@ class PostgresStore(SagaStore):
     ) -> list[ExecutionRecord]:
         """Take, in one transaction, the leases of up to `limit` executions a worker may run.
 
-        Ready: pending, or running/compensating with no owner or a lease that
+        Ready: pending, running or compensating with no owner or a lease that
         expired before `now`; of `sagas` if given; oldest (created_at, id)
         first. ``FOR UPDATE SKIP LOCKED``: concurrent workers never wait for
         or take the same rows. Each one taken gets the lease, updated_at=now,
@@ -480,9 +480,12 @@ class PostgresStore(SagaStore):
         Returns:
             The records after the claim.
         """
+        # The lease condition holds for pending executions too: one just
+        # claimed stays pending until its first step is recorded and must not
+        # be taken again meanwhile; a submitted one has no owner.
         where = (
-            "(status=%s OR (status IN (%s, %s)"
-            " AND (owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < %s)))"
+            "status IN (%s, %s, %s)"
+            " AND (owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < %s)"
         )
         params: list[Any] = [
             SagaStatus.PENDING.value,
