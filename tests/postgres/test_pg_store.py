@@ -19,7 +19,7 @@ from saga_cli.errors import (
     SchemaTooNewError,
     StoreError,
 )
-from saga_cli.store import ExecutionRecord, SagaStore, Transition, migrate, open_store
+from saga_cli.store import ExecutionRecord, Transition, migrate, open_store
 from saga_cli.store.postgres import PostgresStore, libpq_url, safe_url
 
 
@@ -61,8 +61,10 @@ def pg(pg_url: str) -> Iterator[PostgresStore]:
         store.close()
 
 
-def stores(url: str, count: int) -> list[SagaStore]:
-    return [open_store(url) for _ in range(count)]
+def stores(url: str, count: int) -> list[PostgresStore]:
+    opened = [open_store(url) for _ in range(count)]
+    assert all(isinstance(s, PostgresStore) for s in opened)
+    return opened  # type: ignore[return-value]
 
 
 def in_threads(calls: list[Callable[[], object]]) -> list[object]:
