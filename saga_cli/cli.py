@@ -1140,6 +1140,47 @@ def db_status(ctx: typer.Context) -> None:
     typer.echo(f"pending: {', '.join(pending) or '-'}")
 
 
+@db_app.command("copy")
+@_errors_to_exit_codes
+def db_copy(
+    ctx: typer.Context,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="PATH_OR_URL",
+            help="The empty log to copy into: a SQLite path or a postgresql+psycopg:// URL.",
+        ),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Copy the whole log (in-flight executions too) into an empty one, verified per table.
+
+    Example: saga --db saga.db db copy --to postgresql+psycopg://saga@db.internal/saga
+    """
+    from saga_cli.store.copy import copy_log
+
+    report = copy_log(ctx.obj.db if ctx.obj else DEFAULT_DB, to)
+    if as_json:
+        _print_json(
+            {
+                "source": report.source,
+                "target": report.target,
+                "tables": [
+                    {"table": t.table, "rows": t.rows, "checksum": t.checksum}
+                    for t in report.tables
+                ],
+            }
+        )
+        return
+    for t in report.tables:
+        typer.echo(f"{t.table:<22} {t.rows:>9} rows  checksum {t.checksum}")
+    typer.echo(
+        f"copied {report.rows} rows in {len(report.tables)} tables from {report.source} "
+        f"to {report.target}; counts and checksums verified"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("PYTHONIOENCODING", "utf-8")

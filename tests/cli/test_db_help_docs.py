@@ -59,6 +59,7 @@ def test_the_command_list_is_the_documented_one() -> None:
             "prune",
             "db upgrade",
             "db status",
+            "db copy",
         ]
     )
 
