@@ -879,6 +879,15 @@ class ParticipantConnection:
     def __init__(self, url: str) -> None:
         self.url = url
         self.raw = connect(url, autocommit=True)
+        # As on SQLite (participant_synchronous, see store/sqlite.py), a
+        # participant's commit need not wait for its own WAL flush: the runner
+        # records the call's outcome in the log only after the call returns,
+        # and that commit flushes the WAL up to its own record, so every
+        # earlier participant commit too. A crash in between loses both the
+        # participant's write and the outcome, and resume repeats the call
+        # under the same idempotency key.
+        with translate_errors(url):
+            self.raw.execute("SET synchronous_commit TO off")
 
     def cursor(self) -> ParticipantCursor:
         """A new cursor."""
