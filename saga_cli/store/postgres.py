@@ -89,6 +89,7 @@ _CLAIM_EXECUTION = (
     " WHERE id=%s AND version=%s"
 )
 _SELECT_EXECUTION = f"SELECT {_EXECUTION_COLUMNS} FROM saga_execution"
+_WORKER_COLUMNS = "id, host, pid, started_at, heartbeat_at, concurrency, lease_seconds, sagas"
 # A constant key for pg_advisory_xact_lock: schema upgrades of one database
 # serialize on it (see migrate.upgrade_postgres).
 MIGRATION_LOCK = 0x5A6A_0001
@@ -527,6 +528,84 @@ class PostgresStore(SagaStore):
             return taken
 
         return self._commit(work)
+
+    # -- the worker registry (issue #6, part 1) ------------------------------------------
+    # The contract methods the worker branch adds to SagaStore (with revision
+    # 0007's saga_worker table), mirrored from its SQLite versions so that the
+    # merge finds them here. Typed loosely (Any) because WorkerRecord lives on
+    # that branch; they are exercised once both are merged.
+
+    def save_worker(self, worker: Any) -> None:
+        """Insert or update (by id) a worker's registry row: its heartbeat, in one commit."""
+        row = (
+            worker.id,
+            worker.host,
+            worker.pid,
+            worker.started_at,
+            worker.heartbeat_at,
+            worker.concurrency,
+            worker.lease_seconds,
+            None if worker.sagas is None else _encode(list(worker.sagas)),
+        )
+
+        def work(cursor: Any) -> None:
+            cursor.execute(
+                f"INSERT INTO saga_worker ({_WORKER_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+                " ON CONFLICT (id) DO UPDATE SET heartbeat_at=excluded.heartbeat_at,"
+                " concurrency=excluded.concurrency, lease_seconds=excluded.lease_seconds,"
+                " sagas=excluded.sagas",
+                row,
+            )
+
+        self._commit(work)
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Delete a worker's registry row (a clean exit); no error if it is gone."""
+
+        def work(cursor: Any) -> None:
+            cursor.execute("DELETE FROM saga_worker WHERE id=%s", (worker_id,))
+
+        self._commit(work)
+
+    def workers(self) -> list[Any]:
+        """Every registered worker, live or stale, oldest start first."""
+        from saga_cli import store as contract
+
+        record = contract.WorkerRecord  # type: ignore[attr-defined,unused-ignore]
+        rows = self._read(f"SELECT {_WORKER_COLUMNS} FROM saga_worker ORDER BY started_at, id")
+        return [
+            record(
+                id=row[0],
+                host=row[1],
+                pid=row[2],
+                started_at=row[3],
+                heartbeat_at=row[4],
+                concurrency=row[5],
+                lease_seconds=row[6],
+                sagas=None if row[7] is None else tuple(json.loads(row[7])),
+            )
+            for row in rows
+        ]
+
+    def held_executions(self, owners: Sequence[str], now: float) -> dict[str, list[str]]:
+        """Ids of the unfinished executions each of `owners` holds a live lease on, oldest first."""
+        held: dict[str, list[str]] = {owner: [] for owner in owners}
+        if not held:
+            return held
+        rows = self._read(
+            "SELECT owner, id FROM saga_execution WHERE status IN (%s, %s, %s)"
+            " AND owner = ANY(%s) AND lease_expires_at >= %s ORDER BY created_at, id",
+            (
+                SagaStatus.PENDING.value,
+                SagaStatus.RUNNING.value,
+                SagaStatus.COMPENSATING.value,
+                list(held),
+                now,
+            ),
+        )
+        for owner, execution_id in rows:
+            held[owner].append(execution_id)
+        return held
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._read_lock, translate_errors(self.url):

@@ -279,3 +279,18 @@ def test_a_dropped_connection_surfaces_as_a_store_error(pg: PostgresStore) -> No
     )
     with pytest.raises(StoreError):
         pg.get("a" * 32)
+
+
+def test_held_executions_lists_live_leases_per_owner(pg: PostgresStore) -> None:
+    live = dict(status=SagaStatus.RUNNING, lease_expires_at=200.0)
+    pg.create(record("a" * 32, owner="w1", created_at=2.0, **live), FIRST)  # type: ignore[arg-type]
+    pg.create(record("b" * 32, owner="w1", created_at=1.0, **live), FIRST)  # type: ignore[arg-type]
+    pg.create(record("c" * 32, owner="w2", status=SagaStatus.RUNNING, lease_expires_at=50.0), FIRST)
+    pg.create(
+        record("d" * 32, owner="w2", status=SagaStatus.COMPLETED, lease_expires_at=200.0), FIRST
+    )
+    assert pg.held_executions(["w1", "w2", "w3"], 100.0) == {
+        "w1": ["b" * 32, "a" * 32],
+        "w2": [],  # one lease expired, one execution finished
+        "w3": [],
+    }
