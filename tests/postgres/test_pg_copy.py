@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing
@@ -32,14 +33,24 @@ def sqlite_content(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         return {t: sorted(db.execute(f'SELECT * FROM "{t}"'), key=repr) for t in sorted(tables)}
 
 
-@pytest.fixture
-def busy_log(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def busy_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite log with a completed, a compensated and an interrupted (SIGKILLed) booking."""
-    path = tmp_path / "source.db"
+    path = tmp_path_factory.mktemp("busy") / "source.db"
     assert run_saga(str(path), "book", *BOOKING).code == 0
     assert run_saga(str(path), "book", *BOOKING, "--fail", "car").code == 3
     crashed = run_saga(str(path), "book", *BOOKING, "--crash-at", "hotel:after")
     assert crashed.code == SIGKILL, crashed
+    with closing(sqlite3.connect(path)) as db:  # fold the WAL in, so one file is the log
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+@pytest.fixture
+def busy_log(busy_template: Path, tmp_path: Path) -> Path:
+    """A copy of the busy log of its own for one test."""
+    path = tmp_path / "source.db"
+    shutil.copyfile(busy_template, path)
     return path
 
 
