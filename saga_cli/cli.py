@@ -286,7 +286,8 @@ def _store(ctx: typer.Context) -> Iterator[SagaStore]:
     began = time.perf_counter()
     store = open_store(ctx.obj.db if ctx.obj else DEFAULT_DB)
     log = logging.getLogger("saga_cli")
-    log.info("opened saga log %s in %.3f s", store.url, time.perf_counter() - began)
+    where = getattr(store, "display_url", store.url)  # a PostgreSQL URL without its password
+    log.info("opened saga log %s in %.3f s", where, time.perf_counter() - began)
     try:
         yield store
     finally:
@@ -1111,7 +1112,8 @@ def db_upgrade(ctx: typer.Context) -> None:
     from saga_cli.store.migrate import HEAD_REVISION
 
     with _store(ctx) as store:
-        typer.echo(f"{store.url}: schema at revision {HEAD_REVISION} (latest)")
+        where = getattr(store, "display_url", store.url)  # no password on the terminal
+        typer.echo(f"{where}: schema at revision {HEAD_REVISION} (latest)")
 
 
 @db_app.command("status")

@@ -401,6 +401,10 @@ class PostgresStore(SagaStore):
                 refused: _T = stop.result
                 return refused
             except psycopg.Error as exc:
+                if self._db.broken or self._db.closed:
+                    # The server went away (a restart, a failover): this write
+                    # failed, the next one gets a new connection.
+                    self._db = _reconnect(self._db, self.url, autocommit=False)
                 raise translated(exc, self.url) from None
 
     def create(self, record: ExecutionRecord, events: Sequence[Event]) -> None:
@@ -608,9 +612,15 @@ class PostgresStore(SagaStore):
         return held
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._read_lock, translate_errors(self.url):
-            rows: list[Any] = self._reader.execute(sql, params, prepare=True).fetchall()
-            return rows
+        psycopg = _psycopg()
+        with self._read_lock:
+            try:
+                rows: list[Any] = self._reader.execute(sql, params, prepare=True).fetchall()
+                return rows
+            except psycopg.Error as exc:
+                if self._reader.broken or self._reader.closed:
+                    self._reader = _reconnect(self._reader, self.url, autocommit=True)
+                raise translated(exc, self.url) from None
 
     def get(self, execution_id: str) -> ExecutionRecord:
         """Return one execution by full id."""
@@ -869,6 +879,16 @@ class PostgresStore(SagaStore):
     def connect(self) -> ParticipantConnection:
         """A new connection to the same database for a participant that lives in it."""
         return ParticipantConnection(self.url)
+
+
+def _reconnect(old: Any, url: str, *, autocommit: bool) -> Any:
+    """A new connection in place of a broken one (the old one as is if the server is down)."""
+    with contextlib.suppress(Exception):
+        old.close()
+    try:
+        return connect(url, autocommit=autocommit)
+    except StoreError:
+        return old  # still broken: the next call fails and tries again
 
 
 def _prune_batch(

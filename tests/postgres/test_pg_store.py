@@ -271,7 +271,9 @@ def test_an_unreachable_server_is_a_store_error_without_the_password() -> None:
     assert safe_url(url) == "postgresql+psycopg://saga:***@127.0.0.1:1/saga"
 
 
-def test_a_dropped_connection_surfaces_as_a_store_error(pg: PostgresStore) -> None:
+def test_a_dropped_connection_fails_one_call_then_reconnects(
+    pg: PostgresStore,
+) -> None:
     pg.create(record("a" * 32), FIRST)
     pg_admin(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -279,6 +281,11 @@ def test_a_dropped_connection_surfaces_as_a_store_error(pg: PostgresStore) -> No
     )
     with pytest.raises(StoreError):
         pg.get("a" * 32)
+    with pytest.raises(StoreError):
+        pg.append(Transition("a" * 32, 1, [], SagaStatus.RUNNING, None, "me", 5.0, 2.0))
+    # both connections were replaced: the store works again, and the failed write left nothing
+    assert pg.get("a" * 32).version == 1
+    assert pg.append(Transition("a" * 32, 1, [], SagaStatus.RUNNING, None, "me", 5.0, 2.0)) == 2
 
 
 def test_held_executions_lists_live_leases_per_owner(pg: PostgresStore) -> None:
