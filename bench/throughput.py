@@ -1,4 +1,4 @@
-"""Throughput of the travel-booking saga on a durable SQLite log.
+"""Throughput of the travel-booking saga on a durable log: SQLite, PostgreSQL, or both.
 
 Measures, in one run and under the same pragmas (WAL, synchronous=FULL by
 default):
@@ -20,9 +20,15 @@ applies): the rate is counted from the first claim to the last terminal
 record in the log, so process start-up is left out (the wall time, start-up
 included, is shown too).
 
+`--db` picks the backends, in one run: `sqlite` (a fresh file per scenario in a
+temporary directory) and/or a PostgreSQL server URL, on which each scenario
+gets a database of its own, created and dropped (the URL's database is only
+used to run CREATE/DROP DATABASE). Repeat it to compare them side by side.
+
 Usage:
     python bench/throughput.py [--sagas 2000] [--concurrency 1,2,4,8]
         [--failure-rates 0,0.2,0.3] [--synchronous FULL] [--json results.json]
+        [--db sqlite] [--db postgresql+psycopg://postgres@127.0.0.1:5432/test]
     python bench/throughput.py --workers 1,2,4 [--worker-concurrency 8] [--sagas 2000]
 """
 
@@ -38,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,7 +53,14 @@ from typing import Any
 from saga_cli.booking import TravelBooking
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.services.travel import BookingRequest
-from saga_cli.store import open_store
+from saga_cli.store import SagaStore, open_store
+from saga_cli.store.postgres import (
+    ParticipantCursor,
+    PostgresStore,
+    is_postgres_url,
+    libpq_url,
+    safe_url,
+)
 from saga_cli.store.sqlite import SqliteSettings, SqliteStore
 
 WRITES = ("INSERT", "UPDATE", "DELETE")
@@ -68,6 +82,36 @@ def raw_commit_rate(directory: Path, synchronous: str, count: int) -> float:
     return count / elapsed
 
 
+def raw_pg_commit_rate(server: str, count: int) -> float:
+    """Committed single-row inserts per second on a PostgreSQL server (a scratch database)."""
+    with pg_database(server) as url:
+        import psycopg
+
+        with psycopg.connect(libpq_url(url), autocommit=True) as db:
+            db.execute("CREATE TABLE t (id serial PRIMARY KEY, v text)")
+            started = time.perf_counter()
+            for _ in range(count):
+                with db.transaction():
+                    db.execute("INSERT INTO t (v) VALUES ('x')")
+            elapsed = time.perf_counter() - started
+    return count / elapsed
+
+
+@contextmanager
+def pg_database(server: str) -> Iterator[str]:
+    """A new database on the server of `server`, dropped afterwards; yields its URL."""
+    import psycopg
+
+    name = f"saga_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(libpq_url(server), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield server.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(libpq_url(server), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def requests(count: int, failure_rate: float, seed: int) -> list[BookingRequest]:
     """Bookings over the catalogue; a share of them fail at the car step."""
     rng = random.Random(seed)
@@ -84,7 +128,45 @@ def requests(count: int, failure_rate: float, seed: int) -> list[BookingRequest]
 
 
 @contextmanager
-def service_commit_counter(store: SqliteStore) -> Iterator[Callable[[], int]]:
+def service_commit_counter(store: SagaStore) -> Iterator[Callable[[], int]]:
+    """Count the transactions the demo services commit while the block runs."""
+    if isinstance(store, PostgresStore):
+        with pg_service_commit_counter() as counter:
+            yield counter
+        return
+    assert isinstance(store, SqliteStore)
+    with sqlite_service_commit_counter(store) as counter:
+        yield counter
+
+
+@contextmanager
+def pg_service_commit_counter() -> Iterator[Callable[[], int]]:
+    """Count COMMITs, and writes outside BEGIN, of the services' PostgreSQL connections."""
+    commits = 0
+    open_transactions: set[int] = set()
+    original = ParticipantCursor.execute
+
+    def traced(self: ParticipantCursor, sql: str, params: Any = ()) -> ParticipantCursor:
+        nonlocal commits
+        connection = id(self._owner)
+        if sql == "BEGIN IMMEDIATE":
+            open_transactions.add(connection)
+        elif sql in ("COMMIT", "ROLLBACK"):
+            commits += sql == "COMMIT"
+            open_transactions.discard(connection)
+        elif sql.startswith(WRITES) and connection not in open_transactions:
+            commits += 1
+        return original(self, sql, params)
+
+    ParticipantCursor.execute = traced  # type: ignore[method-assign]
+    try:
+        yield lambda: commits
+    finally:
+        ParticipantCursor.execute = original  # type: ignore[method-assign]
+
+
+@contextmanager
+def sqlite_service_commit_counter(store: SqliteStore) -> Iterator[Callable[[], int]]:
     """Count the transactions the services commit on connections opened inside the block.
 
     A COMMIT ends an explicit transaction; a write run outside one is a
@@ -113,19 +195,24 @@ def service_commit_counter(store: SqliteStore) -> Iterator[Callable[[], int]]:
         store.settings.connect = original  # type: ignore[method-assign]
 
 
+def log_commits(store: SagaStore) -> int:
+    """Transactions the log has committed so far (group commits count once)."""
+    if isinstance(store, PostgresStore):
+        return store.commits
+    assert isinstance(store, SqliteStore)
+    return store._writer.batches
+
+
 def run_scenario(
-    directory: Path,
-    query: str,
+    url: str,
     concurrency: int,
     failure_rate: float,
     count: int,
     seed: int,
     full: bool,
 ) -> dict[str, Any]:
-    """Run `count` bookings on a fresh log; return rate, latency, commit and CPU figures."""
-    name = f"k{concurrency}-fail{int(failure_rate * 100)}"
-    store = open_store(f"sqlite:///{directory / name}.db?{query}")
-    assert isinstance(store, SqliteStore)
+    """Run `count` bookings on a fresh log at `url`; return rate, latency, commits, CPU."""
+    store = open_store(url)
     batch = requests(count, failure_rate, seed)
     with service_commit_counter(store) as service_commits:
         travel = TravelBooking(store, payment=full)
@@ -145,7 +232,7 @@ def run_scenario(
             latencies.append(event.at - started_at.pop(execution_id))
 
     travel.orchestrator.subscribe(timing)
-    log_commits_before = store._writer.batches
+    log_commits_before = log_commits(store)
     cpu_started = time.process_time()
     started = time.perf_counter()
     outcomes = travel.runner.run_many(
@@ -153,7 +240,7 @@ def run_scenario(
     )
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
-    log_commits = store._writer.batches - log_commits_before
+    commits = log_commits(store) - log_commits_before
     report = travel.check()
     travel.close()
     store.close()
@@ -166,7 +253,7 @@ def run_scenario(
         "sagas_per_second": round(count / elapsed, 1),
         "p50_ms": round(1000 * statistics.median(latencies), 3),
         "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 3),
-        "log_commits_per_saga": round(log_commits / count, 2),
+        "log_commits_per_saga": round(commits / count, 2),
         "service_commits_per_saga": round(services_per_saga, 2),
         "cpu_ms_per_saga": round(1000 * cpu / count, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -176,9 +263,22 @@ def run_scenario(
     }
 
 
+def log_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query on the log at `url`, SQLite or PostgreSQL."""
+    if is_postgres_url(url):
+        import psycopg
+
+        with psycopg.connect(libpq_url(url)) as db:
+            return [tuple(row) for row in db.execute(sql).fetchall()]
+    connection = sqlite3.connect(SqliteSettings(url).path)
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
+
+
 def run_workers(
-    directory: Path,
-    query: str,
+    url: str,
     workers: int,
     concurrency: int,
     failure_rate: float,
@@ -186,9 +286,7 @@ def run_workers(
     seed: int,
     full: bool,
 ) -> dict[str, Any]:
-    """Submit `count` bookings, then let `workers` worker processes drain them."""
-    path = directory / f"workers{workers}.db"
-    url = f"sqlite:///{path}?{query}"
+    """Submit `count` bookings to the log at `url`, then let `workers` processes drain them."""
     store = open_store(url)
     travel = TravelBooking(store, payment=full)
     travel.restock(10 * count + 100)
@@ -209,14 +307,13 @@ def run_workers(
             raise SystemExit(f"a worker failed ({process.returncode}): {err}")
         reports.append(json.loads(out))
     wall = time.perf_counter() - started
-    connection = sqlite3.connect(path)
-    first_claim, last_end = connection.execute(
+    ((first_claim, last_end),) = log_rows(
+        url,
         "SELECT MIN(CASE WHEN type='saga_resumed' THEN at END),"
         " MAX(CASE WHEN type IN ('saga_completed','saga_compensated','saga_stuck') THEN at END)"
-        " FROM saga_event"
-    ).fetchone()
-    statuses = dict(connection.execute("SELECT status, COUNT(*) FROM saga_execution GROUP BY 1"))
-    connection.close()
+        " FROM saga_event",
+    )
+    statuses = dict(log_rows(url, "SELECT status, COUNT(*) FROM saga_execution GROUP BY 1"))
     report = travel.check()
     travel.close()
     store.close()
@@ -238,40 +335,65 @@ def run_workers(
 
 
 def main_workers(args: argparse.Namespace, query: str) -> int:
-    """The --workers table: N worker processes draining submitted bookings."""
+    """The --workers tables: N worker processes draining submitted bookings, per backend."""
     counts = [int(n) for n in args.workers.split(",")]
-    with tempfile.TemporaryDirectory(prefix="saga-bench-") as tmp:
-        scenarios = [
-            run_workers(
-                Path(tmp),
-                query,
-                n,
-                args.worker_concurrency,
-                args.concurrent_failure_rate,
-                args.sagas,
-                args.seed,
-                args.saga == "full",
-            )
-            for n in counts
-        ]
+    full = args.saga == "full"
+    tables: list[dict[str, Any]] = []
+    for db in args.db or ["sqlite"]:
+        scenarios = []
+        if is_postgres_url(db):
+            for n in counts:
+                with pg_database(db) as url:
+                    scenarios.append(
+                        run_workers(
+                            url,
+                            n,
+                            args.worker_concurrency,
+                            args.concurrent_failure_rate,
+                            args.sagas,
+                            args.seed,
+                            full,
+                        )
+                    )
+            backend = f"PostgreSQL {safe_url(db).rsplit('/', 1)[0]}"
+        else:
+            with tempfile.TemporaryDirectory(prefix="saga-bench-") as tmp:
+                for n in counts:
+                    url = f"sqlite:///{Path(tmp) / f'workers{n}.db'}?{query}"
+                    scenarios.append(
+                        run_workers(
+                            url,
+                            n,
+                            args.worker_concurrency,
+                            args.concurrent_failure_rate,
+                            args.sagas,
+                            args.seed,
+                            full,
+                        )
+                    )
+            backend = f"SQLite (WAL, synchronous={args.synchronous})"
+        tables.append({"backend": backend, "worker_scenarios": scenarios})
     print(
         f"saga worker processes draining {args.sagas} submitted bookings ({args.saga} saga)"
         f" (K={args.worker_concurrency} each, car failure rate"
-        f" {args.concurrent_failure_rate:.0%}, synchronous={args.synchronous})"
+        f" {args.concurrent_failure_rate:.0%})"
     )
-    print(
-        f"{'workers':>8}{'exec/s':>9}{'drain s':>9}{'wall s':>8}{'ok':>7}{'comp':>6}"
-        f"{'left':>6}{'check':>7}  per worker"
-    )
-    for s in scenarios:
+    for table in tables:
+        print(f"\n{table['backend']}")
         print(
-            f"{s['workers']:>8}{s['executions_per_second']:>9.1f}{s['drain_seconds']:>9.2f}"
-            f"{s['wall_seconds']:>8.2f}{s['completed']:>7}{s['compensated']:>6}"
-            f"{s['unfinished']:>6}{'ok' if s['consistent'] else 'FAIL':>7}  {s['per_worker']}"
+            f"{'workers':>8}{'exec/s':>9}{'drain s':>9}{'wall s':>8}{'ok':>7}{'comp':>6}"
+            f"{'left':>6}{'check':>7}  per worker"
         )
+        for s in table["worker_scenarios"]:
+            print(
+                f"{s['workers']:>8}{s['executions_per_second']:>9.1f}{s['drain_seconds']:>9.2f}"
+                f"{s['wall_seconds']:>8.2f}{s['completed']:>7}{s['compensated']:>6}"
+                f"{s['unfinished']:>6}{'ok' if s['consistent'] else 'FAIL':>7}  {s['per_worker']}"
+            )
     print("exec/s: from the first claim to the last terminal record; wall: with process start-up")
     if args.json:
-        args.json.write_text(json.dumps({"worker_scenarios": scenarios}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"backends": tables}, indent=2) + "\n")
+    scenarios = [s for t in tables for s in t["worker_scenarios"]]
     return 0 if all(s["consistent"] and not s["unfinished"] for s in scenarios) else 1
 
 
@@ -309,6 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--worker-concurrency", type=int, default=8, help="K of each worker (with --workers)"
     )
+    parser.add_argument(
+        "--db",
+        action="append",
+        metavar="sqlite|URL",
+        help="a backend to measure (repeatable, all in one run): `sqlite` (default), or a"
+        " postgresql+psycopg:// server URL (each scenario gets a fresh database on it)",
+    )
     args = parser.parse_args(argv)
 
     query = f"synchronous={args.synchronous}"
@@ -320,18 +449,52 @@ def main(argv: list[str] | None = None) -> int:
     plan += [
         (int(k), args.concurrent_failure_rate) for k in args.concurrency.split(",") if int(k) > 1
     ]
-    with tempfile.TemporaryDirectory(prefix="saga-bench-") as tmp:
-        directory = Path(tmp)
-        raw = raw_commit_rate(directory, args.synchronous, args.raw_commits)
-        scenarios = [
-            run_scenario(directory, query, k, rate, args.sagas, args.seed, args.saga == "full")
-            for k, rate in plan
-        ]
+    full = args.saga == "full"
+    results: list[dict[str, Any]] = []
+    for db in args.db or ["sqlite"]:
+        if is_postgres_url(db):
+            raw = raw_pg_commit_rate(db, args.raw_commits)
+            scenarios = []
+            for k, rate in plan:
+                with pg_database(db) as url:
+                    scenarios.append(run_scenario(url, k, rate, args.sagas, args.seed, full))
+            backend = f"PostgreSQL {safe_url(db).rsplit('/', 1)[0]}"
+        elif db == "sqlite":
+            with tempfile.TemporaryDirectory(prefix="saga-bench-") as tmp:
+                directory = Path(tmp)
+                raw = raw_commit_rate(directory, args.synchronous, args.raw_commits)
+                scenarios = [
+                    run_scenario(
+                        f"sqlite:///{directory}/k{k}-fail{int(rate * 100)}.db?{query}",
+                        k,
+                        rate,
+                        args.sagas,
+                        args.seed,
+                        full,
+                    )
+                    for k, rate in plan
+                ]
+            backend = f"SQLite (WAL, synchronous={args.synchronous})"
+        else:
+            parser.error(f"--db takes `sqlite` or a postgresql URL, not {db!r}")
+        results.append({"backend": backend, "raw_commits_per_second": raw, "scenarios": scenarios})
     print(f"saga: {args.saga}")
+    for result in results:
+        print_table(result["backend"], result["raw_commits_per_second"], result["scenarios"])
     print(
-        f"raw committed single-row inserts: {raw:,.0f}/s "
-        f"(WAL, synchronous={args.synchronous}, same machine, same run)"
+        "x raw: raw commits that fit in the time of one saga; log c.: committed transactions of"
+        " the log per saga; svc c.: the services' own commits per saga"
     )
+    if args.json:
+        for result in results:
+            result["raw_commits_per_second"] = round(result["raw_commits_per_second"], 1)
+        args.json.write_text(json.dumps({"backends": results}, indent=2) + "\n")
+    return 0 if all(s["consistent"] for r in results for s in r["scenarios"]) else 1
+
+
+def print_table(backend: str, raw: float, scenarios: list[dict[str, Any]]) -> None:
+    print()
+    print(f"{backend}: raw committed single-row inserts {raw:,.0f}/s (same machine, same run)")
     print(
         f"{'K':>3}{'car fail':>9}{'sagas/s':>9}{'x raw':>7}{'p50 ms':>8}{'p99 ms':>8}"
         f"{'log c.':>8}{'svc c.':>8}{'cpu ms':>8}{'RSS MB':>8}{'ok':>6}{'comp':>6}{'check':>7}"
@@ -345,16 +508,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['cpu_ms_per_saga']:>8.3f}{s['peak_rss_mb']:>8.1f}{s['completed']:>6}"
             f"{s['compensated']:>6}{'ok' if s['consistent'] else 'FAIL':>7}"
         )
-    print(
-        "x raw: raw commits that fit in the time of one saga; log c.: fsynced commits of the"
-        " log per saga; svc c.: the services' own commits per saga"
-    )
-    if args.json:
-        args.json.write_text(
-            json.dumps({"raw_commits_per_second": round(raw, 1), "scenarios": scenarios}, indent=2)
-            + "\n"
-        )
-    return 0 if all(s["consistent"] for s in scenarios) else 1
 
 
 if __name__ == "__main__":

@@ -224,7 +224,8 @@ def _main(
             "--db",
             envvar="SAGA_DB",
             metavar="PATH_OR_URL",
-            help="The saga log: a file path or sqlite:///PATH?synchronous=FULL&busy_timeout=5000.",
+            help="The saga log: a file path, sqlite:///PATH?synchronous=FULL&busy_timeout=5000,"
+            " or postgresql+psycopg://USER@HOST:PORT/DBNAME.",
         ),
     ] = DEFAULT_DB,
     load: Annotated[
@@ -314,7 +315,8 @@ def _store(ctx: typer.Context) -> Iterator[SagaStore]:
     began = time.perf_counter()
     store = open_store(ctx.obj.db if ctx.obj else DEFAULT_DB)
     log = logging.getLogger("saga_cli")
-    log.info("opened saga log %s in %.3f s", store.url, time.perf_counter() - began)
+    where = getattr(store, "display_url", store.url)  # a PostgreSQL URL without its password
+    log.info("opened saga log %s in %.3f s", where, time.perf_counter() - began)
     try:
         yield store
     finally:
@@ -1296,7 +1298,8 @@ def db_upgrade(ctx: typer.Context) -> None:
     from saga_cli.store.migrate import HEAD_REVISION
 
     with _store(ctx) as store:
-        typer.echo(f"{store.url}: schema at revision {HEAD_REVISION} (latest)")
+        where = getattr(store, "display_url", store.url)  # no password on the terminal
+        typer.echo(f"{where}: schema at revision {HEAD_REVISION} (latest)")
 
 
 @db_app.command("status")
@@ -1307,8 +1310,8 @@ def db_status(ctx: typer.Context) -> None:
     Example: saga db status
     """
     from saga_cli.errors import SchemaTooNewError
+    from saga_cli.store import read_revision
     from saga_cli.store.migrate import KNOWN_REVISIONS
-    from saga_cli.store.sqlite import read_revision
 
     path, current = read_revision(ctx.obj.db if ctx.obj else DEFAULT_DB)
     if current is not None and current not in KNOWN_REVISIONS:
@@ -1323,6 +1326,47 @@ def db_status(ctx: typer.Context) -> None:
     typer.echo(f"{path}: revision {current or 'none (empty or new database)'}")
     typer.echo(f"applied: {', '.join(applied) or '-'}")
     typer.echo(f"pending: {', '.join(pending) or '-'}")
+
+
+@db_app.command("copy")
+@_errors_to_exit_codes
+def db_copy(
+    ctx: typer.Context,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="PATH_OR_URL",
+            help="The empty log to copy into: a SQLite path or a postgresql+psycopg:// URL.",
+        ),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Copy the whole log (in-flight executions too) into an empty one, verified per table.
+
+    Example: saga --db saga.db db copy --to postgresql+psycopg://saga@db.internal/saga
+    """
+    from saga_cli.store.copy import copy_log
+
+    report = copy_log(ctx.obj.db if ctx.obj else DEFAULT_DB, to)
+    if as_json:
+        _print_json(
+            {
+                "source": report.source,
+                "target": report.target,
+                "tables": [
+                    {"table": t.table, "rows": t.rows, "checksum": t.checksum}
+                    for t in report.tables
+                ],
+            }
+        )
+        return
+    for t in report.tables:
+        typer.echo(f"{t.table:<22} {t.rows:>9} rows  checksum {t.checksum}")
+    typer.echo(
+        f"copied {report.rows} rows in {len(report.tables)} tables from {report.source} "
+        f"to {report.target}; counts and checksums verified"
+    )
 
 
 def main() -> None:

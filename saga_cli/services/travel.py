@@ -14,6 +14,11 @@ passes, which makes every call safe to repeat:
 Capacity is taken with a conditional ``UPDATE … WHERE available > 0`` (and a
 CHECK constraint), never read-then-write, so concurrent sagas cannot overbook.
 Failure injection lives here, not in the engine.
+
+The SQL is SQLite's; on a PostgreSQL log the store hands out connections
+that translate it (store/postgres.py ``ParticipantConnection``: ``?``
+placeholders, and ``BEGIN IMMEDIATE`` as a transaction-scoped advisory lock,
+so the services' transactions serialize there as they do on SQLite).
 """
 
 from __future__ import annotations
@@ -763,7 +768,7 @@ def open_services(store: Any) -> TravelServices:
     """
     connect = getattr(store, "connect", None)
     if connect is None:
-        raise StoreError("the travel services need a SQLite saga log")
+        raise StoreError("the travel services need a SQLite or PostgreSQL saga log")
     return TravelServices(connect, store.url)
 
 

@@ -378,18 +378,47 @@ def open_store(url: str, *, create: bool = True) -> SagaStore:
 
     Args:
         url: a file path or ``sqlite:///path``; SQLite settings ride along as
-            query parameters: ``?synchronous=NORMAL&busy_timeout=2000``.
-        create: whether a missing database file may be created.
+            query parameters: ``?synchronous=NORMAL&busy_timeout=2000``. Or a
+            PostgreSQL URL, ``postgresql+psycopg://user@host:5432/dbname``
+            (``postgresql://`` too): the database must exist; saga migrates it.
+        create: whether a missing database file may be created (SQLite only).
 
     Raises:
         InvalidInputError: the URL names a backend this build does not support.
         StoreError: the database cannot be opened, is not a saga log, or is
             newer than this version.
     """
+    from saga_cli.store.postgres import is_postgres_url
+
+    if is_postgres_url(url):
+        from saga_cli.store.postgres import PostgresStore
+
+        return PostgresStore.open(url, create=create)
     if "://" in url and not url.startswith("sqlite:"):
         raise InvalidInputError(
-            f"unsupported database URL {url!r}: use a file path or sqlite:///PATH"
+            f"unsupported database URL {url!r}: use a file path, sqlite:///PATH"
+            " or postgresql+psycopg://USER@HOST:PORT/DBNAME"
         )
     from saga_cli.store.sqlite import SqliteStore
 
     return SqliteStore.open(url, create=create)
+
+
+def read_revision(url: str) -> tuple[str, str | None]:
+    """Return (where, schema revision) of the log at `url` without writing anything.
+
+    `where` names the log for messages (a path, or the URL without its
+    password); the revision is None for an empty or missing database.
+
+    Raises:
+        StoreError: the database cannot be read.
+    """
+    from saga_cli.store.postgres import is_postgres_url
+
+    if is_postgres_url(url):
+        from saga_cli.store import postgres
+
+        return postgres.read_revision(url)
+    from saga_cli.store import sqlite
+
+    return sqlite.read_revision(url)

@@ -85,6 +85,43 @@ def upgrade(path: str, *, busy_timeout_ms: int = 5000) -> None:
         engine.dispose()
 
 
+def upgrade_postgres(url: str) -> None:
+    """Bring the PostgreSQL database at `url` to the newest revision.
+
+    The same Alembic scripts as SQLite (one history for both databases), run
+    on a SQLAlchemy engine over psycopg 3. The upgrade holds a
+    transaction-scoped advisory lock, so two processes opening a fresh log at
+    once migrate one after the other: the second waits, then finds the schema
+    at head and does nothing. PostgreSQL's DDL is transactional, so a failed
+    revision rolls back with its version bump.
+
+    Raises:
+        MigrationError: a revision failed; its transaction was rolled back.
+    """
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from saga_cli.store.postgres import MIGRATION_LOCK, safe_url, sqlalchemy_url
+
+    engine = create_engine(sqlalchemy_url(url), poolclass=_null_pool())
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+            command.upgrade(_alembic_config(connection), "head")
+            connection.commit()
+    except Exception as exc:  # alembic and drivers raise many types; report one
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MigrationError(f"migrating {safe_url(url)} failed: {first}") from exc
+    finally:
+        engine.dispose()
+
+
+def _null_pool() -> Any:
+    from sqlalchemy.pool import NullPool
+
+    return NullPool
+
+
 def script_revisions() -> list[str]:
     """Revision ids of the migration scripts, oldest first (reads files, no database)."""
     from alembic.script import ScriptDirectory

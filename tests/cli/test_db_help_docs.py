@@ -61,6 +61,7 @@ def test_the_command_list_is_the_documented_one() -> None:
             "workers",
             "db upgrade",
             "db status",
+            "db copy",
         ]
     )
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from saga_cli.domain import SagaStatus
-from saga_cli.errors import InvalidInputError, TransientError
+from saga_cli.errors import InvalidInputError, StoreError, TransientError
 from saga_cli.services.travel import (
     BookingRequest,
     InventoryRow,
@@ -22,6 +22,22 @@ from saga_cli.services.travel import (
     open_services,
 )
 from saga_cli.store import SagaStore, open_store
+
+
+@pytest.fixture
+def store(any_store: SagaStore) -> SagaStore:
+    """The services run on SQLite and on PostgreSQL alike."""
+    return any_store
+
+
+@contextmanager
+def tampering(store: SagaStore) -> Iterator[Any]:
+    """A connection to the log's database whose statements commit one by one."""
+    db = store.connect()  # type: ignore[attr-defined]
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 @pytest.fixture
@@ -119,9 +135,7 @@ def test_confirm_of_a_reservation_not_held_is_refused(
     assert row(services, "hotel", "PLAZA").confirmed == 0
 
 
-def test_capacity_never_goes_negative_under_concurrent_reserves(
-    store: SagaStore, db_path: Path
-) -> None:
+def test_capacity_never_goes_negative_under_concurrent_reserves(store: SagaStore) -> None:
     workers = 8
     barrier = threading.Barrier(workers)
     results: list[str] = []
@@ -129,7 +143,7 @@ def test_capacity_never_goes_negative_under_concurrent_reserves(
     guard = threading.Lock()
 
     def book(n: int) -> None:
-        own_store = open_store(str(db_path))
+        own_store = open_store(store.url)
         own = open_services(own_store)
         try:
             barrier.wait()
@@ -167,9 +181,13 @@ def test_capacity_never_goes_negative_under_concurrent_reserves(
         services.close()
 
 
-def test_the_database_refuses_negative_availability(db_path: Path, store: SagaStore) -> None:
-    with sqlite3.connect(db_path) as db, pytest.raises(sqlite3.IntegrityError):
-        db.execute("UPDATE car_resource SET available = -1 WHERE code='SUV'")
+def test_the_database_refuses_negative_availability(store: SagaStore) -> None:
+    db = store.connect()  # type: ignore[attr-defined]
+    try:
+        with pytest.raises((sqlite3.IntegrityError, StoreError), match="(?i)check"):
+            db.execute("UPDATE car_resource SET available = -1 WHERE code='SUV'")
+    finally:
+        db.close()
 
 
 def test_restock_keeps_what_is_reserved(services: TravelServices) -> None:
@@ -222,9 +240,9 @@ def test_audit_of_a_clean_log_is_consistent(
 def test_audit_detects_a_missing_confirmed_reservation(
     services: TravelServices,
     clean: dict[str, tuple[SagaStatus, dict[str, Any]]],
-    db_path: Path,
+    store: SagaStore,
 ) -> None:
-    with sqlite3.connect(db_path) as db:
+    with tampering(store) as db:
         db.execute("DELETE FROM hotel_reservation WHERE key='done:hotel'")
     report = audit(clean, services)
     assert not report.consistent
@@ -236,9 +254,9 @@ def test_audit_detects_a_missing_confirmed_reservation(
 def test_audit_detects_a_reservation_of_an_unknown_saga(
     services: TravelServices,
     clean: dict[str, tuple[SagaStatus, dict[str, Any]]],
-    db_path: Path,
+    store: SagaStore,
 ) -> None:
-    with sqlite3.connect(db_path) as db:
+    with tampering(store) as db:
         db.execute(
             "INSERT INTO car_reservation VALUES ('ghost:car','ghost','SUV','x','canceled',1,1)"
         )
@@ -249,9 +267,9 @@ def test_audit_detects_a_reservation_of_an_unknown_saga(
 def test_audit_detects_a_compensated_execution_still_holding_a_reservation(
     services: TravelServices,
     clean: dict[str, tuple[SagaStatus, dict[str, Any]]],
-    db_path: Path,
+    store: SagaStore,
 ) -> None:
-    with sqlite3.connect(db_path) as db:
+    with tampering(store) as db:
         db.execute("UPDATE flight_reservation SET status='pending' WHERE key='undone:flight'")
         db.execute("UPDATE flight_resource SET available=available-1 WHERE code='FL100'")
     report = audit(clean, services)
@@ -263,9 +281,9 @@ def test_audit_detects_a_compensated_execution_still_holding_a_reservation(
 def test_audit_detects_leaked_capacity(
     services: TravelServices,
     clean: dict[str, tuple[SagaStatus, dict[str, Any]]],
-    db_path: Path,
+    store: SagaStore,
 ) -> None:
-    with sqlite3.connect(db_path) as db:
+    with tampering(store) as db:
         db.execute("UPDATE car_resource SET available=available-1 WHERE code='SUV'")
     report = audit(clean, services)
     assert len(report.violations) == 1
@@ -275,9 +293,9 @@ def test_audit_detects_leaked_capacity(
 def test_audit_detects_a_completed_execution_with_a_pending_reservation(
     services: TravelServices,
     clean: dict[str, tuple[SagaStatus, dict[str, Any]]],
-    db_path: Path,
+    store: SagaStore,
 ) -> None:
-    with sqlite3.connect(db_path) as db:
+    with tampering(store) as db:
         db.execute("UPDATE car_reservation SET status='pending' WHERE key='done:car'")
     report = audit(clean, services)
     assert report.violations == [
