@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         open_store,
     )
     from saga_cli.views import ExecutionView
+    from saga_cli.worker import Worker, WorkerReport
 
 # Where each public name lives. Loaded on first use (PEP 562) so that the
 # CLI, which lives inside this package, starts without importing the engine.
@@ -90,6 +91,8 @@ _EXPORTS = {
     "Saga": "saga_cli.saga",
     "StepHandle": "saga_cli.saga",
     "ExecutionView": "saga_cli.views",
+    "Worker": "saga_cli.worker",
+    "WorkerReport": "saga_cli.worker",
     "ExecutionBusyError": "saga_cli.errors",
     "LeaseLostError": "saga_cli.errors",
     "SagaError": "saga_cli.errors",
@@ -132,6 +135,8 @@ __all__ = [
     "StoreError",
     "TransientError",
     "UnknownExecutionError",
+    "Worker",
+    "WorkerReport",
     "is_terminal",
     "open_store",
     "registry",

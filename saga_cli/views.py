@@ -29,8 +29,14 @@ from saga_cli.timeline import Timeline, build
 
 
 def is_interrupted(record: ExecutionRecord, now: float | None = None) -> bool:
-    """Non-terminal, not parked as stuck, and no live process owns it."""
+    """Non-terminal, not parked as stuck, and no live process owns it.
+
+    A pending execution nobody ever claimed (``--submit``) is queued for a
+    worker, not interrupted.
+    """
     if is_terminal(record.status) or record.status is SagaStatus.STUCK:
+        return False
+    if record.status is SagaStatus.PENDING and record.owner is None:
         return False
     return not lease.holds_lease(record, time.time() if now is None else now)
 
