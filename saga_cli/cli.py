@@ -1228,6 +1228,10 @@ def serve(
     path = db.replace("{service}", service)
     served = create_app(service, path, delay=delay)
     _hint(ctx, f"{service} service on http://{host}:{port} (database {path}; docs at /docs)")
+    if not _quiet(ctx):
+        import logging
+
+        logging.getLogger("saga_cli.http").setLevel(logging.INFO)  # its refusals
     uvicorn.run(served, host=host, port=port, log_level="warning" if _quiet(ctx) else "info")
 
 
@@ -1273,8 +1277,11 @@ def _serve_all(ctx: typer.Context, port: int | None, host: str, db: str, delay: 
         _hint(ctx, f"{name}: pid {child.pid}, http://{host}:{ports[name]}")
     _hint(ctx, f"Book through them with: saga simulate --services {urls}")
     running = dict(children)
+    # SIGTERM stops the three like Ctrl-C does; the handler only sets a flag.
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     try:
-        while running:
+        while running and not stopping:
             for name, child in list(running.items()):
                 code = child.poll()
                 if code is not None:

@@ -21,6 +21,7 @@ This module imports FastAPI; only ``saga serve`` and the tests import it.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,6 +35,7 @@ from saga_cli.services.travel import SERVICES, ReservationService
 from saga_cli.store import open_store
 
 KEY_HEADER = "Idempotency-Key"
+log = logging.getLogger("saga_cli.http")
 # Ports of `saga serve all` (and of each service alone): flight, hotel, car.
 DEFAULT_PORT = 8001
 
@@ -110,7 +112,17 @@ def create_app(service: str, db: str | Path, *, delay: float = 0.0) -> FastAPI:
     )
 
     def refused(status: int) -> Any:
-        def handler(_request: Request, exc: Exception) -> JSONResponse:
+        def handler(request: Request, exc: Exception) -> JSONResponse:
+            # Logged here, not only in the access log: a request whose caller
+            # gave up (a timeout) gets no access-log line, yet it took effect.
+            log.info(
+                "%s %s key=%s refused (%d): %s",
+                request.method,
+                request.url.path,
+                request.headers.get(KEY_HEADER, "-"),
+                status,
+                exc,
+            )
             return JSONResponse(
                 status_code=status, content={"detail": str(exc), "error": type(exc).__name__}
             )
