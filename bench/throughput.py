@@ -13,23 +13,35 @@ default):
 Every scenario runs on a fresh log restocked so that nothing sells out, and
 ends with `saga check`'s audit.
 
+With ``--services http`` every scenario also runs with the flight, hotel and
+car services as real HTTP microservices (``saga serve``, one process and one
+fsynced SQLite file each, fresh for each scenario, on loopback ports), beside
+the in-process figures of the same run. Payment and notification stay
+in-process, as in the demo.
+
 Usage:
     python bench/throughput.py [--sagas 2000] [--concurrency 1,2,4,8]
-        [--failure-rates 0,0.2,0.3] [--synchronous FULL] [--json results.json]
+        [--failure-rates 0,0.2,0.3] [--synchronous FULL] [--services http]
+        [--json results.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
+import signal
+import socket
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -104,6 +116,43 @@ def service_commit_counter(store: SqliteStore) -> Iterator[Callable[[], int]]:
         store.settings.connect = original  # type: ignore[method-assign]
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def http_services(directory: Path) -> Iterator[dict[str, str]]:
+    """Flight, hotel and car as `saga serve` processes on fresh databases; their URLs."""
+    directory.mkdir()
+    urls: dict[str, str] = {}
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in ("flight", "hotel", "car"):
+            port = _free_port()
+            command = [sys.executable, "-m", "saga_cli", "--quiet", "serve", name]
+            command += ["--port", str(port), "--db", str(directory / f"{name}.db")]
+            children.append(subprocess.Popen(command, stdin=subprocess.DEVNULL))
+            urls[name] = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        for url in urls.values():
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=1):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{url} did not start") from None
+                    time.sleep(0.05)
+        yield urls
+    finally:
+        for child in children:
+            os.kill(child.pid, signal.SIGTERM)
+        for child in children:
+            child.wait(timeout=30)
+
+
 def run_scenario(
     directory: Path,
     query: str,
@@ -112,19 +161,27 @@ def run_scenario(
     count: int,
     seed: int,
     full: bool,
+    services: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run `count` bookings on a fresh log; return rate, latency, commit and CPU figures."""
-    name = f"k{concurrency}-fail{int(failure_rate * 100)}"
+    """Run `count` bookings on a fresh log; return rate, latency, commit and CPU figures.
+
+    With `services`, the reservation services are those remote ones (their
+    own commits are not counted: they happen in other processes).
+    """
+    transport = "http" if services else "in-process"
+    name = f"{transport}-k{concurrency}-fail{int(failure_rate * 100)}"
     store = open_store(f"sqlite:///{directory / name}.db?{query}")
     assert isinstance(store, SqliteStore)
     batch = requests(count, failure_rate, seed)
     with service_commit_counter(store) as service_commits:
-        travel = TravelBooking(store, payment=full)
+        travel = TravelBooking(store, payment=full, services=services)
         travel.restock(10 * count + 100)
         warm = batch[: min(50, count)]
         counted_from = service_commits()
         travel.runner.run_many(travel.definition, (r.to_payload() for r in warm))
-        services_per_saga = (service_commits() - counted_from) / len(warm)
+        services_per_saga: float | None = (service_commits() - counted_from) / len(warm)
+    if services:
+        services_per_saga = None  # the in-process payment's only; the rest is remote
 
     started_at: dict[str, float] = {}
     latencies: list[float] = []
@@ -151,6 +208,7 @@ def run_scenario(
     latencies.sort()
     statuses = [o.status for o in outcomes]
     return {
+        "services": transport,
         "concurrency": concurrency,
         "car_failure_rate": failure_rate,
         "sagas": count,
@@ -158,7 +216,9 @@ def run_scenario(
         "p50_ms": round(1000 * statistics.median(latencies), 3),
         "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 3),
         "log_commits_per_saga": round(log_commits / count, 2),
-        "service_commits_per_saga": round(services_per_saga, 2),
+        "service_commits_per_saga": (
+            None if services_per_saga is None else round(services_per_saga, 2)
+        ),
         "cpu_ms_per_saga": round(1000 * cpu / count, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "completed": statuses.count(SagaStatus.COMPLETED),
@@ -190,6 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         help="basic: flight, hotel, car, confirm (the peer's 3-step saga plus the lock"
         " release); full: the demo's saga with the payment pivot and the notification",
     )
+    parser.add_argument(
+        "--services",
+        choices=["in-process", "http"],
+        default="in-process",
+        help="http: run every scenario over HTTP too (saga serve processes), beside in-process",
+    )
     parser.add_argument("--raw-commits", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results to this file")
@@ -205,31 +271,39 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="saga-bench-") as tmp:
         directory = Path(tmp)
         raw = raw_commit_rate(directory, args.synchronous, args.raw_commits)
-        scenarios = [
-            run_scenario(directory, query, k, rate, args.sagas, args.seed, args.saga == "full")
-            for k, rate in plan
-        ]
+        full = args.saga == "full"
+        scenarios = []
+        for k, rate in plan:
+            scenarios.append(run_scenario(directory, query, k, rate, args.sagas, args.seed, full))
+            if args.services == "http":
+                where = directory / f"services-k{k}-fail{int(rate * 100)}"
+                with http_services(where) as urls:
+                    scenarios.append(
+                        run_scenario(directory, query, k, rate, args.sagas, args.seed, full, urls)
+                    )
     print(f"saga: {args.saga}")
     print(
         f"raw committed single-row inserts: {raw:,.0f}/s "
         f"(WAL, synchronous={args.synchronous}, same machine, same run)"
     )
     print(
-        f"{'K':>3}{'car fail':>9}{'sagas/s':>9}{'x raw':>7}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'log c.':>8}{'svc c.':>8}{'cpu ms':>8}{'RSS MB':>8}{'ok':>6}{'comp':>6}{'check':>7}"
+        f"{'services':>11}{'K':>3}{'car fail':>9}{'sagas/s':>9}{'x raw':>7}{'p50 ms':>8}"
+        f"{'p99 ms':>8}{'log c.':>8}{'svc c.':>8}{'cpu ms':>8}{'RSS MB':>8}{'ok':>6}"
+        f"{'comp':>6}{'check':>7}"
     )
     for s in scenarios:
         s["raw_commits_per_saga_time"] = round(raw / s["sagas_per_second"], 2)
+        svc = s["service_commits_per_saga"]
         print(
-            f"{s['concurrency']:>3}{s['car_failure_rate']:>9.0%}{s['sagas_per_second']:>9.1f}"
+            f"{s['services']:>11}{s['concurrency']:>3}{s['car_failure_rate']:>9.0%}{s['sagas_per_second']:>9.1f}"
             f"{s['raw_commits_per_saga_time']:>7.2f}{s['p50_ms']:>8.2f}{s['p99_ms']:>8.2f}"
-            f"{s['log_commits_per_saga']:>8.2f}{s['service_commits_per_saga']:>8.2f}"
+            f"{s['log_commits_per_saga']:>8.2f}{'-' if svc is None else f'{svc:.2f}':>8}"
             f"{s['cpu_ms_per_saga']:>8.3f}{s['peak_rss_mb']:>8.1f}{s['completed']:>6}"
             f"{s['compensated']:>6}{'ok' if s['consistent'] else 'FAIL':>7}"
         )
     print(
         "x raw: raw commits that fit in the time of one saga; log c.: fsynced commits of the"
-        " log per saga; svc c.: the services' own commits per saga"
+        " log per saga; svc c.: the services' own commits per saga (in-process only)"
     )
     if args.json:
         args.json.write_text(
