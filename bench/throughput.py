@@ -36,16 +36,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
+import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -203,6 +207,43 @@ def log_commits(store: SagaStore) -> int:
     return store._writer.batches
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def http_services(directory: Path) -> Iterator[dict[str, str]]:
+    """Flight, hotel and car as `saga serve` processes on fresh databases; their URLs."""
+    directory.mkdir()
+    urls: dict[str, str] = {}
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in ("flight", "hotel", "car"):
+            port = _free_port()
+            command = [sys.executable, "-m", "saga_cli", "--quiet", "serve", name]
+            command += ["--port", str(port), "--db", str(directory / f"{name}.db")]
+            children.append(subprocess.Popen(command, stdin=subprocess.DEVNULL))
+            urls[name] = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        for url in urls.values():
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=1):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{url} did not start") from None
+                    time.sleep(0.05)
+        yield urls
+    finally:
+        for child in children:
+            os.kill(child.pid, signal.SIGTERM)
+        for child in children:
+            child.wait(timeout=30)
+
+
 def run_scenario(
     url: str,
     concurrency: int,
@@ -210,17 +251,24 @@ def run_scenario(
     count: int,
     seed: int,
     full: bool,
+    services: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run `count` bookings on a fresh log at `url`; return rate, latency, commits, CPU."""
+    """Run `count` bookings on a fresh log at `url`; return rate, latency, commits, CPU.
+
+    With `services`, the reservation services are those remote ones (their
+    own commits are not counted: they happen in other processes).
+    """
     store = open_store(url)
     batch = requests(count, failure_rate, seed)
     with service_commit_counter(store) as service_commits:
-        travel = TravelBooking(store, payment=full)
+        travel = TravelBooking(store, payment=full, services=services)
         travel.restock(10 * count + 100)
         warm = batch[: min(50, count)]
         counted_from = service_commits()
         travel.runner.run_many(travel.definition, (r.to_payload() for r in warm))
-        services_per_saga = (service_commits() - counted_from) / len(warm)
+        services_per_saga: float | None = (service_commits() - counted_from) / len(warm)
+        if services:
+            services_per_saga = None  # the in-process payment's only; the rest is remote
 
     started_at: dict[str, float] = {}
     latencies: list[float] = []
@@ -247,6 +295,7 @@ def run_scenario(
     latencies.sort()
     statuses = [o.status for o in outcomes]
     return {
+        "services": "http" if services else "in-process",
         "concurrency": concurrency,
         "car_failure_rate": failure_rate,
         "sagas": count,
@@ -254,7 +303,9 @@ def run_scenario(
         "p50_ms": round(1000 * statistics.median(latencies), 3),
         "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 3),
         "log_commits_per_saga": round(commits / count, 2),
-        "service_commits_per_saga": round(services_per_saga, 2),
+        "service_commits_per_saga": (
+            None if services_per_saga is None else round(services_per_saga, 2)
+        ),
         "cpu_ms_per_saga": round(1000 * cpu / count, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "completed": statuses.count(SagaStatus.COMPLETED),
@@ -432,6 +483,12 @@ def main(argv: list[str] | None = None) -> int:
         "--worker-concurrency", type=int, default=8, help="K of each worker (with --workers)"
     )
     parser.add_argument(
+        "--services",
+        choices=["in-process", "http"],
+        default="in-process",
+        help="http: run every scenario over HTTP too (saga serve processes), beside in-process",
+    )
+    parser.add_argument(
         "--db",
         action="append",
         metavar="sqlite|URL",
@@ -450,30 +507,50 @@ def main(argv: list[str] | None = None) -> int:
         (int(k), args.concurrent_failure_rate) for k in args.concurrency.split(",") if int(k) > 1
     ]
     full = args.saga == "full"
+    transports = ["in-process", "http"] if args.services == "http" else ["in-process"]
+    services_root = Path(tempfile.mkdtemp(prefix="saga-bench-services-"))
+
+    @contextmanager
+    def services_for(transport: str, k: int, rate: float) -> Iterator[dict[str, str] | None]:
+        if transport != "http":
+            yield None
+            return
+        where = services_root / f"{uuid.uuid4().hex[:8]}-k{k}-fail{int(rate * 100)}"
+        with http_services(where) as urls:
+            yield urls
+
     results: list[dict[str, Any]] = []
     for db in args.db or ["sqlite"]:
         if is_postgres_url(db):
             raw = raw_pg_commit_rate(db, args.raw_commits)
             scenarios = []
             for k, rate in plan:
-                with pg_database(db) as url:
-                    scenarios.append(run_scenario(url, k, rate, args.sagas, args.seed, full))
+                for services in transports:
+                    with pg_database(db) as url, services_for(services, k, rate) as urls:
+                        scenarios.append(
+                            run_scenario(url, k, rate, args.sagas, args.seed, full, urls)
+                        )
             backend = f"PostgreSQL {safe_url(db).rsplit('/', 1)[0]}"
         elif db == "sqlite":
             with tempfile.TemporaryDirectory(prefix="saga-bench-") as tmp:
                 directory = Path(tmp)
                 raw = raw_commit_rate(directory, args.synchronous, args.raw_commits)
-                scenarios = [
-                    run_scenario(
-                        f"sqlite:///{directory}/k{k}-fail{int(rate * 100)}.db?{query}",
-                        k,
-                        rate,
-                        args.sagas,
-                        args.seed,
-                        full,
-                    )
-                    for k, rate in plan
-                ]
+                scenarios = []
+                for k, rate in plan:
+                    for services in transports:
+                        name = f"{services}-k{k}-fail{int(rate * 100)}"
+                        with services_for(services, k, rate) as urls:
+                            scenarios.append(
+                                run_scenario(
+                                    f"sqlite:///{directory}/{name}.db?{query}",
+                                    k,
+                                    rate,
+                                    args.sagas,
+                                    args.seed,
+                                    full,
+                                    urls,
+                                )
+                            )
             backend = f"SQLite (WAL, synchronous={args.synchronous})"
         else:
             parser.error(f"--db takes `sqlite` or a postgresql URL, not {db!r}")
@@ -496,15 +573,17 @@ def print_table(backend: str, raw: float, scenarios: list[dict[str, Any]]) -> No
     print()
     print(f"{backend}: raw committed single-row inserts {raw:,.0f}/s (same machine, same run)")
     print(
-        f"{'K':>3}{'car fail':>9}{'sagas/s':>9}{'x raw':>7}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'log c.':>8}{'svc c.':>8}{'cpu ms':>8}{'RSS MB':>8}{'ok':>6}{'comp':>6}{'check':>7}"
+        f"{'services':>11}{'K':>3}{'car fail':>9}{'sagas/s':>9}{'x raw':>7}{'p50 ms':>8}"
+        f"{'p99 ms':>8}{'log c.':>8}{'svc c.':>8}{'cpu ms':>8}{'RSS MB':>8}{'ok':>6}"
+        f"{'comp':>6}{'check':>7}"
     )
     for s in scenarios:
         s["raw_commits_per_saga_time"] = round(raw / s["sagas_per_second"], 2)
+        svc = s["service_commits_per_saga"]
         print(
-            f"{s['concurrency']:>3}{s['car_failure_rate']:>9.0%}{s['sagas_per_second']:>9.1f}"
+            f"{s['services']:>11}{s['concurrency']:>3}{s['car_failure_rate']:>9.0%}{s['sagas_per_second']:>9.1f}"
             f"{s['raw_commits_per_saga_time']:>7.2f}{s['p50_ms']:>8.2f}{s['p99_ms']:>8.2f}"
-            f"{s['log_commits_per_saga']:>8.2f}{s['service_commits_per_saga']:>8.2f}"
+            f"{s['log_commits_per_saga']:>8.2f}{'-' if svc is None else f'{svc:.2f}':>8}"
             f"{s['cpu_ms_per_saga']:>8.3f}{s['peak_rss_mb']:>8.1f}{s['completed']:>6}"
             f"{s['compensated']:>6}{'ok' if s['consistent'] else 'FAIL':>7}"
         )

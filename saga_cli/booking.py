@@ -11,7 +11,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,11 @@ class TravelBooking:
         faults: failures to inject into this process's calls (see FaultPlan).
         payment: False runs the basic saga, without the payment pivot and the
             notification (see travel_saga).
+        services: URLs of flight, hotel and car services running elsewhere
+            (``saga serve``), by name; the saga calls them over HTTP. Payment
+            and notification stay in-process.
+        service_timeout: seconds a remote call may take (the reservation
+            steps' timeout).
     """
 
     def __init__(
@@ -108,9 +113,17 @@ class TravelBooking:
         on_event: EventListener | None = None,
         faults: FaultPlan | None = None,
         payment: bool = True,
+        services: Mapping[str, str] | None = None,
+        service_timeout: float | None = None,
     ) -> None:
         self.store = store
-        self.services: TravelServices = open_services(store)
+        remote = None
+        if services:
+            # httpx is imported only when remote services are in use
+            from saga_cli.services.http_client import DEFAULT_TIMEOUT, remote_services
+
+            remote = remote_services(services, timeout=service_timeout or DEFAULT_TIMEOUT)
+        self.services: TravelServices = open_services(store, remote)
         self.breakers = load_breakers(store)
         self.definition = travel_saga(
             self.services, faults, payment=payment, breakers=self.breakers

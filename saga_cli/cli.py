@@ -122,6 +122,27 @@ SubmitOption = Annotated[
         help="Only write the execution as pending and print its id; a `saga worker` runs it.",
     ),
 ]
+ServicesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--services",
+        envvar="SAGA_SERVICES",
+        metavar="URLS",
+        help="Call the flight, hotel and car services over HTTP (`saga serve`): three URLs "
+        "in that order, NAME=URL pairs, or a file of NAME=URL lines. Resume with the same.",
+    ),
+]
+ServiceTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--service-timeout",
+        envvar="SAGA_SERVICE_TIMEOUT",
+        metavar="SECONDS",
+        min=0.001,
+        help="With --services: seconds a call may take; a reservation without a reply "
+        "by then is compensated (default 2).",
+    ),
+]
 
 
 def _refuse_local_faults(**given: object) -> None:
@@ -325,9 +346,20 @@ def _store(ctx: typer.Context) -> Iterator[SagaStore]:
 
 @contextmanager
 def _travel(
-    ctx: typer.Context, *, faults: FaultPlan | None = None, show_steps: bool = False
+    ctx: typer.Context,
+    *,
+    faults: FaultPlan | None = None,
+    show_steps: bool = False,
+    services: str | None = None,
+    service_timeout: float | None = None,
 ) -> Iterator[TravelBooking]:
     from saga_cli.booking import TravelBooking
+
+    urls = None
+    if services:
+        from saga_cli.services.http_client import parse_services
+
+        urls = parse_services(services)
 
     listener = None
     if show_steps:
@@ -339,7 +371,13 @@ def _travel(
             render.event_line(console, execution_id, event)
 
     with _store(ctx) as store:
-        booking = TravelBooking(store, on_event=listener, faults=faults)
+        booking = TravelBooking(
+            store,
+            on_event=listener,
+            faults=faults,
+            services=urls,
+            service_timeout=service_timeout,
+        )
         try:
             for reference in ctx.obj.load if ctx.obj else ():
                 booking.orchestrator.load(reference)
@@ -401,6 +439,8 @@ def book(
     crash_at: CrashOption = None,
     deadline: DeadlineOption = None,
     submit: SubmitOption = False,
+    services: ServicesOption = None,
+    service_timeout: ServiceTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Book a trip; on failure, compensate what was booked.
@@ -430,7 +470,13 @@ def book(
         _submitted(execution_id, as_json)
         return
     faults = _faults(crash_at, flaky, fail_compensation, slow, outage, timeout)
-    with _travel(ctx, faults=faults, show_steps=not as_json) as travel:
+    with _travel(
+        ctx,
+        faults=faults,
+        show_steps=not as_json,
+        services=services,
+        service_timeout=service_timeout,
+    ) as travel:
         result = travel.book(request, deadline=seconds)
     _finish(result, as_json)
 
@@ -847,6 +893,8 @@ def resume(
         typer.Option(metavar="K", min=1, max=1024, help="With --all: resume K executions at once."),
     ] = 8,
     force: ForceOption = False,
+    services: ServicesOption = None,
+    service_timeout: ServiceTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Continue interrupted executions from the log.
@@ -860,7 +908,12 @@ def resume(
 
     if all_ == (execution_id is not None):
         raise InvalidInputError("give either an execution ID or --all")
-    with _travel(ctx, show_steps=not as_json and not all_) as travel:
+    with _travel(
+        ctx,
+        show_steps=not as_json and not all_,
+        services=services,
+        service_timeout=service_timeout,
+    ) as travel:
         engine = travel.orchestrator
         if execution_id is not None:
             result = engine.resume(execution_id, force=force)
@@ -897,6 +950,7 @@ def compensate(
     ctx: typer.Context,
     execution_id: IdArgument,
     force: ForceOption = False,
+    services: ServicesOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Abort an unfinished execution by compensating it.
@@ -906,7 +960,7 @@ def compensate(
 
     Example: saga compensate 3f2a
     """
-    with _travel(ctx, show_steps=not as_json) as travel:
+    with _travel(ctx, show_steps=not as_json, services=services) as travel:
         result = travel.orchestrator.compensate(execution_id, force=force)
     _finish(result, as_json)
 
@@ -917,6 +971,7 @@ def cancel(
     ctx: typer.Context,
     execution_id: IdArgument,
     force: ForceOption = False,
+    services: ServicesOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cancel an execution: compensate it, even while another process runs it.
@@ -928,7 +983,7 @@ def cancel(
 
     Example: saga cancel 3f2a
     """
-    with _travel(ctx, show_steps=not as_json) as travel:
+    with _travel(ctx, show_steps=not as_json, services=services) as travel:
         result = travel.orchestrator.cancel(execution_id, force=force)
     _finish(result, as_json)
 
@@ -992,6 +1047,8 @@ def simulate(
     timeout: TimeoutOption = None,
     crash_at: CrashOption = None,
     deadline: DeadlineOption = None,
+    services: ServicesOption = None,
+    service_timeout: ServiceTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run random bookings with failure injection and summarise.
@@ -1014,7 +1071,7 @@ def simulate(
     from saga_cli import render
 
     with (
-        _travel(ctx, faults=faults) as travel,
+        _travel(ctx, faults=faults, services=services, service_timeout=service_timeout) as travel,
         # Only on a terminal: piped stderr stays clean for one-line errors.
         Progress(
             console=_console(stderr=True),
@@ -1063,13 +1120,16 @@ def inventory(
             metavar="N", max=1_000_000_000, help="First set every resource's capacity to N."
         ),
     ] = None,
+    services: ServicesOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show the services' capacity, availability and reservations.
 
+    With --services, reads (and restocks) the remote services through their endpoints.
+
     Example: saga inventory --json
     """
-    with _travel(ctx) as travel:
+    with _travel(ctx, services=services) as travel:
         if restock is not None:
             travel.restock(restock)
         rows = travel.inventory()
@@ -1104,6 +1164,7 @@ def services(
             "--reset", metavar="SERVICE", help="Close SERVICE's breaker now (it is back up)."
         ),
     ] = None,
+    services: ServicesOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show each service's circuit breaker and what it has in stock.
@@ -1113,7 +1174,7 @@ def services(
 
     Example: saga services --reset hotel
     """
-    with _travel(ctx) as travel:
+    with _travel(ctx, services=services) as travel:
         for name in reset or ():
             travel.reset_breaker(name)
         breakers = travel.breaker_states()
@@ -1145,16 +1206,17 @@ def services(
 
 @app.command()
 @_errors_to_exit_codes
-def check(ctx: typer.Context, as_json: JsonOption = False) -> None:
+def check(ctx: typer.Context, services: ServicesOption = None, as_json: JsonOption = False) -> None:
     """Audit the saga log against the services.
 
     Each completed execution must hold confirmed reservations, each
     compensated one none; no reservation may belong to no execution, and
-    every resource's capacity must be conserved.
+    every resource's capacity must be conserved. With --services, the remote
+    services' reservations are read through their endpoints.
 
     Example: saga check
     """
-    with _travel(ctx) as travel:
+    with _travel(ctx, services=services) as travel:
         report = travel.check()
     if as_json:
         _print_json({"consistent": report.consistent, "violations": report.violations})
@@ -1286,6 +1348,144 @@ def workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
         console.print(table)
     else:
         console.print("No workers registered.")
+
+
+@app.command()
+@_errors_to_exit_codes
+def serve(
+    ctx: typer.Context,
+    service: Annotated[
+        str,
+        typer.Argument(metavar="flight|hotel|car|all", help="The service to run, or all three."),
+    ],
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Port to listen on (default: flight 8001, hotel 8002, car 8003; "
+            "with all, the flight's, the next two for hotel and car).",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db",
+            metavar="PATH",
+            help="The service's own SQLite database (not the saga log); {service} is "
+            "replaced by the service's name.",
+        ),
+    ] = "{service}-service.db",
+    delay: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=0.0,
+            help="Hold each reserve SECONDS before handling it (a slow network: the "
+            "orchestrator times out and compensates first).",
+        ),
+    ] = 0.0,
+) -> None:
+    """Run a travel service over HTTP, in its own process with its own database.
+
+    Each service answers reserve, confirm, cancel and inventory requests
+    (OpenAPI schema at /docs); `saga book --services URLS` calls them.
+    `saga serve all` starts the three on consecutive ports; Ctrl-C stops them.
+
+    Example: saga serve hotel --port 8002 --db hotel.db
+    """
+    from saga_cli.errors import InvalidInputError
+    from saga_cli.services.travel import SERVICES
+
+    if service == "all":
+        _serve_all(ctx, port, host, db, delay)
+        return
+    if service not in SERVICES:
+        raise InvalidInputError(
+            f"unknown service {service!r}; choose from {', '.join(SERVICES)} or all"
+        )
+    import uvicorn
+
+    from saga_cli.services.http_app import create_app, default_port
+
+    port = default_port(service) if port is None else port
+    _check_port_free(host, port)
+    path = db.replace("{service}", service)
+    served = create_app(service, path, delay=delay)
+    _hint(ctx, f"{service} service on http://{host}:{port} (database {path}; docs at /docs)")
+    if not _quiet(ctx):
+        import logging
+
+        logging.getLogger("saga_cli.http").setLevel(logging.INFO)  # its refusals
+    uvicorn.run(served, host=host, port=port, log_level="warning" if _quiet(ctx) else "info")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port that is taken with one line, before uvicorn logs a traceback-like error."""
+    import socket
+
+    from saga_cli.errors import SagaError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SagaError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _serve_all(ctx: typer.Context, port: int | None, host: str, db: str, delay: float) -> None:
+    """Start the three services as child processes and wait; Ctrl-C stops them all."""
+    import signal
+    import subprocess
+    import time
+
+    from saga_cli.errors import InvalidInputError
+    from saga_cli.services.travel import SERVICES
+
+    if "{service}" not in db:
+        raise InvalidInputError("with `serve all`, --db must contain {service} (one file each)")
+    first = 8001 if port is None else port
+    if first + len(SERVICES) - 1 > 65535:
+        raise InvalidInputError(f"ports {first}..{first + len(SERVICES) - 1} do not all exist")
+    ports = {name: first + offset for offset, name in enumerate(SERVICES)}
+    for name in SERVICES:
+        _check_port_free(host, ports[name])
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    quiet = ["--quiet"] if _quiet(ctx) else []
+    for name in SERVICES:
+        command = [sys.executable, "-m", "saga_cli", *quiet, "serve", name]
+        command += ["--port", str(ports[name]), "--host", host, "--db", db, "--delay", str(delay)]
+        children[name] = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    urls = ",".join(f"http://{host}:{ports[name]}" for name in SERVICES)
+    for name, child in children.items():
+        _hint(ctx, f"{name}: pid {child.pid}, http://{host}:{ports[name]}")
+    _hint(ctx, f"Book through them with: saga simulate --services {urls}")
+    running = dict(children)
+    # SIGTERM stops the three like Ctrl-C does; the handler only sets a flag.
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    try:
+        while running and not stopping:
+            for name, child in list(running.items()):
+                code = child.poll()
+                if code is not None:
+                    del running[name]
+                    _hint(ctx, f"{name} service (pid {child.pid}) exited with code {code}")
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in running.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in running.values():
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    _hint(ctx, "Stopped.")
 
 
 @db_app.command("upgrade")

@@ -51,6 +51,7 @@ from saga_cli.faults import (
     parse_slow,
     slowed,
 )
+from saga_cli.services.participants import ReservationParticipant
 from saga_cli.store.sqlite import translate_errors, write_lock
 
 SERVICES = ("flight", "hotel", "car")
@@ -122,7 +123,10 @@ class _Service:
 
 
 class ReservationService(_Service):
-    """One travel microservice over its own two tables."""
+    """One travel microservice over its own two tables (a ReservationParticipant)."""
+
+    # In-process calls answer in microseconds: no step timeout (see HANG_TIMEOUT).
+    timeout: float | None = None
 
     def __init__(self, name: str, connect: Connect, path: str) -> None:
         if name not in SERVICES:
@@ -309,17 +313,30 @@ class NotificationService(_Service):
 
 
 class TravelServices:
-    """The three services, each with its own connection to its own tables."""
+    """The three reservation services, the payment and the notification.
 
-    def __init__(self, connect: Connect, path: str) -> None:
-        self.flight = ReservationService("flight", connect, path)
-        self.hotel = ReservationService("hotel", connect, path)
-        self.car = ReservationService("car", connect, path)
-        self.by_name: dict[str, ReservationService] = {
-            "flight": self.flight,
-            "hotel": self.hotel,
-            "car": self.car,
+    Args:
+        connect: opens a connection to the file of the in-process services.
+        path: that file's path.
+        remote: reservation services reached elsewhere (over HTTP), by name;
+            the ones named replace their in-process twins. Payment and
+            notification always stay in-process.
+    """
+
+    def __init__(
+        self,
+        connect: Connect,
+        path: str,
+        remote: Mapping[str, ReservationParticipant] | None = None,
+    ) -> None:
+        remote = remote or {}
+        self.by_name: dict[str, ReservationParticipant] = {
+            name: remote[name] if name in remote else ReservationService(name, connect, path)
+            for name in SERVICES
         }
+        self.flight = self.by_name["flight"]
+        self.hotel = self.by_name["hotel"]
+        self.car = self.by_name["car"]
         self.payment = PaymentService(connect, path)
         self.notification = NotificationService(connect, path)
 
@@ -347,8 +364,10 @@ class TravelServices:
 
     def close(self) -> None:
         """Close the services' connections."""
-        for service in (*self.by_name.values(), self.payment, self.notification):
+        for service in self.by_name.values():
             service.close()
+        self.payment.close()
+        self.notification.close()
 
 
 # -- the booking request -------------------------------------------------------
@@ -589,7 +608,7 @@ def travel_saga(
                 raise TransientError(f"{ctx.step} failed (--fail {ctx.step})")
             raise InjectedFailureError(f"{ctx.step} declined the booking (--fail)")
 
-    def reserver(service: ReservationService) -> Callable[[StepContext], Any]:
+    def reserver(service: ReservationParticipant) -> Callable[[StepContext], Any]:
         def reserve(ctx: StepContext) -> Any:
             request = BookingRequest.from_payload(ctx.payload)
             code = request.resources().get(service.name)
@@ -600,7 +619,7 @@ def travel_saga(
 
         return reserve
 
-    def canceller(service: ReservationService) -> Callable[[StepContext], Any]:
+    def canceller(service: ReservationParticipant) -> Callable[[StepContext], Any]:
         def cancel(ctx: StepContext) -> Any:
             if service.name not in BookingRequest.from_payload(ctx.payload).resources():
                 return {"skipped": True}
@@ -639,7 +658,9 @@ def travel_saga(
             guarded(name, faults.wrap(name, False, reserver(services.by_name[name]))),
             guarded(name, faults.wrap(name, True, canceller(services.by_name[name]))),
             retry=RESERVATION_RETRY,
-            timeout=HANG_TIMEOUT if name in faults.hang else None,
+            # a remote service's reply may never come: the step then fails
+            # with its effect unknown and is compensated (a tombstone)
+            timeout=HANG_TIMEOUT if name in faults.hang else services.by_name[name].timeout,
         )
         for name in SERVICES
     ]
@@ -760,8 +781,15 @@ def audit(
     return AuditReport(violations, len(executions), total)
 
 
-def open_services(store: Any) -> TravelServices:
+def open_services(
+    store: Any, remote: Mapping[str, ReservationParticipant] | None = None
+) -> TravelServices:
     """The travel services on the same database as `store` (separate connections).
+
+    Args:
+        store: the saga log, whose file hosts the in-process services.
+        remote: reservation services reached elsewhere, replacing their
+            in-process twins (see TravelServices).
 
     Raises:
         StoreError: the store's backend cannot host the demo services.
@@ -769,7 +797,7 @@ def open_services(store: Any) -> TravelServices:
     connect = getattr(store, "connect", None)
     if connect is None:
         raise StoreError("the travel services need a SQLite or PostgreSQL saga log")
-    return TravelServices(connect, store.url)
+    return TravelServices(connect, store.url, remote)
 
 
 @dataclass(frozen=True, slots=True)

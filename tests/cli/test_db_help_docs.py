@@ -54,6 +54,7 @@ def test_the_command_list_is_the_documented_one() -> None:
             "faults",
             "inventory",
             "check",
+            "serve",
             "stats",
             "watch",
             "prune",

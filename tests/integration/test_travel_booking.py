@@ -20,7 +20,7 @@ from saga_cli.errors import (
     LeaseLostError,
     UnknownExecutionError,
 )
-from saga_cli.services.travel import BookingRequest, ReservationRefusedError, ReservationService
+from saga_cli.services.travel import BookingRequest, ReservationRefusedError
 from saga_cli.store import ExecutionRecord, SagaStore
 
 E = EventType
@@ -72,7 +72,7 @@ def interrupt(
     request: BookingRequest = TRIP,
 ) -> str:
     """Book `request` and die inside `service`'s reserve (before or after it took effect)."""
-    target: ReservationService = booking.services.by_name[service]
+    target = booking.services.by_name[service]
     original = target.reserve
 
     def dying(key: str, saga_id: str, resource: str, customer: str) -> dict[str, Any]:

@@ -1,0 +1,193 @@
+"""One travel service as an HTTP microservice: FastAPI over its own SQLite file.
+
+``saga serve hotel`` runs :func:`create_app` on uvicorn. The app wraps the
+in-process :class:`~saga_cli.services.travel.ReservationService`, so the
+semantics are the same in both worlds; only the transport differs:
+
+* ``POST /reserve``, ``POST /confirm`` and ``POST /cancel`` carry the
+  orchestrator's idempotency key in the ``Idempotency-Key`` header. A repeated
+  reserve returns the first result; a cancel before its reserve leaves a
+  tombstone that refuses the reserve when it arrives late.
+* ``GET /inventory`` and ``GET /reservations`` let ``saga inventory`` and
+  ``saga check`` read the service's state; ``POST /restock`` refills it.
+* A refusal (no availability, a tombstone, a reservation that is not pending)
+  is a 409, a malformed request a 422 and a database failure a 503; the JSON
+  body says ``{"detail": message, "error": kind}``.
+
+The service owns its database: a file of its own, not the saga log. Its
+commits are fsynced (``synchronous=FULL``): no saga log commit covers them.
+This module imports FastAPI; only ``saga serve`` and the tests import it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from saga_cli.errors import BusinessError, InvalidInputError, StoreError, TransientError
+from saga_cli.services.travel import SERVICES, ReservationService
+from saga_cli.store import open_store
+
+KEY_HEADER = "Idempotency-Key"
+log = logging.getLogger("saga_cli.http")
+# Ports of `saga serve all` (and of each service alone): flight, hotel, car.
+DEFAULT_PORT = 8001
+
+
+def default_port(service: str) -> int:
+    """The port `service` listens on unless told otherwise (8001, 8002, 8003)."""
+    return DEFAULT_PORT + SERVICES.index(service)
+
+
+class ReserveBody(BaseModel):
+    """The body of ``POST /reserve``."""
+
+    saga_id: str = Field(min_length=1, max_length=32)
+    resource: str = Field(min_length=1, max_length=40)
+    customer: str = Field(max_length=200)
+
+
+class CancelBody(BaseModel):
+    """The body of ``POST /cancel``."""
+
+    saga_id: str = Field(min_length=1, max_length=32)
+
+
+class RestockBody(BaseModel):
+    """The body of ``POST /restock``."""
+
+    capacity: int = Field(ge=1, le=1_000_000_000)
+
+
+Key = Annotated[str, Header(alias=KEY_HEADER, min_length=1, max_length=200)]
+
+
+def open_service(service: str, db: str | Path) -> ReservationService:
+    """The reservation service `service` over its own database file (created on first use).
+
+    Raises:
+        InvalidInputError: an unknown service.
+        StoreError: the file cannot be opened or migrated.
+    """
+    if service not in SERVICES:
+        raise InvalidInputError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
+    path = Path(db).resolve()
+    # The service's file gets the project's schema (its tables and seeded
+    # catalogue come from the same migrations as the in-process services').
+    store = open_store(f"sqlite:///{path}?participant_synchronous=FULL")
+    connect = getattr(store, "connect", None)
+    if connect is None:  # pragma: no cover - open_store only makes SQLite stores
+        raise StoreError("a travel service needs a SQLite database")
+    store.close()
+    return ReservationService(service, connect, str(path))
+
+
+def create_app(service: str, db: str | Path, *, delay: float = 0.0) -> FastAPI:
+    """The HTTP app of one travel service.
+
+    Args:
+        service: flight, hotel or car.
+        db: the service's own SQLite file (created and migrated if missing).
+        delay: seconds each reserve waits before it runs: a slow network or
+            an overloaded service, so the orchestrator's timeout fires first
+            and its compensation overtakes the reserve (a demo of tombstones).
+
+    Raises:
+        InvalidInputError: an unknown service or a negative delay.
+        StoreError: the database cannot be opened.
+    """
+    if delay < 0:
+        raise InvalidInputError("--delay must be >= 0")
+    participant = open_service(service, db)
+    app = FastAPI(
+        title=f"saga {service} service",
+        version="1",
+        description=f"The {service} reservations of the saga demo, over HTTP.",
+    )
+
+    def refused(status: int) -> Any:
+        def handler(request: Request, exc: Exception) -> JSONResponse:
+            # Logged here, not only in the access log: a request whose caller
+            # gave up (a timeout) gets no access-log line, yet it took effect.
+            log.info(
+                "%s %s key=%s refused (%d): %s",
+                request.method,
+                request.url.path,
+                request.headers.get(KEY_HEADER, "-"),
+                status,
+                exc,
+            )
+            return JSONResponse(
+                status_code=status, content={"detail": str(exc), "error": type(exc).__name__}
+            )
+
+        return handler
+
+    # Business refusals are the caller's to act on (compensate); a failing
+    # database is this service's problem, worth retrying later.
+    app.add_exception_handler(BusinessError, refused(409))
+    app.add_exception_handler(TransientError, refused(409))
+    app.add_exception_handler(InvalidInputError, refused(422))
+    app.add_exception_handler(StoreError, refused(503))
+
+    # Plain `def` endpoints run on FastAPI's thread pool: a delayed reserve
+    # does not hold up the cancel that overtakes it.
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """The service's name: it is up."""
+        return {"service": service, "status": "ok"}
+
+    @app.post("/reserve", status_code=201)
+    def reserve(body: ReserveBody, key: Key) -> dict[str, Any]:
+        """Hold one unit of a resource under the idempotency key (409: none left, or tombstoned)."""
+        if delay:
+            time.sleep(delay)
+        return participant.reserve(key, body.saga_id, body.resource, body.customer)
+
+    @app.post("/confirm")
+    def confirm(key: Key) -> dict[str, Any]:
+        """Confirm the pending reservation under the key (409: missing or cancelled)."""
+        return participant.confirm(key)
+
+    @app.post("/cancel")
+    def cancel(body: CancelBody, key: Key) -> dict[str, Any]:
+        """Cancel the reservation under the key, once; a tombstone if it never arrived."""
+        return participant.cancel(key, body.saga_id)
+
+    @app.get("/inventory")
+    def inventory() -> list[dict[str, Any]]:
+        """Capacity, availability and reservations per resource."""
+        return [
+            {
+                "service": row.service,
+                "resource": row.resource,
+                "name": row.name,
+                "capacity": row.capacity,
+                "available": row.available,
+                "pending": row.pending,
+                "confirmed": row.confirmed,
+            }
+            for row in participant.inventory()
+        ]
+
+    @app.get("/reservations")
+    def reservations() -> list[dict[str, Any]]:
+        """Every reservation, tombstones included."""
+        return [
+            {"key": key, "saga_id": saga_id, "resource": resource, "status": status}
+            for key, saga_id, resource, status in participant.reservations()
+        ]
+
+    @app.post("/restock")
+    def restock(body: RestockBody) -> dict[str, Any]:
+        """Set every resource's capacity, keeping what is reserved (422: below it)."""
+        participant.restock(body.capacity)
+        return {"capacity": body.capacity}
+
+    return app
