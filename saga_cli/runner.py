@@ -1228,13 +1228,15 @@ class SagaRunner:
         detail: dict[str, Any] = {"error": error, "kind": type(exc).__name__}
         business = isinstance(exc, BusinessError) and not compensating
         timed_out = isinstance(exc, StepTimeoutError)
-        # Never sent (an open breaker): nothing happened. A forward step fails
-        # fast (that is the breaker's point) and is not compensated; a
-        # compensation waits out the breaker's cool-down and tries again.
+        # Never sent (an open breaker): nothing happened. A step before the
+        # pivot fails fast (that is the breaker's point) and is not compensated.
         not_sent = isinstance(exc, NotSentError)
         policy = step.compensation_retry if compensating else step.retry
         retrying = not business and not timed_out and attempt < policy.max_attempts
-        if retrying and (compensating or not not_sent):
+        # A compensation, or a retriable step past the pivot, must get through
+        # in the end: they wait out an open breaker instead of giving up.
+        must_get_through = compensating or step.kind is StepKind.RETRIABLE
+        if retrying and (must_get_through or not not_sent):
             delay = policy.delay_before(attempt + 1, self.rng)
             if not_sent:
                 delay = max(delay, getattr(exc, "retry_after", 0.0))
