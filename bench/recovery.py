@@ -29,7 +29,7 @@ from typing import Any
 CHILD = """
 import dataclasses
 import sys
-import saga_cli.services.travel as travel
+import saga_cli.faults as faults
 from saga_cli.booking import TravelBooking
 from saga_cli.faults import CrashPoint
 from saga_cli.services.travel import SERVICES, STEPS, FaultPlan
@@ -41,7 +41,7 @@ class Crash(BaseException):
 def crash() -> None:
     raise Crash()
 
-travel._die = crash  # the crash point raises instead of SIGKILL, once per booking
+faults.die = crash  # the crash point raises instead of SIGKILL, once per booking
 db, count = sys.argv[1], int(sys.argv[2])
 store = open_store(db)
 points = [
