@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from saga_cli.breaker import BreakerSnapshot, BreakerState
+from saga_cli.breaker import BreakerSnapshot
 from saga_cli.domain import Event, EventType, SagaStatus, is_terminal
 from saga_cli.errors import (
     AmbiguousIdError,
@@ -40,26 +40,28 @@ from saga_cli.errors import (
 from saga_cli.store import (
     Claim,
     Creation,
-    DefinitionRecord,
     ExecutionRecord,
     LeaseGroup,
-    SagaStore,
     StepRecord,
     Transition,
     migrate,
+)
+from saga_cli.store.sql import (
+    EXECUTION_COLUMNS,
+    SELECT_EXECUTION,
+    SqlStore,
+    encode,
+    event_rows,
+    row_to_record,
+    window_filters,
 )
 
 _T = TypeVar("_T")
 _HEX = frozenset("0123456789abcdef")
 URL_SCHEMES = ("postgresql", "postgresql+psycopg", "postgres")
 
-_EXECUTION_COLUMNS = (
-    "id, saga, payload, status, step, created_at, updated_at, owner, lease_expires_at, version,"
-    " definition_version, concurrency_key"
-)
 _INSERT_EXECUTION = (
-    f"INSERT INTO saga_execution ({_EXECUTION_COLUMNS})"
-    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+    f"INSERT INTO saga_execution ({EXECUTION_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
 )
 _KEY_HOLDER = "SELECT execution_id FROM saga_key_lock WHERE key=%s"
 # Taken after the execution row exists (the foreign key), and race-free: of
@@ -88,7 +90,6 @@ _CLAIM_EXECUTION = (
     "UPDATE saga_execution SET owner=%s, lease_expires_at=%s, updated_at=%s, version=version+1"
     " WHERE id=%s AND version=%s"
 )
-_SELECT_EXECUTION = f"SELECT {_EXECUTION_COLUMNS} FROM saga_execution"
 _WORKER_COLUMNS = "id, host, pid, started_at, heartbeat_at, concurrency, lease_seconds, sagas"
 # A constant key for pg_advisory_xact_lock: schema upgrades of one database
 # serialize on it (see migrate.upgrade_postgres).
@@ -192,58 +193,6 @@ def read_revision(url: str) -> tuple[str, str | None]:
         connection.close()
 
 
-def _row_to_record(row: Sequence[Any]) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=row[0],
-        saga=row[1],
-        payload=row[2],
-        status=SagaStatus(row[3]),
-        step=row[4],
-        created_at=row[5],
-        updated_at=row[6],
-        owner=row[7],
-        lease_expires_at=row[8],
-        version=row[9],
-        definition_version=row[10],
-        concurrency_key=row[11],
-    )
-
-
-def _filters(
-    *, saga: str | None, since: float | None, until: float | None
-) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    if saga is not None:
-        where.append("saga=%s")
-        params.append(saga)
-    if since is not None:
-        where.append("created_at>=%s")
-        params.append(since)
-    if until is not None:
-        where.append("created_at<%s")
-        params.append(until)
-    return where, params
-
-
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
-
-
-def _event_rows(execution_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            execution_id,
-            e.seq,
-            e.step,
-            e.type.value,
-            e.attempt,
-            None if e.detail is None else _encode(e.detail),
-            e.at,
-        )
-        for e in events
-    ]
-
-
 class _Planned:
     """The SQL of one write, prepared outside the transaction (as in store/sqlite.py)."""
 
@@ -271,11 +220,11 @@ class _Planned:
                 r.concurrency_key,
             )
             self.execution_id = r.id
-            self.events = _event_rows(r.id, write.events)
+            self.events = event_rows(r.id, write.events)
             self.key = r.concurrency_key
             d = write.definition
             if d is not None:
-                self.definition = (d.name, d.version, _encode(d.steps), d.source, d.created_at)
+                self.definition = (d.name, d.version, encode(d.steps), d.source, d.created_at)
             return
         t = write
         self.statement = _UPDATE_EXECUTION
@@ -289,7 +238,7 @@ class _Planned:
             t.expected_version,
         )
         self.execution_id = t.execution_id
-        self.events = _event_rows(t.execution_id, t.events)
+        self.events = event_rows(t.execution_id, t.events)
         self.release_key = t.release_key
 
     def version(self) -> int:
@@ -334,7 +283,7 @@ class _Rollback(Exception):  # noqa: N818 - a control-flow signal, not an error
         self.result = result
 
 
-class PostgresStore(SagaStore):
+class PostgresStore(SqlStore):
     """The saga log in a PostgreSQL database, shared by processes on many machines."""
 
     def __init__(self, url: str, writer: Any, reader: Any) -> None:
@@ -407,19 +356,6 @@ class PostgresStore(SagaStore):
                     self._db = _reconnect(self._db, self.url, autocommit=False)
                 raise translated(exc, self.url) from None
 
-    def create(self, record: ExecutionRecord, events: Sequence[Event]) -> None:
-        """Insert an execution and its first events in one transaction."""
-        (result,) = self.commit_all([Creation(record, events)])
-        if isinstance(result, SagaError):
-            raise result
-
-    def append(self, transition: Transition) -> int:
-        """Compare-and-set the execution row and append events, in one transaction."""
-        (result,) = self.commit_all([transition])
-        if isinstance(result, SagaError):
-            raise result
-        return result
-
     def commit_all(self, writes: Sequence[Creation | Transition]) -> list[int | SagaError]:
         """Apply the writes of several executions in one transaction (a savepoint each)."""
         statements = [_Planned(write) for write in writes]
@@ -459,9 +395,7 @@ class PostgresStore(SagaStore):
                     versions.append(None)
                     continue
                 if claim.event is not None:
-                    cursor.executemany(
-                        _INSERT_EVENT, _event_rows(claim.execution_id, [claim.event])
-                    )
+                    cursor.executemany(_INSERT_EVENT, event_rows(claim.execution_id, [claim.event]))
                 versions.append(claim.expected_version + 1)
             return versions
 
@@ -517,7 +451,7 @@ class PostgresStore(SagaStore):
             for (execution_id,) in rows:
                 row = cursor.execute(
                     "UPDATE saga_execution SET owner=%s, lease_expires_at=%s, updated_at=%s,"
-                    f" version=version+1 WHERE id=%s RETURNING {_EXECUTION_COLUMNS}",
+                    f" version=version+1 WHERE id=%s RETURNING {EXECUTION_COLUMNS}",
                     (owner, lease_expires_at, now, execution_id),
                     prepare=True,
                 ).fetchone()
@@ -527,8 +461,8 @@ class PostgresStore(SagaStore):
                     prepare=True,
                 ).fetchone()[0]
                 event = Event(seq, EventType.SAGA_RESUMED, None, 0, {"by": owner}, now)
-                cursor.executemany(_INSERT_EVENT, _event_rows(execution_id, [event]))
-                taken.append(_row_to_record(row))
+                cursor.executemany(_INSERT_EVENT, event_rows(execution_id, [event]))
+                taken.append(row_to_record(row))
             return taken
 
         return self._commit(work)
@@ -549,7 +483,7 @@ class PostgresStore(SagaStore):
             worker.heartbeat_at,
             worker.concurrency,
             worker.lease_seconds,
-            None if worker.sagas is None else _encode(list(worker.sagas)),
+            None if worker.sagas is None else encode(list(worker.sagas)),
         )
 
         def work(cursor: Any) -> None:
@@ -615,23 +549,14 @@ class PostgresStore(SagaStore):
         psycopg = _psycopg()
         with self._read_lock:
             try:
+                # Shared queries (store/sql.py) use ``?``; psycopg wants ``%s``.
+                sql = sql.replace("?", "%s")
                 rows: list[Any] = self._reader.execute(sql, params, prepare=True).fetchall()
                 return rows
             except psycopg.Error as exc:
                 if self._reader.broken or self._reader.closed:
                     self._reader = _reconnect(self._reader, self.url, autocommit=True)
                 raise translated(exc, self.url) from None
-
-    def get(self, execution_id: str) -> ExecutionRecord:
-        """Return one execution by full id."""
-        rows = self._read(f"{_SELECT_EXECUTION} WHERE id=%s", (execution_id,))
-        if not rows:
-            raise UnknownExecutionError(f"no execution has id {execution_id}")
-        return _row_to_record(rows[0])
-
-    def events(self, execution_id: str) -> list[Event]:
-        """Return an execution's events in sequence order."""
-        return self.events_of([execution_id])[execution_id]
 
     def events_of(self, execution_ids: Sequence[str]) -> dict[str, list[Event]]:
         """Return the events of several executions, one query per 500 ids."""
@@ -685,7 +610,7 @@ class PostgresStore(SagaStore):
         after: tuple[float, str] | None = None,
     ) -> list[ExecutionRecord]:
         """Return executions newest first (ties broken by id), a keyset page at a time."""
-        where, params = _filters(saga=saga, since=since, until=until)
+        where, params = window_filters(saga=saga, since=since, until=until)
         if status is not None:
             where.insert(0, "status=%s")
             params.insert(0, status.value)
@@ -693,8 +618,8 @@ class PostgresStore(SagaStore):
             where.append("(created_at, id) < (%s, %s)")
             params += [after[0], after[1]]
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        sql = f"{_SELECT_EXECUTION}{clause} ORDER BY created_at DESC, id DESC LIMIT %s"
-        return [_row_to_record(row) for row in self._read(sql, [*params, limit])]
+        sql = f"{SELECT_EXECUTION}{clause} ORDER BY created_at DESC, id DESC LIMIT %s"
+        return [row_to_record(row) for row in self._read(sql, [*params, limit])]
 
     def count_statuses(
         self,
@@ -708,7 +633,7 @@ class PostgresStore(SagaStore):
         counts = dict.fromkeys(statuses, 0)
         if not statuses:
             return counts
-        where, params = _filters(saga=saga, since=since, until=until)
+        where, params = window_filters(saga=saga, since=since, until=until)
         where.insert(0, "status = ANY(%s)")
         params.insert(0, [s.value for s in statuses])
         rows = self._read(
@@ -726,7 +651,7 @@ class PostgresStore(SagaStore):
         """Count creations per time slice (one range count per slice, as on SQLite)."""
         width = (until - since) / buckets
         edges = [since + width * i for i in range(buckets)] + [until]
-        where, params = _filters(saga=saga, since=None, until=None)
+        where, params = window_filters(saga=saga, since=None, until=None)
         where += ["created_at>=%s", "created_at<%s"]
         sql = f"SELECT COUNT(*) FROM saga_execution WHERE {' AND '.join(where)}"
         return [
@@ -800,19 +725,14 @@ class PostgresStore(SagaStore):
             after: tuple[float, str] = (float("-inf"), "")
             while True:
                 rows = self._read(
-                    f"{_SELECT_EXECUTION} WHERE status=%s AND (created_at, id) > (%s, %s)"
+                    f"{SELECT_EXECUTION} WHERE status=%s AND (created_at, id) > (%s, %s)"
                     " ORDER BY created_at, id LIMIT %s",
                     (status.value, after[0], after[1], page),
                 )
                 if not rows:
                     break
-                yield [_row_to_record(row) for row in rows]
+                yield [row_to_record(row) for row in rows]
                 after = (rows[-1][5], rows[-1][0])
-
-    def executions_of(self, saga: str) -> list[tuple[str, SagaStatus, str]]:
-        """Return (id, status, payload JSON) of every execution of one saga."""
-        rows = self._read("SELECT id, status, payload FROM saga_execution WHERE saga=%s", (saga,))
-        return [(row[0], SagaStatus(row[1]), row[2]) for row in rows]
 
     def renew_leases(self, owner: str, held: Mapping[str, int], until: float) -> None:
         """Extend leases still held at the given versions (no version bump)."""
@@ -828,29 +748,6 @@ class PostgresStore(SagaStore):
             )
 
         self._commit(work)
-
-    def definition_versions(self, name: str | None = None) -> list[DefinitionRecord]:
-        """Return the registered versions of one saga (or of all), newest first."""
-        sql = "SELECT name, version, steps, source, created_at FROM saga_definition"
-        params: tuple[Any, ...] = ()
-        if name is not None:
-            sql += " WHERE name=%s"
-            params = (name,)
-        rows = self._read(sql + " ORDER BY created_at DESC, name", params)
-        return [
-            DefinitionRecord(row[0], row[1], json.loads(row[2]), row[3], row[4]) for row in rows
-        ]
-
-    def breakers(self) -> list[BreakerSnapshot]:
-        """Return the last known state of every circuit breaker."""
-        rows = self._read(
-            "SELECT service, state, failures, opened_at, last_error, updated_at"
-            " FROM circuit_breaker ORDER BY service"
-        )
-        return [
-            BreakerSnapshot(service, BreakerState(state), failures, opened_at, error, updated)
-            for service, state, failures, opened_at, error, updated in rows
-        ]
 
     def save_breaker(self, snapshot: BreakerSnapshot) -> None:
         """Upsert a breaker's state."""

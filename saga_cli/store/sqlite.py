@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from saga_cli.breaker import BreakerSnapshot, BreakerState
+from saga_cli.breaker import BreakerSnapshot
 from saga_cli.domain import Event, EventType, SagaStatus, is_terminal
 from saga_cli.errors import (
     AmbiguousIdError,
@@ -42,28 +42,31 @@ from saga_cli.errors import (
 from saga_cli.store import (
     Claim,
     Creation,
-    DefinitionRecord,
     ExecutionRecord,
     LeaseGroup,
-    SagaStore,
     StepRecord,
     Transition,
     WorkerRecord,
     migrate,
 )
 from saga_cli.store.group_commit import GroupCommitter
+from saga_cli.store.sql import (
+    EXECUTION_COLUMNS,
+    SELECT_EXECUTION,
+    SqlStore,
+    encode,
+    event_rows,
+    row_to_record,
+    window_filters,
+)
 
 _T = TypeVar("_T")
 SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _HEX = frozenset("0123456789abcdef")
 
-_EXECUTION_COLUMNS = (
-    "id, saga, payload, status, step, created_at, updated_at, owner, lease_expires_at, version,"
-    " definition_version, concurrency_key"
-)
 _INSERT_EXECUTION = (
-    f"INSERT INTO saga_execution ({_EXECUTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT INTO saga_execution ({EXECUTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _KEY_HOLDER = "SELECT execution_id FROM saga_key_lock WHERE key=?"
 _TAKE_KEY = "INSERT INTO saga_key_lock (key, execution_id, acquired_at) VALUES (?,?,?)"
@@ -84,12 +87,11 @@ _CLAIM_EXECUTION = (
     "UPDATE saga_execution SET owner=?, lease_expires_at=?, updated_at=?, version=version+1"
     " WHERE id=? AND version=?"
 )
-_SELECT_EXECUTION = f"SELECT {_EXECUTION_COLUMNS} FROM saga_execution"
 # Candidates for a worker, one status at a time so each query walks the
 # (status, created_at, id) index in order and stops at LIMIT: the rows it
 # skips (leases held live) are only the executions in flight.
 _READY_OF_STATUS = (
-    f"{_SELECT_EXECUTION} INDEXED BY ix_saga_execution_status_created"
+    f"{SELECT_EXECUTION} INDEXED BY ix_saga_execution_status_created"
     " WHERE status=? AND (owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < ?)"
 )
 _WORKER_COLUMNS = "id, host, pid, started_at, heartbeat_at, concurrency, lease_seconds, sagas"
@@ -262,41 +264,6 @@ def _schema_revision(connection: sqlite3.Connection) -> str | None:
     return None if version is None else str(version[0])
 
 
-def _row_to_record(row: Sequence[Any]) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=row[0],
-        saga=row[1],
-        payload=row[2],
-        status=SagaStatus(row[3]),
-        step=row[4],
-        created_at=row[5],
-        updated_at=row[6],
-        owner=row[7],
-        lease_expires_at=row[8],
-        version=row[9],
-        definition_version=row[10],
-        concurrency_key=row[11],
-    )
-
-
-def _filters(
-    *, saga: str | None, since: float | None, until: float | None
-) -> tuple[list[str], list[Any]]:
-    """WHERE terms and parameters for the saga-name and creation-window filters."""
-    where: list[str] = []
-    params: list[Any] = []
-    if saga is not None:
-        where.append("saga=?")
-        params.append(saga)
-    if since is not None:
-        where.append("created_at>=?")
-        params.append(since)
-    if until is not None:
-        where.append("created_at<?")
-        params.append(until)
-    return where, params
-
-
 _RARE_STATUSES = frozenset(
     {SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.STUCK}
 )
@@ -345,25 +312,6 @@ def _prune_batch(
     return len(ids), (rows[-1][1], rows[-1][0])
 
 
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
-
-
-def _event_rows(execution_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
-    # Enum members are str subclasses: sqlite3 stores them as their text.
-    return [
-        (
-            execution_id,
-            e.seq,
-            e.step,
-            e.type,
-            e.attempt,
-            None if e.detail is None else _encode(e.detail),
-            e.at,
-        )
-        for e in events
-    ]
-
-
 class _Planned:
     """The SQL of one write, prepared outside the transaction."""
 
@@ -400,11 +348,11 @@ class _Planned:
                 r.concurrency_key,
             )
             self.execution_id = r.id
-            self.events = _event_rows(r.id, write.events)
+            self.events = event_rows(r.id, write.events)
             self.key = r.concurrency_key
             d = write.definition
             if d is not None:
-                self.definition = (d.name, d.version, _encode(d.steps), d.source, d.created_at)
+                self.definition = (d.name, d.version, encode(d.steps), d.source, d.created_at)
             self.version = r.version
             return
         t = write
@@ -419,7 +367,7 @@ class _Planned:
             t.expected_version,
         )
         self.execution_id = t.execution_id
-        self.events = _event_rows(t.execution_id, t.events)
+        self.events = event_rows(t.execution_id, t.events)
         self.release_key = t.release_key
         self.version = t.expected_version + 1
 
@@ -452,7 +400,7 @@ class _Planned:
         return self.version
 
 
-class SqliteStore(SagaStore):
+class SqliteStore(SqlStore):
     """The saga log in one SQLite file, WAL mode, durable (synchronous=FULL) by default."""
 
     def __init__(self, settings: SqliteSettings, connection: sqlite3.Connection) -> None:
@@ -518,19 +466,6 @@ class SqliteStore(SagaStore):
         """Run `work` in a committed transaction, batched with concurrent writers."""
         return self._writer.submit(work)
 
-    def create(self, record: ExecutionRecord, events: Sequence[Event]) -> None:
-        """Insert an execution and its first events in one transaction."""
-        (result,) = self.commit_all([Creation(record, events)])
-        if isinstance(result, SagaError):
-            raise result
-
-    def append(self, transition: Transition) -> int:
-        """Compare-and-set the execution row and append events, in one transaction."""
-        (result,) = self.commit_all([transition])
-        if isinstance(result, SagaError):
-            raise result
-        return result
-
     def commit_all(self, writes: Sequence[Creation | Transition]) -> list[int | SagaError]:
         """Apply the writes of several executions in one transaction."""
         statements = [_Planned(write) for write in writes]
@@ -566,9 +501,7 @@ class SqliteStore(SagaStore):
                     versions.append(None)
                     continue
                 if claim.event is not None:
-                    cursor.executemany(
-                        _INSERT_EVENT, _event_rows(claim.execution_id, [claim.event])
-                    )
+                    cursor.executemany(_INSERT_EVENT, event_rows(claim.execution_id, [claim.event]))
                 versions.append(claim.expected_version + 1)
             return versions
 
@@ -595,7 +528,7 @@ class SqliteStore(SagaStore):
         if names == []:
             return []
         saga_filter = "" if names is None else f" AND saga IN ({','.join('?' * len(names))})"
-        by = _encode({"by": owner})
+        by = encode({"by": owner})
 
         def work(cursor: sqlite3.Cursor) -> list[ExecutionRecord]:
             candidates: list[ExecutionRecord] = []
@@ -604,7 +537,7 @@ class SqliteStore(SagaStore):
                     f"{_READY_OF_STATUS}{saga_filter} ORDER BY created_at, id LIMIT ?",
                     (status, now, *(names or ()), limit),
                 ).fetchall()
-                candidates += map(_row_to_record, rows)
+                candidates += map(row_to_record, rows)
             candidates.sort(key=lambda r: (r.created_at, r.id))
             taken: list[ExecutionRecord] = []
             for record in candidates[:limit]:
@@ -643,7 +576,7 @@ class SqliteStore(SagaStore):
             worker.heartbeat_at,
             worker.concurrency,
             worker.lease_seconds,
-            None if worker.sagas is None else _encode(list(worker.sagas)),
+            None if worker.sagas is None else encode(list(worker.sagas)),
         )
 
         def work(cursor: sqlite3.Cursor) -> None:
@@ -703,17 +636,6 @@ class SqliteStore(SagaStore):
             if self._reader is None:
                 self._reader = self.settings.connect()
             return self._reader.execute(sql, params).fetchall()
-
-    def get(self, execution_id: str) -> ExecutionRecord:
-        """Return one execution by full id."""
-        rows = self._read(f"{_SELECT_EXECUTION} WHERE id=?", (execution_id,))
-        if not rows:
-            raise UnknownExecutionError(f"no execution has id {execution_id}")
-        return _row_to_record(rows[0])
-
-    def events(self, execution_id: str) -> list[Event]:
-        """Return an execution's events in sequence order."""
-        return self.events_of([execution_id])[execution_id]
 
     def events_of(self, execution_ids: Sequence[str]) -> dict[str, list[Event]]:
         """Return the events of several executions, one query per 500 ids."""
@@ -776,7 +698,7 @@ class SqliteStore(SagaStore):
         compensated) and the saga index otherwise, so neither walk meets
         long runs of rows it must skip in an ordinary log.
         """
-        where, params = _filters(saga=saga, since=since, until=until)
+        where, params = window_filters(saga=saga, since=since, until=until)
         if status is not None:
             where.insert(0, "status=?")
             params.insert(0, status.value)
@@ -786,10 +708,10 @@ class SqliteStore(SagaStore):
         index = _list_index(status, saga)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         sql = (
-            f"{_SELECT_EXECUTION} INDEXED BY {index}{clause}"
+            f"{SELECT_EXECUTION} INDEXED BY {index}{clause}"
             " ORDER BY created_at DESC, id DESC LIMIT ?"
         )
-        return [_row_to_record(row) for row in self._read(sql, [*params, limit])]
+        return [row_to_record(row) for row in self._read(sql, [*params, limit])]
 
     def count_statuses(
         self,
@@ -803,7 +725,7 @@ class SqliteStore(SagaStore):
         counts = dict.fromkeys(statuses, 0)
         if not statuses:
             return counts
-        where, params = _filters(saga=saga, since=since, until=until)
+        where, params = window_filters(saga=saga, since=since, until=until)
         where.insert(0, f"status IN ({','.join('?' * len(statuses))})")
         params[:0] = [s.value for s in statuses]
         index = _list_index(None, saga) if saga else "ix_saga_execution_status_created"
@@ -827,7 +749,7 @@ class SqliteStore(SagaStore):
         """
         width = (until - since) / buckets
         edges = [since + width * i for i in range(buckets)] + [until]
-        where, params = _filters(saga=saga, since=None, until=None)
+        where, params = window_filters(saga=saga, since=None, until=None)
         where += ["created_at>=?", "created_at<?"]
         sql = f"SELECT COUNT(*) FROM saga_execution WHERE {' AND '.join(where)}"
         return [
@@ -903,19 +825,14 @@ class SqliteStore(SagaStore):
             after: tuple[float, str] = (float("-inf"), "")
             while True:
                 rows = self._read(
-                    f"{_SELECT_EXECUTION} WHERE status=? AND (created_at, id) > (?, ?)"
+                    f"{SELECT_EXECUTION} WHERE status=? AND (created_at, id) > (?, ?)"
                     " ORDER BY created_at, id LIMIT ?",
                     (status, after[0], after[1], page),
                 )
                 if not rows:
                     break
-                yield [_row_to_record(row) for row in rows]
+                yield [row_to_record(row) for row in rows]
                 after = (rows[-1][5], rows[-1][0])
-
-    def executions_of(self, saga: str) -> list[tuple[str, SagaStatus, str]]:
-        """Return (id, status, payload JSON) of every execution of one saga."""
-        rows = self._read("SELECT id, status, payload FROM saga_execution WHERE saga=?", (saga,))
-        return [(row[0], SagaStatus(row[1]), row[2]) for row in rows]
 
     def renew_leases(self, owner: str, held: Mapping[str, int], until: float) -> None:
         """Extend leases still held at the given versions (no version bump)."""
@@ -928,29 +845,6 @@ class SqliteStore(SagaStore):
             )
 
         self._commit(work)
-
-    def definition_versions(self, name: str | None = None) -> list[DefinitionRecord]:
-        """Return the registered versions of one saga (or of all), newest first."""
-        sql = "SELECT name, version, steps, source, created_at FROM saga_definition"
-        params: tuple[Any, ...] = ()
-        if name is not None:
-            sql += " WHERE name=?"
-            params = (name,)
-        rows = self._read(sql + " ORDER BY created_at DESC, name", params)
-        return [
-            DefinitionRecord(row[0], row[1], json.loads(row[2]), row[3], row[4]) for row in rows
-        ]
-
-    def breakers(self) -> list[BreakerSnapshot]:
-        """Return the last known state of every circuit breaker."""
-        rows = self._read(
-            "SELECT service, state, failures, opened_at, last_error, updated_at"
-            " FROM circuit_breaker ORDER BY service"
-        )
-        return [
-            BreakerSnapshot(service, BreakerState(state), failures, opened_at, error, updated)
-            for service, state, failures, opened_at, error, updated in rows
-        ]
 
     def save_breaker(self, snapshot: BreakerSnapshot) -> None:
         """Upsert a breaker's state."""
