@@ -20,11 +20,10 @@ import contextlib
 import functools
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from saga_cli.breaker import BreakerSnapshot
 from saga_cli.domain import Event, EventType, SagaStatus, is_terminal
 from saga_cli.errors import (
     AmbiguousIdError,
@@ -90,7 +89,6 @@ _CLAIM_EXECUTION = (
     "UPDATE saga_execution SET owner=%s, lease_expires_at=%s, updated_at=%s, version=version+1"
     " WHERE id=%s AND version=%s"
 )
-_WORKER_COLUMNS = "id, host, pid, started_at, heartbeat_at, concurrency, lease_seconds, sagas"
 # A constant key for pg_advisory_xact_lock: schema upgrades of one database
 # serialize on it (see migrate.upgrade_postgres).
 MIGRATION_LOCK = 0x5A6A_0001
@@ -337,6 +335,17 @@ class PostgresStore(SqlStore):
         with self._read_lock:
             self._reader.close()
 
+    def _write(self, sql: str, params: Sequence[Any], *, many: bool = False) -> None:
+        sql = sql.replace("?", "%s")
+
+        def work(cursor: Any) -> None:
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+
+        self._commit(work)
+
     def _commit(self, work: Callable[[Any], _T]) -> _T:
         """Run `work` in one committed transaction; a `_Rollback` rolls it back instead."""
         psycopg = _psycopg()
@@ -467,63 +476,7 @@ class PostgresStore(SqlStore):
 
         return self._commit(work)
 
-    # -- the worker registry (issue #6, part 1) ------------------------------------------
-    # The contract methods the worker branch adds to SagaStore (with revision
-    # 0007's saga_worker table), mirrored from its SQLite versions so that the
-    # merge finds them here. Typed loosely (Any) because WorkerRecord lives on
-    # that branch; they are exercised once both are merged.
-
-    def save_worker(self, worker: Any) -> None:
-        """Insert or update (by id) a worker's registry row: its heartbeat, in one commit."""
-        row = (
-            worker.id,
-            worker.host,
-            worker.pid,
-            worker.started_at,
-            worker.heartbeat_at,
-            worker.concurrency,
-            worker.lease_seconds,
-            None if worker.sagas is None else encode(list(worker.sagas)),
-        )
-
-        def work(cursor: Any) -> None:
-            cursor.execute(
-                f"INSERT INTO saga_worker ({_WORKER_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
-                " ON CONFLICT (id) DO UPDATE SET heartbeat_at=excluded.heartbeat_at,"
-                " concurrency=excluded.concurrency, lease_seconds=excluded.lease_seconds,"
-                " sagas=excluded.sagas",
-                row,
-            )
-
-        self._commit(work)
-
-    def remove_worker(self, worker_id: str) -> None:
-        """Delete a worker's registry row (a clean exit); no error if it is gone."""
-
-        def work(cursor: Any) -> None:
-            cursor.execute("DELETE FROM saga_worker WHERE id=%s", (worker_id,))
-
-        self._commit(work)
-
-    def workers(self) -> list[Any]:
-        """Every registered worker, live or stale, oldest start first."""
-        from saga_cli import store as contract
-
-        record = contract.WorkerRecord  # type: ignore[attr-defined,unused-ignore]
-        rows = self._read(f"SELECT {_WORKER_COLUMNS} FROM saga_worker ORDER BY started_at, id")
-        return [
-            record(
-                id=row[0],
-                host=row[1],
-                pid=row[2],
-                started_at=row[3],
-                heartbeat_at=row[4],
-                concurrency=row[5],
-                lease_seconds=row[6],
-                sagas=None if row[7] is None else tuple(json.loads(row[7])),
-            )
-            for row in rows
-        ]
+    # -- the worker registry (save/remove/workers live in store/sql.py) --------------------
 
     def held_executions(self, owners: Sequence[str], now: float) -> dict[str, list[str]]:
         """Ids of the unfinished executions each of `owners` holds a live lease on, oldest first."""
@@ -733,45 +686,6 @@ class PostgresStore(SqlStore):
                     break
                 yield [row_to_record(row) for row in rows]
                 after = (rows[-1][5], rows[-1][0])
-
-    def renew_leases(self, owner: str, held: Mapping[str, int], until: float) -> None:
-        """Extend leases still held at the given versions (no version bump)."""
-        rows = [(until, execution_id, owner, version) for execution_id, version in held.items()]
-        if not rows:
-            return
-
-        def work(cursor: Any) -> None:
-            cursor.executemany(
-                "UPDATE saga_execution SET lease_expires_at=%s"
-                " WHERE id=%s AND owner=%s AND version=%s",
-                rows,
-            )
-
-        self._commit(work)
-
-    def save_breaker(self, snapshot: BreakerSnapshot) -> None:
-        """Upsert a breaker's state."""
-        row = (
-            snapshot.service,
-            snapshot.state.value,
-            snapshot.failures,
-            snapshot.opened_at,
-            snapshot.last_error,
-            snapshot.updated_at,
-        )
-
-        def work(cursor: Any) -> None:
-            cursor.execute(
-                "INSERT INTO circuit_breaker"
-                " (service, state, failures, opened_at, last_error, updated_at)"
-                " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (service) DO UPDATE SET"
-                " state=excluded.state, failures=excluded.failures,"
-                " opened_at=excluded.opened_at, last_error=excluded.last_error,"
-                " updated_at=excluded.updated_at",
-                row,
-            )
-
-        self._commit(work)
 
     def connect(self) -> ParticipantConnection:
         """A new connection to the same database for a participant that lives in it."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from saga_cli.breaker import BreakerSnapshot, BreakerState
@@ -21,6 +21,7 @@ from saga_cli.store import (
     ExecutionRecord,
     SagaStore,
     Transition,
+    WorkerRecord,
 )
 
 EXECUTION_COLUMNS = (
@@ -28,6 +29,7 @@ EXECUTION_COLUMNS = (
     " definition_version, concurrency_key"
 )
 SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS} FROM saga_execution"
+WORKER_COLUMNS = "id, host, pid, started_at, heartbeat_at, concurrency, lease_seconds, sagas"
 
 encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
@@ -91,6 +93,10 @@ class SqlStore(SagaStore):
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read-only query (``?`` placeholders)."""
 
+    @abc.abstractmethod
+    def _write(self, sql: str, params: Sequence[Any], *, many: bool = False) -> None:
+        """Run one statement (``?`` placeholders; `many`: once per row) and commit it."""
+
     def create(self, record: ExecutionRecord, events: Sequence[Event]) -> None:
         """Insert an execution and its first events in one transaction."""
         (result,) = self.commit_all([Creation(record, events)])
@@ -141,4 +147,73 @@ class SqlStore(SagaStore):
         return [
             BreakerSnapshot(service, BreakerState(state), failures, opened_at, error, updated)
             for service, state, failures, opened_at, error, updated in rows
+        ]
+
+    def save_breaker(self, snapshot: BreakerSnapshot) -> None:
+        """Upsert a breaker's state (one commit; state changes are rare)."""
+        self._write(
+            "INSERT INTO circuit_breaker"
+            " (service, state, failures, opened_at, last_error, updated_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (service) DO UPDATE SET"
+            " state=excluded.state, failures=excluded.failures,"
+            " opened_at=excluded.opened_at, last_error=excluded.last_error,"
+            " updated_at=excluded.updated_at",
+            (
+                snapshot.service,
+                snapshot.state.value,
+                snapshot.failures,
+                snapshot.opened_at,
+                snapshot.last_error,
+                snapshot.updated_at,
+            ),
+        )
+
+    def renew_leases(self, owner: str, held: Mapping[str, int], until: float) -> None:
+        """Extend leases still held at the given versions (no version bump)."""
+        rows = [(until, execution_id, owner, version) for execution_id, version in held.items()]
+        if rows:
+            self._write(
+                "UPDATE saga_execution SET lease_expires_at=? WHERE id=? AND owner=? AND version=?",
+                rows,
+                many=True,
+            )
+
+    def save_worker(self, worker: WorkerRecord) -> None:
+        """Upsert a worker's registry row: its heartbeat, in one commit."""
+        self._write(
+            f"INSERT INTO saga_worker ({WORKER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (id) DO UPDATE SET heartbeat_at=excluded.heartbeat_at,"
+            " concurrency=excluded.concurrency, lease_seconds=excluded.lease_seconds,"
+            " sagas=excluded.sagas",
+            (
+                worker.id,
+                worker.host,
+                worker.pid,
+                worker.started_at,
+                worker.heartbeat_at,
+                worker.concurrency,
+                worker.lease_seconds,
+                None if worker.sagas is None else encode(list(worker.sagas)),
+            ),
+        )
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Delete a worker's registry row (a clean exit); no error if it is gone."""
+        self._write("DELETE FROM saga_worker WHERE id=?", (worker_id,))
+
+    def workers(self) -> list[WorkerRecord]:
+        """Every registered worker, live or stale, oldest start first."""
+        rows = self._read(f"SELECT {WORKER_COLUMNS} FROM saga_worker ORDER BY started_at, id")
+        return [
+            WorkerRecord(
+                id=row[0],
+                host=row[1],
+                pid=row[2],
+                started_at=row[3],
+                heartbeat_at=row[4],
+                concurrency=row[5],
+                lease_seconds=row[6],
+                sagas=None if row[7] is None else tuple(json.loads(row[7])),
+            )
+            for row in rows
         ]

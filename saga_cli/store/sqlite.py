@@ -19,12 +19,11 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from saga_cli.breaker import BreakerSnapshot
 from saga_cli.domain import Event, EventType, SagaStatus, is_terminal
 from saga_cli.errors import (
     AmbiguousIdError,
@@ -46,7 +45,6 @@ from saga_cli.store import (
     LeaseGroup,
     StepRecord,
     Transition,
-    WorkerRecord,
     migrate,
 )
 from saga_cli.store.group_commit import GroupCommitter
@@ -94,7 +92,6 @@ _READY_OF_STATUS = (
     f"{SELECT_EXECUTION} INDEXED BY ix_saga_execution_status_created"
     " WHERE status=? AND (owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < ?)"
 )
-_WORKER_COLUMNS = "id, host, pid, started_at, heartbeat_at, concurrency, lease_seconds, sagas"
 
 
 class SqliteSettings:
@@ -466,6 +463,15 @@ class SqliteStore(SqlStore):
         """Run `work` in a committed transaction, batched with concurrent writers."""
         return self._writer.submit(work)
 
+    def _write(self, sql: str, params: Sequence[Any], *, many: bool = False) -> None:
+        def work(cursor: sqlite3.Cursor) -> None:
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+
+        self._commit(work)
+
     def commit_all(self, writes: Sequence[Creation | Transition]) -> list[int | SagaError]:
         """Apply the writes of several executions in one transaction."""
         statements = [_Planned(write) for write in writes]
@@ -565,55 +571,6 @@ class SqliteStore(SqlStore):
             return taken
 
         return self._commit(work)
-
-    def save_worker(self, worker: WorkerRecord) -> None:
-        """Upsert a worker's registry row."""
-        row = (
-            worker.id,
-            worker.host,
-            worker.pid,
-            worker.started_at,
-            worker.heartbeat_at,
-            worker.concurrency,
-            worker.lease_seconds,
-            None if worker.sagas is None else encode(list(worker.sagas)),
-        )
-
-        def work(cursor: sqlite3.Cursor) -> None:
-            cursor.execute(
-                f"INSERT INTO saga_worker ({_WORKER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (id) DO UPDATE SET heartbeat_at=excluded.heartbeat_at,"
-                " concurrency=excluded.concurrency, lease_seconds=excluded.lease_seconds,"
-                " sagas=excluded.sagas",
-                row,
-            )
-
-        self._commit(work)
-
-    def remove_worker(self, worker_id: str) -> None:
-        """Delete a worker's registry row."""
-
-        def work(cursor: sqlite3.Cursor) -> None:
-            cursor.execute("DELETE FROM saga_worker WHERE id=?", (worker_id,))
-
-        self._commit(work)
-
-    def workers(self) -> list[WorkerRecord]:
-        """Every registered worker, oldest start first."""
-        rows = self._read(f"SELECT {_WORKER_COLUMNS} FROM saga_worker ORDER BY started_at, id")
-        return [
-            WorkerRecord(
-                id=row[0],
-                host=row[1],
-                pid=row[2],
-                started_at=row[3],
-                heartbeat_at=row[4],
-                concurrency=row[5],
-                lease_seconds=row[6],
-                sagas=None if row[7] is None else tuple(json.loads(row[7])),
-            )
-            for row in rows
-        ]
 
     def held_executions(self, owners: Sequence[str], now: float) -> dict[str, list[str]]:
         """Unfinished executions per owner with a live lease (the status index; they are few)."""
@@ -833,42 +790,6 @@ class SqliteStore(SqlStore):
                     break
                 yield [row_to_record(row) for row in rows]
                 after = (rows[-1][5], rows[-1][0])
-
-    def renew_leases(self, owner: str, held: Mapping[str, int], until: float) -> None:
-        """Extend leases still held at the given versions (no version bump)."""
-        rows = [(until, execution_id, owner, version) for execution_id, version in held.items()]
-
-        def work(cursor: sqlite3.Cursor) -> None:
-            cursor.executemany(
-                "UPDATE saga_execution SET lease_expires_at=? WHERE id=? AND owner=? AND version=?",
-                rows,
-            )
-
-        self._commit(work)
-
-    def save_breaker(self, snapshot: BreakerSnapshot) -> None:
-        """Upsert a breaker's state."""
-        row = (
-            snapshot.service,
-            snapshot.state,
-            snapshot.failures,
-            snapshot.opened_at,
-            snapshot.last_error,
-            snapshot.updated_at,
-        )
-
-        def work(cursor: sqlite3.Cursor) -> None:
-            cursor.execute(
-                "INSERT INTO circuit_breaker"
-                " (service, state, failures, opened_at, last_error, updated_at)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT (service) DO UPDATE SET"
-                " state=excluded.state, failures=excluded.failures,"
-                " opened_at=excluded.opened_at, last_error=excluded.last_error,"
-                " updated_at=excluded.updated_at",
-                row,
-            )
-
-        self._commit(work)
 
     def connect(self) -> sqlite3.Connection:
         """A new connection to the same file for a participant that lives in it."""
