@@ -158,20 +158,25 @@ def definitions(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
         title = f"{row['saga']}  (version {row['version']}"
         title += ")" if row["loaded"] else ", from the log; not loaded)"
         table = Table(title=title, title_justify="left", caption=row["source"] or None)
-        for column in ("#", "step", "kind", "group", "attempts", "compensation", "timeout"):
+        steps = row["steps"]
+        # Columns that say nothing for this saga are left out, to fit a terminal.
+        grouped = any(step["group"] for step in steps)
+        timed = any(step.get("timeout") is not None for step in steps)
+        columns = ["#", "step", "kind", *(["group"] if grouped else []), "attempts"]
+        columns += ["compensation", *(["timeout"] if timed else [])]
+        for column in columns:
             table.add_column(column)
-        for number, step in enumerate(row["steps"], 1):
+        for number, step in enumerate(steps, 1):
             retry = step.get("retry")
             undo = step.get("compensation_retry")
-            table.add_row(
-                str(number),
-                step["name"],
-                step["kind"],
-                step["group"] or "",
-                "" if retry is None else _attempts(retry),
-                "" if undo is None else f"yes ({_attempts(undo)})",
-                "" if step.get("timeout") is None else f"{step['timeout']:g}s",
-            )
+            cells = [str(number), step["name"], step["kind"]]
+            if grouped:
+                cells.append(step["group"] or "")
+            cells.append("" if retry is None else _attempts(retry))
+            cells.append("" if undo is None else f"yes ({_attempts(undo)})")
+            if timed:
+                cells.append("" if step.get("timeout") is None else f"{step['timeout']:g}s")
+            table.add_row(*cells)
         console.print(table)
         extras = []
         if row.get("payload"):
