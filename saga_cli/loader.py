@@ -35,6 +35,10 @@ def _import(where: str) -> tuple[ModuleType, str]:
         InvalidInputError: no such file or module, or importing it failed.
     """
     path = Path(where)
+    if not where.strip():
+        raise InvalidInputError("give the saga as MODULE_OR_FILE[:SAGA], e.g. shop/sagas.py:order")
+    if path.is_dir():
+        raise InvalidInputError(f"{where} is a directory; give a .py file or a module name")
     if where.endswith(".py") or path.is_file():
         if not path.is_file():
             raise InvalidInputError(f"no such file: {where}")

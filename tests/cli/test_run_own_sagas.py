@@ -171,6 +171,8 @@ def test_bad_references_are_one_line_and_exit_2(
     assert_one_line_error(
         migrated("run", "no_such_module_xyz:order", "--payload", "{}"), 2, "no module or file named"
     )
+    assert_one_line_error(migrated("run", "", "--payload", "{}"), 2, "MODULE_OR_FILE[:SAGA]")
+    assert_one_line_error(migrated("run", str(tmp_path), "--payload", "{}"), 2, "is a directory")
     broken = tmp_path / "broken.py"
     broken.write_text("raise RuntimeError('boom at import')\n")
     assert_one_line_error(
