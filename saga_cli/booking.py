@@ -150,7 +150,7 @@ class TravelBooking:
             InvalidInputError: the request names an unknown flight, hotel or car.
         """
         self.services.validate(request)
-        return self.orchestrator.run(self.definition, request.to_payload(), deadline=deadline)
+        return self.orchestrator.run(self.definition, self.payload_of(request), deadline=deadline)
 
     def submit(self, request: BookingRequest, *, deadline: float | None = None) -> str:
         """Submit one trip as a pending execution for a worker and return its id (see book).
@@ -159,7 +159,17 @@ class TravelBooking:
             InvalidInputError: the request names an unknown flight, hotel or car.
         """
         self.services.validate(request)
-        return self.orchestrator.submit(self.definition, request.to_payload(), deadline=deadline)
+        return self.orchestrator.submit(
+            self.definition, self.payload_of(request), deadline=deadline
+        )
+
+    def payload_of(self, request: BookingRequest) -> dict[str, Any]:
+        """What the log stores for `request`: the trip, and the remote services it uses."""
+        payload = request.to_payload()
+        endpoints = self.services.endpoints()
+        if endpoints:
+            payload["services"] = endpoints
+        return payload
 
     def resume(self, execution_id: str) -> Outcome:
         """Resume one execution (id or unique prefix)."""
@@ -270,7 +280,7 @@ class TravelBooking:
         try:
             report.outcomes = self.runner.run_many(
                 self.definition,
-                (request.to_payload() for request in requests),
+                (self.payload_of(request) for request in requests),
                 concurrency=concurrency,
                 deadline=None if deadline is None else time.time() + deadline,
                 progress=done,

@@ -240,6 +240,9 @@ class SagaDefinition:
         description: one line for ``saga definitions``.
         source: where the code was loaded from (``file.py:attr`` or
             ``module:attr``), so a resume can load it again.
+        precondition: called with an execution's stored payload before this
+            process resumes, compensates or claims it; it raises a SagaError
+            when this process cannot drive it (its environment differs).
         version: a hash of the steps' names, kinds and groups (computed): a
             resume under a different version is checked for compatibility.
 
@@ -255,6 +258,7 @@ class SagaDefinition:
     concurrency_key: Callable[[Any], str] | None = field(default=None, compare=False)
     description: str = field(default="", compare=False)
     source: str | None = field(default=None, compare=False)
+    precondition: Callable[[Mapping[str, Any]], None] | None = field(default=None, compare=False)
     index: Mapping[str, int] = field(init=False, repr=False, compare=False)
     spans: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
     version: str = field(init=False, repr=False, compare=False)

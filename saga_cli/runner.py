@@ -732,11 +732,14 @@ class SagaRunner:
     def _check_definition(
         self, record: ExecutionRecord, definition: SagaDefinition, force: bool
     ) -> None:
-        """Refuse to drive `record` under a definition whose steps changed incompatibly.
+        """Refuse to drive `record` here: its steps changed, or its precondition refuses.
 
         Raises:
-            DefinitionChangedError: they did, and `force` is off.
+            DefinitionChangedError: the steps changed, and `force` is off.
+            SagaError: the definition's precondition refused the execution.
         """
+        if definition.precondition is not None:
+            definition.precondition(json.loads(record.payload))
         started = record.definition_version
         if force or started is None or started == definition.version:
             return

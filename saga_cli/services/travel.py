@@ -340,6 +340,14 @@ class TravelServices:
         self.payment = PaymentService(connect, path)
         self.notification = NotificationService(connect, path)
 
+    def endpoints(self) -> dict[str, str]:
+        """URLs of the services reached over HTTP, by name (empty: all in-process)."""
+        return {
+            name: str(service.url)
+            for name, service in self.by_name.items()
+            if hasattr(service, "url")
+        }
+
     def inventory(self) -> list[InventoryRow]:
         """Inventory of every service."""
         return [row for service in self.by_name.values() for row in service.inventory()]
@@ -686,7 +694,29 @@ def travel_saga(
         steps.append(
             forward("notify", notify, StepKind.RETRIABLE, DEFAULT_RETRIABLE_RETRY, "notification")
         )
-    return SagaDefinition(SAGA_NAME if payment else BASIC_SAGA_NAME, tuple(steps))
+
+    def same_services(payload: Mapping[str, Any]) -> None:
+        # A booking made against remote services must be resumed against the
+        # same ones: cancels sent elsewhere would leak its reservations.
+        recorded = dict(payload.get("services") or {})
+        current = services.endpoints()
+        if recorded != current:
+            wanted = ",".join(f"{k}={v}" for k, v in sorted(recorded.items()))
+            raise InvalidInputError(
+                "this booking was made with "
+                + (f"--services {wanted}" if recorded else "the in-process services")
+                + "; this process has "
+                + (
+                    "--services " + ",".join(f"{k}={v}" for k, v in sorted(current.items()))
+                    if current
+                    else "the in-process services"
+                )
+                + (f": pass --services {wanted} (or SAGA_SERVICES)" if recorded else "")
+            )
+
+    return SagaDefinition(
+        SAGA_NAME if payment else BASIC_SAGA_NAME, tuple(steps), precondition=same_services
+    )
 
 
 # -- the audit ------------------------------------------------------------------------

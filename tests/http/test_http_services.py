@@ -220,3 +220,26 @@ def test_an_unreachable_service_is_a_runtime_error_not_a_traceback(saga: SagaCli
     result = saga("book", *BOOKING, "--services", f"{dead},{dead},{dead}")
     assert result.code == 1, result
     assert result.stderr.startswith("Error: flight service at ") and "unreachable" in result.stderr
+
+
+def test_a_remote_booking_resumes_only_against_the_same_services(
+    saga: SagaCli, services: Services
+) -> None:
+    crashed = saga("book", *BOOKING, "--services", services.spec, "--crash-at", "hotel:after")
+    assert crashed.code == -9, crashed
+    (execution_id,) = (str(row[0]) for row in log_rows(saga.db, "SELECT id FROM saga_execution"))
+    events = log_rows(saga.db, "SELECT COUNT(*) FROM saga_event")
+    payload = json.loads(str(log_rows(saga.db, "SELECT payload FROM saga_execution")[0][0]))
+    assert payload["services"] == {name: services[name].url for name in ("flight", "hotel", "car")}
+    # without --services, its cancels would go to the in-process tables: refused
+    refused = saga("resume", execution_id)
+    assert refused.code == 2, refused
+    assert "this booking was made with --services" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert saga("compensate", execution_id).code == 2
+    assert log_rows(saga.db, "SELECT COUNT(*) FROM saga_event") == events  # nothing written
+    resumed = saga("resume", execution_id, "--services", services.spec, "--json")
+    assert resumed.code == 0, resumed
+    assert services["hotel"].reservations(execution_id) == [
+        (f"{execution_id}:hotel", "GRAND", "confirmed")
+    ]
