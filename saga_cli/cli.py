@@ -40,9 +40,11 @@ class ExitCode(IntEnum):
 app = typer.Typer(
     name="saga",
     help=(
-        "Durable sagas on a SQLite saga log: book a trip, kill the process, resume it, "
-        "and every booking ends consistent.\n\n"
-        "Try:  saga book --flight FL100 --hotel GRAND --car ECONOMY"
+        "Durable sagas on a saga log (SQLite, or PostgreSQL shared by many workers): book "
+        "the demo trip or run your own saga, kill the process, resume it, and every "
+        "execution ends consistent.\n\n"
+        "Try:  saga book --flight FL100 --hotel GRAND --car ECONOMY\n\n"
+        'Your own:  saga run shop/sagas.py:order --payload \'{"sku": "A1"}\''
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
