@@ -39,6 +39,12 @@ if TYPE_CHECKING:
         StepKind,
         is_terminal,
     )
+    from saga_cli.engine import (
+        Outcome,
+        RecoveryReport,
+        SagaRunner,
+        registry,
+    )
     from saga_cli.errors import (
         BusinessError,
         ConcurrencyKeyBusyError,
@@ -54,12 +60,6 @@ if TYPE_CHECKING:
         UnknownExecutionError,
     )
     from saga_cli.orchestrator import Orchestrator
-    from saga_cli.runner import (
-        Outcome,
-        RecoveryReport,
-        SagaRunner,
-        registry,
-    )
     from saga_cli.saga import Saga, StepHandle
     from saga_cli.store import (
         SagaStore,

@@ -17,9 +17,9 @@ from typing import Any
 
 from saga_cli.breaker import BreakerPolicy, BreakerSnapshot, CircuitBreaker
 from saga_cli.domain import Event, EventType, SagaStatus
+from saga_cli.engine import EventListener, Outcome, RecoveryReport
 from saga_cli.errors import InvalidInputError
 from saga_cli.orchestrator import Orchestrator
-from saga_cli.runner import EventListener, Outcome, RecoveryReport
 from saga_cli.services.travel import (
     BASIC_SAGA_NAME,
     BREAKERS,

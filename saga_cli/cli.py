@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from saga_cli.booking import TravelBooking
+    from saga_cli.engine import Outcome
     from saga_cli.orchestrator import Orchestrator
-    from saga_cli.runner import Outcome
     from saga_cli.services.travel import FaultPlan
     from saga_cli.store import SagaStore
 

@@ -9,12 +9,13 @@ resume work from the log alone.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple
 
@@ -171,6 +172,26 @@ class StepContext(Generic[P]):
 StepFunction = Callable[[StepContext[Any]], Any]
 
 
+def is_async(function: Any) -> bool:
+    """Whether calling `function` gives a coroutine to await (an ``async def`` step)."""
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004  # an object with async __call__
+    )
+
+
+class Inherit(Enum):
+    """The type of INHERIT."""
+
+    INHERIT = "inherit"
+
+
+# A step's timeout when it gives none: its saga's `step_timeout`, and failing
+# that the engine's default. `timeout=None` (no limit) must be asked for.
+INHERIT = Inherit.INHERIT
+
+Timeout = float | None | Inherit
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One local transaction of a saga and the action that semantically undoes it."""
@@ -181,8 +202,15 @@ class Step:
     kind: StepKind = StepKind.COMPENSATABLE
     retry: RetryPolicy = NO_RETRY
     compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
-    timeout: float | None = None
+    timeout: Timeout = INHERIT
     group: str | None = None
+
+
+def valid_timeout(timeout: Timeout) -> bool:
+    """Whether `timeout` is INHERIT, None (no limit) or a positive finite number of seconds."""
+    if timeout is None or isinstance(timeout, Inherit):
+        return True
+    return isinstance(timeout, int | float) and 0 < timeout < math.inf
 
 
 def shape_of(steps: tuple[Step, ...]) -> list[list[str | None]]:
@@ -243,6 +271,8 @@ class SagaDefinition:
         precondition: called with an execution's stored payload before this
             process resumes, compensates or claims it; it raises a SagaError
             when this process cannot drive it (its environment differs).
+        step_timeout: seconds any step's call may take when the step gives
+            no timeout of its own (INHERIT: the engine's default; None: no limit).
         version: a hash of the steps' names, kinds and groups (computed): a
             resume under a different version is checked for compatibility.
 
@@ -259,6 +289,7 @@ class SagaDefinition:
     description: str = field(default="", compare=False)
     source: str | None = field(default=None, compare=False)
     precondition: Callable[[Mapping[str, Any]], None] | None = field(default=None, compare=False)
+    step_timeout: Timeout = field(default=INHERIT, compare=False)
     index: Mapping[str, int] = field(init=False, repr=False, compare=False)
     spans: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
     version: str = field(init=False, repr=False, compare=False)
@@ -276,11 +307,16 @@ class SagaDefinition:
                 )
         _validate_kinds(self.name, self.steps)
         for step in self.steps:
-            if step.timeout is not None and not (0 < step.timeout < math.inf):
+            if not valid_timeout(step.timeout):
                 raise DefinitionError(
                     f"saga {self.name!r}: step {step.name!r} has timeout {step.timeout}; "
                     "give a positive number of seconds or None"
                 )
+        if not valid_timeout(self.step_timeout):
+            raise DefinitionError(
+                f"saga {self.name!r} has step_timeout {self.step_timeout}; "
+                "give a positive number of seconds or None"
+            )
         object.__setattr__(self, "index", {n: i for i, n in enumerate(names)})
         object.__setattr__(self, "spans", _group_spans(self.name, self.steps))
         digest = hashlib.sha256(json.dumps(shape_of(self.steps)).encode()).hexdigest()

@@ -101,8 +101,18 @@ class TransientError(StepError):
 class StepTimeoutError(TransientError):
     """A step's action did not answer within its timeout: its effect is unknown.
 
-    The runner does not retry it: the saga compensates at once, and the
-    compensation must cope with the action arriving late (a tombstone).
+    The engine does not retry an action that timed out: the saga compensates
+    at once, and the compensation must cope with the action arriving late (a
+    tombstone). A compensation that times out is retried, as compensations are.
+    """
+
+
+class StepResultError(StepError):
+    """A step or compensation returned a value the log cannot hold as JSON.
+
+    Its effect may have happened, so the call counts as a failure after the
+    fact (the step is compensated, or the saga is stuck past its pivot); it is
+    not retried, since the same code would return the same value.
     """
 
 

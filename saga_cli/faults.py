@@ -8,6 +8,7 @@ steps, and so its version, unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import signal
@@ -16,7 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from saga_cli.domain import SagaDefinition, StepContext, StepKind
+from saga_cli.domain import SagaDefinition, StepContext, StepKind, is_async
 from saga_cli.errors import BusinessError, InvalidInputError, TransientError
 
 Call = Callable[[StepContext[Any]], Any]
@@ -104,8 +105,24 @@ def die() -> None:
 def crashing(call: Call, when: str, attempt: int | None) -> Call:
     """`call`, dying before or after it (at `attempt`, or the first call)."""
 
+    def due(ctx: StepContext[Any]) -> bool:
+        return attempt is None or ctx.attempt == attempt
+
+    if is_async(call):
+
+        async def crash_async(ctx: StepContext[Any]) -> Any:
+            if not due(ctx):
+                return await call(ctx)
+            if when == "before":
+                die()
+            result = await call(ctx)
+            die()
+            return result
+
+        return crash_async
+
     def crash(ctx: StepContext[Any]) -> Any:
-        if attempt is not None and ctx.attempt != attempt:
+        if not due(ctx):
             return call(ctx)
         if when == "before":
             die()
@@ -119,19 +136,37 @@ def crashing(call: Call, when: str, attempt: int | None) -> Call:
 def failing_first(call: Call, attempts: int | None, what: str) -> Call:
     """`call`, whose first `attempts` attempts (None: all) fail with a transient error."""
 
-    def failing(ctx: StepContext[Any]) -> Any:
+    def check(ctx: StepContext[Any]) -> None:
         if attempts is None or ctx.attempt <= attempts:
             budget = "every attempt" if attempts is None else f"the first {attempts}"
             raise FlakyError(
                 f"{ctx.step} {what} failed on attempt {ctx.attempt} (injected: {budget})"
             )
+
+    if is_async(call):
+
+        async def failing_async(ctx: StepContext[Any]) -> Any:
+            check(ctx)
+            return await call(ctx)
+
+        return failing_async
+
+    def failing(ctx: StepContext[Any]) -> Any:
+        check(ctx)
         return call(ctx)
 
     return failing
 
 
 def slowed(call: Call, seconds: float) -> Call:
-    """`call`, `seconds` slower."""
+    """`call`, `seconds` slower: an ``async def`` waits without holding a thread."""
+    if is_async(call):
+
+        async def slow_async(ctx: StepContext[Any]) -> Any:
+            await asyncio.sleep(seconds)
+            return await call(ctx)
+
+        return slow_async
 
     def slow(ctx: StepContext[Any]) -> Any:
         time.sleep(seconds)

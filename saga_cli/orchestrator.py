@@ -18,8 +18,9 @@ from typing import Any
 
 from saga_cli import lease
 from saga_cli.domain import SagaDefinition, SagaStatus
+from saga_cli.engine import EventListener, Outcome, RecoveryReport, SagaRunner
+from saga_cli.engine.runner import DEFAULT_STEP_TIMEOUT, DEFAULT_THREADS
 from saga_cli.errors import InvalidInputError, SagaError, UnknownSagaError
-from saga_cli.runner import EventListener, Outcome, RecoveryReport, SagaRunner
 from saga_cli.saga import SagaLike, as_definition
 from saga_cli.store import ExecutionRecord, SagaStore, open_store
 from saga_cli.views import ExecutionView, describe
@@ -34,6 +35,10 @@ class Orchestrator:
         on_event: called with (execution id, event) once each event is durable.
         lease_seconds: how long this process's claim on an execution lasts
             without a write or a heartbeat.
+        step_timeout: seconds a step's call may take when neither the step nor
+            its saga gives a timeout (None: no limit).
+        threads: how many plain ``def`` steps may run at once (``async def``
+            steps need no thread).
         autoload: when an execution names a saga that is not registered, import
             it from the source recorded in the log (the file or module it was
             first run from). Turn off to run only the sagas given here.
@@ -46,6 +51,8 @@ class Orchestrator:
         *,
         on_event: EventListener | None = None,
         lease_seconds: float = lease.DEFAULT_LEASE_SECONDS,
+        step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
+        threads: int = DEFAULT_THREADS,
         autoload: bool = True,
     ) -> None:
         self._owns_store = not isinstance(db, SagaStore)
@@ -56,7 +63,12 @@ class Orchestrator:
         for saga in sagas:
             self.register(saga)
         self.runner = SagaRunner(
-            self.store, self.definition, lease_seconds=lease_seconds, on_event=self._dispatch
+            self.store,
+            self.definition,
+            lease_seconds=lease_seconds,
+            on_event=self._dispatch,
+            step_timeout=step_timeout,
+            threads=threads,
         )
 
     # -- definitions -----------------------------------------------------------
@@ -129,10 +141,33 @@ class Orchestrator:
             ConcurrencyKeyBusyError: the key stayed held past `key_wait`.
         """
         definition = self._resolve(saga)
-        if deadline is not None and not (0 < deadline < math.inf):
-            raise InvalidInputError("a deadline must be a positive number of seconds")
-        deadline_at = None if deadline is None else time.time() + deadline
-        return self.runner.run(definition, payload, deadline=deadline_at, key_wait=key_wait)
+        return self.runner.run(
+            definition, payload, deadline=self._deadline_at(deadline), key_wait=key_wait
+        )
+
+    async def run_async(
+        self,
+        saga: SagaLike | str,
+        payload: Any,
+        *,
+        deadline: float | None = None,
+        key_wait: float = 0.0,
+    ) -> Outcome:
+        """:meth:`run` for asyncio programs: awaits the execution without blocking the loop.
+
+        Steps run as they would under :meth:`run` (``async def`` ones on this
+        loop, plain ones on the runner's threads), and the log is written from
+        a thread of its own, so a web handler can ``await`` a whole saga::
+
+            @app.post("/transfers")
+            async def create(transfer: Transfer) -> dict[str, str]:
+                outcome = await orchestrator.run_async(saga, transfer)
+                return {"id": outcome.execution_id, "status": outcome.status}
+        """
+        definition = self._resolve(saga)
+        return await self.runner.run_async(
+            definition, payload, deadline=self._deadline_at(deadline), key_wait=key_wait
+        )
 
     def submit(self, saga: SagaLike | str, payload: Any, *, deadline: float | None = None) -> str:
         """Write an execution as pending and return its id at once; a worker runs it.
@@ -176,6 +211,19 @@ class Orchestrator:
             self._resolve(saga), payloads, concurrency=concurrency, progress=progress
         )
 
+    async def run_many_async(
+        self,
+        saga: SagaLike | str,
+        payloads: Iterable[Any],
+        *,
+        concurrency: int = 1,
+        progress: Callable[[Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        """:meth:`run_many` on the caller's event loop."""
+        return await self.runner.run_many_async(
+            self._resolve(saga), payloads, concurrency=concurrency, progress=progress
+        )
+
     def resume(self, execution_id: str, *, force: bool = False) -> Outcome:
         """Continue one interrupted or stuck execution (id or unique prefix) from the log.
 
@@ -185,6 +233,10 @@ class Orchestrator:
             ExecutionBusyError: a live process is running it.
         """
         return self.runner.resume(self.store.resolve_id(execution_id), force=force)
+
+    async def resume_async(self, execution_id: str, *, force: bool = False) -> Outcome:
+        """:meth:`resume` on the caller's event loop."""
+        return await self.runner.resume_async(self.store.resolve_id(execution_id), force=force)
 
     def resume_all(
         self,
@@ -200,9 +252,17 @@ class Orchestrator:
         """Abort an unfinished execution by compensating what it did, in reverse."""
         return self.runner.compensate(self.store.resolve_id(execution_id), force=force)
 
+    async def compensate_async(self, execution_id: str, *, force: bool = False) -> Outcome:
+        """:meth:`compensate` on the caller's event loop."""
+        return await self.runner.compensate_async(self.store.resolve_id(execution_id), force=force)
+
     def cancel(self, execution_id: str, *, force: bool = False) -> Outcome:
         """Compensate an execution even while another process runs it (it loses its lease)."""
         return self.runner.cancel(self.store.resolve_id(execution_id), force=force)
+
+    async def cancel_async(self, execution_id: str, *, force: bool = False) -> Outcome:
+        """:meth:`cancel` on the caller's event loop."""
+        return await self.runner.cancel_async(self.store.resolve_id(execution_id), force=force)
 
     def resolve(self, execution_id: str, note: str) -> Outcome:
         """Close a stuck execution by hand, with `note` saying what was done."""
@@ -239,10 +299,12 @@ class Orchestrator:
             listener(execution_id, event)
 
     def close(self) -> None:
-        """Let calls abandoned by a timeout land (up to 5 s), then close the log if we opened it."""
-        from saga_cli.runner import wait_for_abandoned_calls
+        """Close the log if this orchestrator opened it.
 
-        wait_for_abandoned_calls(5.0)
+        Calls abandoned by a timeout are not waited for: they run on daemon
+        threads, and their effects are the participants' business (a late
+        arrival meets the compensation's tombstone).
+        """
         if self._owns_store:
             self.store.close()
 

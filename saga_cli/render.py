@@ -19,7 +19,7 @@ from saga_cli.domain import Event, EventType, SagaStatus
 
 if TYPE_CHECKING:  # types only: `saga list` must not pay for importing the engine
     from saga_cli.booking import SimulationReport
-    from saga_cli.runner import Outcome, RecoveryReport
+    from saga_cli.engine import Outcome, RecoveryReport
     from saga_cli.services.travel import AuditReport, FaultOption, InventoryRow
     from saga_cli.stats import Stats
     from saga_cli.store import ExecutionRecord

@@ -28,12 +28,14 @@ from typing_extensions import TypeVar
 from saga_cli.domain import (
     DEFAULT_COMPENSATION_RETRY,
     DEFAULT_RETRIABLE_RETRY,
+    INHERIT,
     NO_RETRY,
     RetryPolicy,
     SagaDefinition,
     Step,
     StepContext,
     StepKind,
+    Timeout,
 )
 from saga_cli.errors import DefinitionError
 
@@ -52,7 +54,7 @@ class StepHandle(Generic[P, R]):
         kind: StepKind,
         retry: RetryPolicy,
         compensation_retry: RetryPolicy,
-        timeout: float | None,
+        timeout: Timeout,
         group: str | None,
     ) -> None:
         self.saga = saga
@@ -110,6 +112,8 @@ class Saga(Generic[P]):
             executions with the same key never run at once (the second waits
             or is refused). Keys are shared by every saga of a log: prefix them.
         description: one line for ``saga definitions``.
+        step_timeout: seconds a step's call may take when the step gives no
+            timeout of its own (by default the engine's, 60 s; None: no limit).
     """
 
     def __init__(
@@ -119,8 +123,10 @@ class Saga(Generic[P]):
         payload: type[P] | None = None,
         concurrency_key: Callable[[P], str] | None = None,
         description: str = "",
+        step_timeout: Timeout = INHERIT,
     ) -> None:
         self.name = name
+        self.step_timeout = step_timeout
         self.payload = payload
         self.concurrency_key = concurrency_key
         self.description = description
@@ -139,7 +145,7 @@ class Saga(Generic[P]):
         kind: StepKind | str = StepKind.COMPENSATABLE,
         retry: RetryPolicy | None = None,
         compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
-        timeout: float | None = None,
+        timeout: Timeout = INHERIT,
         compensation: Callable[[StepContext[P]], Any] | None = None,
     ) -> Callable[[Callable[[StepContext[P]], R]], StepHandle[P, R]]:
         """Decorator: declare the next step.
@@ -153,7 +159,8 @@ class Saga(Generic[P]):
                 default to 10 attempts with backoff, others to 1).
             compensation_retry: attempts and backoff for the compensation.
             timeout: seconds to wait for an answer; past it the call counts
-                as failed with its effect unknown.
+                as failed with its effect unknown. By default the saga's
+                `step_timeout` applies; None waits for good.
             compensation: the compensation, if already defined (or use
                 ``@step.compensation`` below the step).
         """
@@ -217,6 +224,7 @@ class Saga(Generic[P]):
                 concurrency_key=self.concurrency_key,
                 description=self.description,
                 source=self.source or self._guess_source(),
+                step_timeout=self.step_timeout,
             )
         return self._built
 

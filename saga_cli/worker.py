@@ -3,8 +3,8 @@
 ``saga book --submit`` (or :meth:`Orchestrator.submit`) writes a pending
 execution and returns; any number of worker processes, on any machines that
 reach the log, claim ready executions (pending ones, and unfinished ones whose
-owner's lease expired) with :meth:`SagaStore.claim_ready`, drive them in the
-runner's lockstep window, and heartbeat their leases. No broker: the log's
+owner's lease expired) with :meth:`SagaStore.claim_ready`, drive them, each on its own
+task of the engine, and heartbeat their leases. No broker: the log's
 transactions do the coordination (on SQLite the write lock and a
 compare-and-set on each row's version; on PostgreSQL ``FOR UPDATE SKIP
 LOCKED``).
@@ -26,15 +26,15 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from saga_cli import lease
 from saga_cli.domain import SagaStatus
+from saga_cli.engine import Outcome
 from saga_cli.errors import DatabaseLockedError, InvalidInputError, LeaseLostError, SagaError
 from saga_cli.orchestrator import Orchestrator
-from saga_cli.runner import Outcome
 from saga_cli.store import ExecutionRecord, SagaStore, WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,8 @@ class Worker:
         exit_when_idle: return once nothing is ready and nothing is in hand
             (for batch jobs, tests and benchmarks) instead of polling for good.
         progress: called with each execution the worker brings to rest.
+        grace: after stop(), seconds the calls in flight may take to finish
+            before their executions are handed back regardless (None: wait).
 
     Raises:
         InvalidInputError: a bad number, or no saga to take.
@@ -105,6 +107,7 @@ class Worker:
         poll: float = DEFAULT_POLL_SECONDS,
         exit_when_idle: bool = False,
         progress: Callable[[Outcome], None] | None = None,
+        grace: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidInputError(f"--concurrency must be at least 1 (got {concurrency})")
@@ -131,17 +134,17 @@ class Worker:
         self.poll = poll
         self.exit_when_idle = exit_when_idle
         self.progress = progress
+        self.grace = grace
         self.id = self.runner.owner
         self.report = WorkerReport()
         self._stopping = False
-        self._in_flight = 0
         self._beating = threading.Event()
 
     def stop(self) -> None:
-        """Ask the worker to finish the current step, release its leases and return.
+        """Ask the worker to finish the calls in flight, release its leases and return.
 
-        Only sets a flag (safe from a signal handler); the worker checks it
-        between rounds and while it waits for work.
+        Only sets a flag (safe from a signal handler); the engine looks at it
+        every 50 ms.
         """
         self._stopping = True
 
@@ -164,71 +167,46 @@ class Worker:
         )
         beat.start()
         try:
-            self.runner.run_claimed(
-                self._feed(),
+            self.report.released = self.runner.run_claimed(
+                self._claim,
                 concurrency=self.concurrency,
                 finished=self._finished,
                 failed=self._failed,
                 stop=lambda: self._stopping,
+                poll=self.poll,
+                exit_when_idle=self.exit_when_idle,
+                grace=self.grace,
             )
-            self.report.released = self._in_flight
         finally:
             self._beating.set()
             beat.join()
             try:
                 self.store.remove_worker(self.id)
-            except SagaError:  # the row goes stale and `saga workers` says so
-                log.warning("could not remove worker %s from the registry", self.id, exc_info=True)
+            except SagaError as exc:  # the row goes stale and `saga workers` says so
+                log.warning("could not remove worker %s from the registry: %s", self.id, exc)
         return self.report
 
     # -- the queue ---------------------------------------------------------------
 
-    def _feed(self) -> Iterator[Sequence[ExecutionRecord]]:
-        """Batches of freshly claimed executions; an empty one while nothing is ready."""
-        next_look = 0.0
-        while not self._stopping:
-            idle = self._in_flight == 0
-            if idle or time.monotonic() >= next_look:
-                free = self.concurrency - self._in_flight
-                now = time.time()
-                try:
-                    batch = self.store.claim_ready(
-                        self.id, now + self.lease_seconds, now, sagas=self.sagas, limit=free
-                    )
-                except DatabaseLockedError:
-                    # Other writers kept the log busy past the busy timeout: nothing
-                    # was claimed; look again later rather than die with work in hand.
-                    log.warning("the log stayed locked; no execution claimed this time")
-                    batch = []
-                if batch:
-                    self._in_flight += len(batch)
-                    next_look = 0.0  # slots free up as executions end: look again at once
-                    yield batch
-                    continue
-                next_look = time.monotonic() + self.poll
-                if idle and self.exit_when_idle:
-                    return
-            if self._in_flight:
-                yield ()  # the window goes on with what it has
-                continue
-            self._wait(next_look)
-
-    def _wait(self, until: float) -> None:
-        """Sleep until `until` (monotonic), waking early when stop() is called."""
-        while not self._stopping:
-            left = until - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.05))
+    def _claim(self, limit: int) -> Sequence[ExecutionRecord]:
+        """Claim up to `limit` ready executions (runs on a thread of the engine)."""
+        now = time.time()
+        try:
+            return self.store.claim_ready(
+                self.id, now + self.lease_seconds, now, sagas=self.sagas, limit=limit
+            )
+        except DatabaseLockedError:
+            # Other writers kept the log busy past the busy timeout: nothing
+            # was claimed; look again later rather than die with work in hand.
+            log.warning("the log stayed locked; no execution claimed this time")
+            return []
 
     def _finished(self, outcome: Outcome) -> None:
-        self._in_flight -= 1
         self.report.count(outcome)
         if self.progress is not None:
             self.progress(outcome)
 
     def _failed(self, execution_id: str, error: SagaError) -> None:
-        self._in_flight -= 1
         if isinstance(error, LeaseLostError):
             # Fenced: another worker claimed it after our lease expired.
             log.warning("lost execution %s to another worker: %s", execution_id, error)

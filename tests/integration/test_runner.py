@@ -28,7 +28,7 @@ from saga_cli.errors import (
     TransientError,
     UnknownSagaError,
 )
-from saga_cli.runner import SagaRunner, registry
+from saga_cli.engine import SagaRunner, registry
 from saga_cli.store import SagaStore, open_store
 
 E = EventType
@@ -346,7 +346,8 @@ def test_a_locked_log_stops_the_runner_before_the_next_call_and_loses_nothing(
     db_path: Path,
 ) -> None:
     store = open_store(f"sqlite:///{db_path}?busy_timeout=100")
-    holder = sqlite3.connect(db_path, isolation_level=None)
+    # Plain steps run on the engine's threads, so the connection is shared with one.
+    holder = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
     try:
         p = Participants()
 

@@ -32,7 +32,7 @@ from saga_cli.domain import (
     replay,
 )
 from saga_cli.errors import BusinessError, TransientError
-from saga_cli.runner import Outcome, SagaRunner, registry
+from saga_cli.engine import Outcome, SagaRunner, registry
 from saga_cli.store import ExecutionRecord, SagaStore, open_store
 
 OK = "ok"

@@ -1,0 +1,204 @@
+"""Calling participants: ``async def`` steps on the event loop, plain ``def`` steps on threads.
+
+Every call is bounded by a timeout (the step's, else the saga's, else the
+engine's default), so no call waits forever unless a step asks for that with
+``timeout=None``. An async call that times out is cancelled; a sync one is
+abandoned on its thread (Python cannot stop a thread) and may still land
+later, which is what a late request does to a real service: its effect is
+unknown, so the step is compensated and the participant's tombstone refuses
+the late arrival.
+
+A call's outcome is its JSON result or a :class:`Failure`; what the log then
+records about a failure (retry when, or effect uncertain) is decided by
+:func:`failure_detail`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import math
+import random
+from typing import Any
+
+from saga_cli.domain import (
+    Inherit,
+    SagaDefinition,
+    Step,
+    StepContext,
+    StepFunction,
+    StepKind,
+    is_async,
+)
+from saga_cli.engine.execution import Execution
+from saga_cli.engine.threads import CallPool
+from saga_cli.errors import (
+    BusinessError,
+    NotSentError,
+    StepResultError,
+    StepTimeoutError,
+)
+
+# What a step may return, checked strictly: the log must hold it as JSON
+# (no NaN, no Infinity, nothing stringified), and later steps must see the
+# same value whether or not the execution was resumed in between.
+_encode_result = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+class Failure:
+    """A call that raised: the exception, and the record it gets once classified."""
+
+    __slots__ = ("detail", "error")
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.detail: dict[str, Any] | None = None
+
+
+def order_of(outcome: Any) -> int:
+    """Where a parallel group member's outcome is recorded among its siblings'.
+
+    Successes first, then failures that will be retried, then failures that
+    turn the saga back: so every member that succeeded is known, and
+    compensated, whichever member failed.
+    """
+    if not isinstance(outcome, Failure):
+        return 0
+    return 1 if outcome.detail is not None and "retry_at" in outcome.detail else 2
+
+
+class StepCaller:
+    """Invokes steps and compensations with their timeouts.
+
+    Args:
+        pool: the threads plain ``def`` steps run on.
+        default_timeout: seconds a call may take when neither the step nor the
+            saga says (None: no limit).
+    """
+
+    def __init__(self, pool: CallPool, default_timeout: float | None) -> None:
+        self.pool = pool
+        self.default_timeout = default_timeout
+        self._async: dict[Any, bool] = {}
+
+    def timeout_of(self, definition: SagaDefinition, step: Step) -> float | None:
+        """The seconds a call of `step` may take: its own, else its saga's, else the default."""
+        if not isinstance(step.timeout, Inherit):
+            return step.timeout
+        if not isinstance(definition.step_timeout, Inherit):
+            return definition.step_timeout
+        return self.default_timeout
+
+    async def call(self, run: Execution, step: Step, attempt: int, compensating: bool) -> Any:
+        """Call a step's action (or compensation); return its JSON result or a :class:`Failure`."""
+        action_key = f"{run.id}:{step.name}"
+        function: StepFunction = step.action
+        key = action_key
+        if compensating:
+            assert step.compensation is not None  # guaranteed by the definition's validation
+            function = step.compensation
+            key = f"{action_key}:compensate"
+        context = StepContext(
+            run.id,
+            step.name,
+            key,
+            action_key,
+            attempt,
+            run.typed_payload(),
+            run.state.results,
+            compensating,
+        )
+        timeout = self.timeout_of(run.definition, step)
+        try:
+            result = await self._invoke(function, context, timeout)
+        except Exception as exc:
+            return Failure(exc)
+        return _as_json(result, step, compensating)
+
+    async def _invoke(
+        self, function: StepFunction, context: StepContext[Any], timeout: float | None
+    ) -> Any:
+        runs_async = self._async.get(function)
+        if runs_async is None:
+            runs_async = self._async[function] = is_async(function)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                if runs_async:
+                    return await function(context)
+                result = await self._on_thread(function, context)
+                if inspect.isawaitable(result):  # a plain function that returned a coroutine
+                    result = await result
+                return result
+        except TimeoutError:
+            if deadline is not None and loop.time() >= deadline:
+                raise StepTimeoutError(
+                    f"{context.step} did not answer within {timeout:g}s"
+                ) from None
+            raise
+
+    async def _on_thread(self, function: StepFunction, context: StepContext[Any]) -> Any:
+        future = self.pool.submit(function, context)
+        try:
+            return await asyncio.wrap_future(future)
+        except BaseException:
+            # Timed out or cancelled: the thread goes on alone, outside the bound.
+            self.pool.abandon(future)
+            raise
+
+
+def _as_json(result: Any, step: Step, compensating: bool) -> Any:
+    """`result` as the log will hold it, or a Failure when JSON cannot hold it."""
+    if result is None or isinstance(result, str | int | bool):
+        return result
+    if isinstance(result, float) and math.isfinite(result):
+        return result
+    try:
+        return json.loads(_encode_result(result))
+    except (TypeError, ValueError, RecursionError) as exc:
+        what = "compensation of step" if compensating else "step"
+        return Failure(
+            StepResultError(
+                f"{what} {step.name!r} returned a {type(result).__name__}, which the saga log "
+                f"cannot store as JSON ({exc}); return JSON data (dict, list, str, number, "
+                "bool, None)"
+            )
+        )
+
+
+def failure_detail(
+    step: Step,
+    attempt: int,
+    compensating: bool,
+    failure: Failure,
+    now: float,
+    rng: random.Random,
+) -> dict[str, Any]:
+    """What a failed call's record says: the error, and a retry time or uncertainty."""
+    exc = failure.error
+    error = str(exc) or type(exc).__name__
+    detail: dict[str, Any] = {"error": error, "kind": type(exc).__name__}
+    business = isinstance(exc, BusinessError) and not compensating
+    # An action that timed out is not retried: its effect is unknown, so it is
+    # compensated. A compensation that timed out is retried: it must get through.
+    timed_out = isinstance(exc, StepTimeoutError) and not compensating
+    # A result the log cannot hold would come back the same on a retry.
+    unstorable = isinstance(exc, StepResultError)
+    # Never sent (an open breaker): nothing happened. A step before the
+    # pivot fails fast (that is the breaker's point) and is not compensated.
+    not_sent = isinstance(exc, NotSentError)
+    policy = step.compensation_retry if compensating else step.retry
+    retrying = not (business or timed_out or unstorable) and attempt < policy.max_attempts
+    # A compensation, or a retriable step past the pivot, must get through
+    # in the end: they wait out an open breaker instead of giving up.
+    must_get_through = compensating or step.kind is StepKind.RETRIABLE
+    if retrying and (must_get_through or not not_sent):
+        delay = policy.delay_before(attempt + 1, rng)
+        if not_sent:
+            delay = max(delay, getattr(exc, "retry_after", 0.0))
+        detail["retry_at"] = now + delay
+    elif not business and not compensating and not not_sent:
+        detail["uncertain"] = True  # the effect may exist: compensate it too
+    return detail

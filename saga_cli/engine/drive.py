@@ -1,0 +1,239 @@
+"""One execution's loop: ask the state machine, log the intent, call, log the outcome.
+
+Read this module first to understand the engine. Each execution in flight
+is an asyncio task running :meth:`Driver.drive`:
+
+    while not at rest:
+        decision = decide(definition, state, now)       # pure (saga_cli.domain)
+        record the `started` events of the calls it asks for
+        await writer.commit(execution)                  # durable: the write-ahead rule
+        outcomes = await the calls                       # overlaps with every other execution
+        record the outcomes                              # they ride on the next commit
+
+A slow call holds up only its own execution; commits are shared by every
+execution on the loop (see :mod:`saga_cli.engine.writer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from saga_cli.domain import (
+    Abort,
+    Calls,
+    Event,
+    EventType,
+    Finish,
+    Rest,
+    RunCompensation,
+    RunStep,
+    Step,
+    StepKind,
+    apply,
+    decide,
+)
+from saga_cli.engine.calls import Failure, StepCaller, failure_detail, order_of
+from saga_cli.engine.execution import Execution, Outcome
+from saga_cli.engine.writer import LogWriter
+
+Sleep = Callable[[float], Awaitable[None] | None]
+Call = RunStep | RunCompensation
+
+
+class Driver:
+    """Drives executions on one event loop, all sharing its log writer.
+
+    Args:
+        writer: commits the executions' records.
+        caller: calls their participants.
+        clock: the time, for records and retry schedules.
+        rng: jitter of retry delays.
+        sleep: waits out a retry's back-off (None: an asyncio sleep that a
+            stop request cuts short); tests inject their own.
+    """
+
+    def __init__(
+        self,
+        writer: LogWriter,
+        caller: StepCaller,
+        clock: Callable[[], float],
+        rng: random.Random,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self.writer = writer
+        self.caller = caller
+        self.clock = clock
+        self.rng = rng
+        self.sleep = sleep
+        self.driving = 0  # executions on this loop between their first record and rest
+
+    async def drive(self, run: Execution, stopping: asyncio.Event) -> Outcome | None:
+        """Run `run` until it is completed, compensated or stuck; its last records may be pending.
+
+        Returns:
+            The outcome (the caller makes its last records durable with
+            LogWriter.settle), or None when `stopping` was set and the
+            execution was handed back, its lease released, for any process
+            to claim.
+
+        Raises:
+            LeaseLostError: another owner took the execution over.
+            StoreError: the log failed; what was not committed is lost and
+                the execution is left for a resume.
+        """
+        slept_until = 0.0  # after a back-off sleep, what is due counts as due
+        try:
+            while True:
+                if stopping.is_set():
+                    await self.let_go(run)
+                    return None
+                now = max(self.clock(), slept_until)
+                decision = decide(run.definition, run.state, now)
+                if isinstance(decision, Calls):
+                    ready, wake = self._start(run, decision, now)
+                    # The write-ahead rule: the started records are durable
+                    # before any participant is called.
+                    await self.writer.commit(run)
+                    if ready:
+                        await self._make_calls(run, ready)
+                    elif wake is not None:  # every call waits for its retry time
+                        await self._pause(max(0.0, wake - self.clock()), stopping)
+                        slept_until = wake
+                    continue
+                if isinstance(decision, Rest):
+                    return run.outcome()
+                if isinstance(decision, Abort):
+                    reason = {"reason": decision.reason}
+                    self.record(run, EventType.COMPENSATION_REQUESTED, None, 0, reason)
+                elif isinstance(decision, Finish):
+                    self.record(run, decision.event, None)
+                else:  # Halt: calls gave up and nothing else can run
+                    name = run.definition.steps[decision.index].name
+                    error = {"error": decision.error}
+                    self.record(run, EventType.SAGA_STUCK, name, decision.attempt, error)
+        except asyncio.CancelledError:
+            # Told to stop now (a grace period ran out): hand the execution
+            # back with what it recorded; a call still running is abandoned,
+            # and its step is called again, under the same key, by the next owner.
+            await asyncio.shield(self.let_go(run))
+            raise
+
+    async def let_go(self, run: Execution) -> None:
+        """Commit what `run` recorded and release its lease, in one write.
+
+        Its status stays as it is, and it is ready for any process to claim at
+        once; the write bumps the version like any other, so this process is
+        fenced off it.
+        """
+        if not run.created and not run.pending:
+            return
+        run.release = True
+        await self.writer.commit(run)
+
+    def record(
+        self,
+        run: Execution,
+        kind: EventType,
+        step: str | None,
+        attempt: int = 0,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Fold an event into `run`'s state; it joins the records of its next commit."""
+        event = Event(run.state.next_seq, kind, step, attempt, detail, self.clock())
+        run.state = apply(run.definition, run.state, event)
+        run.pending.append(event)
+
+    def _start(
+        self, run: Execution, decision: Calls, now: float
+    ) -> tuple[list[Call], float | None]:
+        """Record the started events of the calls due now; return them and the next wake-up."""
+        ready: list[Call] = []
+        wake: float | None = None
+        steps = run.definition.steps
+        for call in decision.calls:
+            if call.record:
+                if call.not_before > now:  # backing off
+                    wake = call.not_before if wake is None else min(wake, call.not_before)
+                    continue
+                compensating = isinstance(call, RunCompensation)
+                started = EventType.COMPENSATION_STARTED if compensating else EventType.STEP_STARTED
+                self.record(run, started, steps[call.index].name, call.attempt)
+            ready.append(call)
+        return ready, wake
+
+    async def _make_calls(self, run: Execution, calls: list[Call]) -> None:
+        """Call the participants of `calls` (concurrently if several) and record the outcomes."""
+        steps = run.definition.steps
+        if len(calls) == 1:
+            call = calls[0]
+            compensating = isinstance(call, RunCompensation)
+            step = steps[call.index]
+            outcome = await self.caller.call(run, step, call.attempt, compensating)
+            self._record_outcome(run, step, call.attempt, compensating, outcome)
+            return
+        outcomes = await asyncio.gather(
+            *(
+                self.caller.call(
+                    run, steps[call.index], call.attempt, isinstance(call, RunCompensation)
+                )
+                for call in calls
+            )
+        )
+        answered = []
+        for call, outcome in zip(calls, outcomes, strict=True):
+            compensating = isinstance(call, RunCompensation)
+            step = steps[call.index]
+            if isinstance(outcome, Failure):
+                outcome.detail = failure_detail(
+                    step, call.attempt, compensating, outcome, self.clock(), self.rng
+                )
+            answered.append((order_of(outcome), call, step, compensating, outcome))
+        answered.sort(key=lambda item: item[0])
+        for _order, call, step, compensating, outcome in answered:
+            self._record_outcome(run, step, call.attempt, compensating, outcome)
+
+    def _record_outcome(
+        self, run: Execution, step: Step, attempt: int, compensating: bool, outcome: Any
+    ) -> None:
+        if isinstance(outcome, Failure):
+            self._record_failure(run, step, attempt, compensating, outcome)
+        elif compensating:
+            self.record(run, EventType.COMPENSATION_SUCCEEDED, step.name, attempt)
+        else:
+            self.record(run, EventType.STEP_SUCCEEDED, step.name, attempt, {"result": outcome})
+
+    def _record_failure(
+        self, run: Execution, step: Step, attempt: int, compensating: bool, failure: Failure
+    ) -> None:
+        detail = failure.detail or failure_detail(
+            step, attempt, compensating, failure, self.clock(), self.rng
+        )
+        failed = EventType.COMPENSATION_FAILED if compensating else EventType.STEP_FAILED
+        self.record(run, failed, step.name, attempt, detail)
+        if "uncertain" in detail and step.kind is StepKind.PIVOT:
+            # The pivot may have happened and nothing can undo it: stop here;
+            # a resume asks again under the same key. (A call that gave up
+            # otherwise is recorded stuck by decide(), once its group answered.)
+            message = (
+                f"pivot step {step.name!r} gave up after {attempt} attempt(s): {detail['error']}"
+            )
+            self.record(run, EventType.SAGA_STUCK, step.name, attempt, {"error": message})
+
+    async def _pause(self, seconds: float, stopping: asyncio.Event) -> None:
+        """Wait out a back-off, returning early when a stop is requested."""
+        if self.sleep is not None:
+            slept = self.sleep(seconds)
+            if inspect.isawaitable(slept):
+                await slept
+            return
+        if seconds <= 0 or stopping.is_set():
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await stopping.wait()
+        except TimeoutError:
+            pass

@@ -1,0 +1,246 @@
+"""The log writer: every execution's records, grouped into as few commits as possible.
+
+The write-ahead rule lives here and in :mod:`saga_cli.engine.drive`: a caller
+that is about to call a participant awaits :meth:`LogWriter.commit`, which
+returns only once everything its execution recorded is durable. Commits are
+shared: whatever any execution on this event loop has recorded by the time
+a commit starts rides in that one transaction (one fsync), and while it is
+on disk the next batch gathers. Records that nothing waits on (an
+execution's terminal record) are *noted*: they ride along with the next
+commit, or go on their own after a few milliseconds, or when the engine has
+nothing else to do.
+
+Two ways to commit, one behaviour: on a thread of its own (:class:`CommitThread`)
+so the event loop keeps driving executions while the disk syncs, or inline
+on the loop's thread when a single execution is in flight and nothing else
+could use the loop meanwhile (the sequential case, where a hand-off between
+threads would cost more than it saves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from saga_cli.domain import Event
+from saga_cli.engine.execution import Execution
+from saga_cli.errors import SagaError
+from saga_cli.store import Creation, SagaStore, Transition
+
+log = logging.getLogger(__name__)
+
+Write = Creation | Transition
+Results = list[int | SagaError] | BaseException
+# How long a record nothing waits on may wait for company before it commits alone.
+LAZY_DELAY = 0.005
+# One execution's part of a batch: its events and who waits for them.
+_Entry = tuple[Execution, list[Event], list["asyncio.Future[None]"]]
+
+
+class CommitThread:
+    """A thread that commits the batches handed to it, merging those queued together.
+
+    Shared by every event loop of a runner: batches from several loops that
+    arrive while a commit is in progress go to disk in the next one.
+    """
+
+    def __init__(self, store: SagaStore) -> None:
+        self._store = store
+        self._jobs: queue.SimpleQueue[tuple[list[Write], Callable[[Results], None]]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, writes: list[Write], done: Callable[[Results], None]) -> None:
+        """Commit `writes` soon; `done` is called on this thread with the results."""
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._serve, name="saga-log-writer", daemon=True
+                    )
+                    self._thread.start()
+        self._jobs.put((writes, done))
+
+    def _serve(self) -> None:
+        while True:
+            jobs = [self._jobs.get()]
+            while True:
+                try:
+                    jobs.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            writes = [write for batch, _done in jobs for write in batch]
+            results: Results
+            try:
+                results = self._store.commit_all(writes)
+            except BaseException as exc:  # handed to every waiter of the batch
+                results = exc
+            start = 0
+            for batch, done in jobs:
+                part = results if isinstance(results, BaseException) else results[start:]
+                start += len(batch)
+                try:
+                    done(part if isinstance(part, BaseException) else part[: len(batch)])
+                except Exception:  # a closed loop: its executions are gone anyway
+                    log.debug("could not hand commit results back", exc_info=True)
+
+
+class LogWriter:
+    """Groups the records of the executions driven on one event loop into shared commits.
+
+    Args:
+        loop: the event loop whose executions this writer serves.
+        commit_thread: where batches are committed when not inline.
+        store: the log, for inline commits.
+        build: the store write for an execution's events (its row's new projection).
+        committed: called for each execution whose write committed, with its
+            events and new version (on the loop's thread).
+        inline: returns whether a commit may run on the loop's thread now.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        commit_thread: CommitThread,
+        store: SagaStore,
+        build: Callable[[Execution, list[Event]], Write],
+        committed: Callable[[Execution, list[Event], int], None],
+        inline: Callable[[], bool],
+    ) -> None:
+        self._loop = loop
+        self._thread = commit_thread
+        self._store = store
+        self._build = build
+        self._committed = committed
+        self._inline = inline
+        self._dirty: dict[str, Execution] = {}
+        self._busy = False  # a batch is being committed
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def commit(self, run: Execution) -> None:
+        """Return once everything `run` recorded so far is durable (sharing a commit).
+
+        Raises:
+            LeaseLostError: another process took the execution over; nothing was written.
+            StoreError: the commit failed; nothing was written.
+        """
+        if not (run.pending or run.writing or run.release):
+            return
+        waiter = self._wait_for(run)
+        if not self._busy:
+            self._send()
+        await waiter
+
+    async def settle(self, run: Execution) -> None:
+        """Like :meth:`commit`, but let the records wait a moment for others to share the fsync."""
+        if not run.pending and not run.writing:
+            return
+        waiter = self._wait_for(run)
+        self._soon()
+        await waiter
+
+    def note(self, run: Execution) -> None:
+        """Commit what `run` recorded with the next batch (nobody waits for it)."""
+        if run.pending:
+            self._dirty[run.id] = run
+            self._soon()
+
+    def flush(self) -> None:
+        """Start a commit of whatever is recorded, if none is in progress."""
+        if self._dirty and not self._busy:
+            self._send()
+
+    def _wait_for(self, run: Execution) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        run.waiters.append(waiter)
+        self._dirty[run.id] = run
+        return waiter
+
+    def _soon(self) -> None:
+        if self._timer is None and not self._busy:
+            self._timer = self._loop.call_later(LAZY_DELAY, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def _send(self) -> None:
+        """Commit the recorded writes of every execution not already being written."""
+        while True:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            batch: list[_Entry] = []
+            for execution_id, run in list(self._dirty.items()):
+                if run.writing:
+                    continue  # its next write must compare-and-set this one's result
+                del self._dirty[execution_id]
+                waiters, run.waiters = run.waiters, []
+                if not (run.pending or run.release):
+                    _resolve(waiters, None)
+                    continue
+                events, run.pending = run.pending, []
+                run.writing = True
+                batch.append((run, events, waiters))
+            if not batch:
+                return
+            writes = [self._build(run, events) for run, events, _w in batch]
+            self._busy = True
+            if not self._inline():
+                self._thread.submit(writes, partial(self._hand_back, batch))
+                return
+            try:
+                results: Results = self._store.commit_all(writes)
+            except Exception as exc:  # handed to every waiter, as from the commit thread
+                results = exc
+            self._settle(batch, results)
+            if not any(run.waiters for run in self._dirty.values()):
+                if self._dirty:
+                    self._soon()
+                return
+
+    def _hand_back(self, batch: list[_Entry], results: Results) -> None:
+        """Called on the commit thread: settle the batch on the loop's thread."""
+        self._loop.call_soon_threadsafe(self._settled, batch, results)
+
+    def _settled(
+        self,
+        batch: list[_Entry],
+        results: Results,
+    ) -> None:
+        self._settle(batch, results)
+        if any(run.waiters for run in self._dirty.values()):
+            self._send()
+        elif self._dirty:
+            self._soon()
+
+    def _settle(
+        self,
+        batch: list[_Entry],
+        results: Results,
+    ) -> None:
+        self._busy = False
+        for index, (run, events, waiters) in enumerate(batch):
+            run.writing = False
+            result = results if isinstance(results, BaseException) else results[index]
+            if isinstance(result, BaseException):
+                _resolve(waiters, result)
+                continue
+            self._committed(run, events, result)
+            _resolve(waiters, None)
+
+
+def _resolve(waiters: Sequence[asyncio.Future[None]], error: BaseException | None) -> None:
+    for waiter in waiters:
+        if waiter.done():
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
