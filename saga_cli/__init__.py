@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from saga_cli.domain import (
+        INHERIT,
         Event,
         EventType,
         RetryPolicy,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
         InvalidInputError,
         LeaseLostError,
         SagaError,
+        StepResultError,
         StepTimeoutError,
         StoreError,
         TransientError,
@@ -77,6 +79,7 @@ _EXPORTS = {
     "SagaDefinition": "saga_cli.domain",
     "SagaStatus": "saga_cli.domain",
     "Step": "saga_cli.domain",
+    "INHERIT": "saga_cli.domain",
     "StepContext": "saga_cli.domain",
     "StepKind": "saga_cli.domain",
     "is_terminal": "saga_cli.domain",
@@ -86,6 +89,7 @@ _EXPORTS = {
     "DefinitionError": "saga_cli.errors",
     "InvalidInputError": "saga_cli.errors",
     "StepTimeoutError": "saga_cli.errors",
+    "StepResultError": "saga_cli.errors",
     "UnknownExecutionError": "saga_cli.errors",
     "Orchestrator": "saga_cli.orchestrator",
     "Saga": "saga_cli.saga",
@@ -98,16 +102,17 @@ _EXPORTS = {
     "SagaError": "saga_cli.errors",
     "StoreError": "saga_cli.errors",
     "TransientError": "saga_cli.errors",
-    "Outcome": "saga_cli.runner",
-    "RecoveryReport": "saga_cli.runner",
-    "SagaRunner": "saga_cli.runner",
-    "registry": "saga_cli.runner",
+    "Outcome": "saga_cli.engine",
+    "RecoveryReport": "saga_cli.engine",
+    "SagaRunner": "saga_cli.engine",
+    "registry": "saga_cli.engine",
     "SagaStore": "saga_cli.store",
     "open_store": "saga_cli.store",
 }
 
 __all__ = [
     "BusinessError",
+    "INHERIT",
     "ConcurrencyKeyBusyError",
     "DefinitionChangedError",
     "DefinitionError",
@@ -131,6 +136,7 @@ __all__ = [
     "StepContext",
     "StepHandle",
     "StepKind",
+    "StepResultError",
     "StepTimeoutError",
     "StoreError",
     "TransientError",

@@ -18,9 +18,11 @@ from saga_cli import lease
 from saga_cli.domain import (
     Event,
     EventType,
+    Inherit,
     RetryPolicy,
     SagaDefinition,
     SagaStatus,
+    Step,
     is_terminal,
 )
 from saga_cli.errors import InvalidInputError
@@ -336,6 +338,14 @@ def _policy(policy: RetryPolicy) -> dict[str, Any]:
     }
 
 
+def _declared_timeout(definition: SagaDefinition, step: Step) -> float | None:
+    """The seconds `step`'s calls may take as its code says (None: the engine's default or none)."""
+    for timeout in (step.timeout, definition.step_timeout):
+        if not isinstance(timeout, Inherit):
+            return timeout
+    return None
+
+
 def definition_rows(loaded: Sequence[SagaDefinition], store: SagaStore) -> list[dict[str, Any]]:
     """What ``saga definitions`` shows: the loaded sagas in full, then those only the log knows.
 
@@ -369,7 +379,7 @@ def definition_rows(loaded: Sequence[SagaDefinition], store: SagaStore) -> list[
                         "compensation_retry": (
                             _policy(step.compensation_retry) if step.compensation else None
                         ),
-                        "timeout": step.timeout,
+                        "timeout": _declared_timeout(definition, step),
                     }
                     for step in definition.steps
                 ],

@@ -20,7 +20,7 @@ import asyncio
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from saga_cli.domain import (
     Abort,
@@ -41,6 +41,15 @@ from saga_cli.engine.execution import Execution, Outcome
 from saga_cli.engine.writer import LogWriter
 
 Sleep = Callable[[float], Awaitable[None] | None]
+
+
+class Stop(Protocol):
+    """Whether the executions of a window must hand themselves back."""
+
+    stopping: asyncio.Event
+
+    def requested(self) -> bool:
+        """True once a stop was asked for (looked at before each new call)."""
 Call = RunStep | RunCompensation
 
 
@@ -71,12 +80,12 @@ class Driver:
         self.sleep = sleep
         self.driving = 0  # executions on this loop between their first record and rest
 
-    async def drive(self, run: Execution, stopping: asyncio.Event) -> Outcome | None:
+    async def drive(self, run: Execution, stop: Stop) -> Outcome | None:
         """Run `run` until it is completed, compensated or stuck; its last records may be pending.
 
         Returns:
             The outcome (the caller makes its last records durable with
-            LogWriter.settle), or None when `stopping` was set and the
+            LogWriter.settle), or None when a stop was requested and the
             execution was handed back, its lease released, for any process
             to claim.
 
@@ -88,7 +97,7 @@ class Driver:
         slept_until = 0.0  # after a back-off sleep, what is due counts as due
         try:
             while True:
-                if stopping.is_set():
+                if stop.requested():
                     await self.let_go(run)
                     return None
                 now = max(self.clock(), slept_until)
@@ -101,7 +110,7 @@ class Driver:
                     if ready:
                         await self._make_calls(run, ready)
                     elif wake is not None:  # every call waits for its retry time
-                        await self._pause(max(0.0, wake - self.clock()), stopping)
+                        await self._pause(max(0.0, wake - self.clock()), stop.stopping)
                         slept_until = wake
                     continue
                 if isinstance(decision, Rest):

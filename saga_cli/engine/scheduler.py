@@ -76,6 +76,7 @@ class Window:
         self._tasks: set[asyncio.Task[None]] = set()
         self._error: BaseException | None = None
         self._cancelled = False
+        self._stop_flag: Callable[[], bool] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -85,6 +86,12 @@ class Window:
     def free_slots(self) -> int:
         """How many more executions the window would take now."""
         return max(0, self.size - self._busy)
+
+    def requested(self) -> bool:
+        """Whether a stop was asked for, here or through the `stop` flag given to run()."""
+        if not self.stopping.is_set() and self._stop_flag is not None and self._stop_flag():
+            self.stop()
+        return self.stopping.is_set()
 
     def stop(self, *, now: bool = False) -> None:
         """Take nothing more; hand back what is in hand (at once with `now`)."""
@@ -106,6 +113,7 @@ class Window:
             Whatever `failed` raised, or what the feed raised (after the
             executions in hand came to rest).
         """
+        self._stop_flag = stop
         watcher = None if stop is None else asyncio.ensure_future(self._watch(stop))
         try:
             try:
@@ -165,7 +173,7 @@ class Window:
                 self._freed.set()
 
         try:
-            outcome = await driver.drive(run, self.stopping)
+            outcome = await driver.drive(run, self)
             free()
             if outcome is None:
                 self.released += 1

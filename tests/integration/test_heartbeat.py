@@ -55,7 +55,7 @@ def test_without_beats_the_lease_lapses_and_a_rival_takes_over(tmp_path: Path) -
     started, release = threading.Event(), threading.Event()
     saga = _saga(started, release)
     owner = SagaRunner(store, registry(saga), lease_seconds=0.3)
-    owner._start_heartbeat = lambda: None  # type: ignore[method-assign]  # a hung process
+    owner.leases.start_heartbeat = lambda: None  # type: ignore[method-assign]  # a hung process
     errors: list[BaseException] = []
 
     def run() -> None:

@@ -189,7 +189,7 @@ def test_any_grouping_compensates_exactly_what_succeeded_group_by_group(
             except Crash:
                 (record,) = store.list_executions()
                 execution_id = record.id
-                orchestrator.runner._leave(execution_id)  # the "process" died
+                orchestrator.runner.leases.leave(execution_id)  # the "process" died
                 healthy, _ = build(sizes, failing, None)
                 orchestrator = Orchestrator(store, [healthy], lease_seconds=0.001)
                 outcome = orchestrator.resume(execution_id)
