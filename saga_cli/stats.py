@@ -24,7 +24,6 @@ from saga_cli.store import SagaStore
 from saga_cli.timeline import FORWARD, pair_attempts
 
 log = logging.getLogger(__name__)
-DEFAULT_WINDOW = "1h"
 DEFAULT_SAMPLE = 500
 QUANTILES = (0.5, 0.95, 0.99)
 SPARK_BUCKETS = 24
