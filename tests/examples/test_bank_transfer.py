@@ -75,7 +75,7 @@ def effects(bank: Path, execution_id: str) -> dict[str, int]:
 
 
 def assert_conserved(bank: Path) -> None:
-    """Nothing pending, the sum back to the seed's, and every balance explained by the journal."""
+    """Nothing pending, the seeded total back, and every balance explained by the journal."""
     assert rows(bank, "SELECT key FROM bank_hold WHERE status = 'pending'") == []
     now = balances(bank)
     assert sum(now.values()) == TOTAL, now

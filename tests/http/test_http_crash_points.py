@@ -1,4 +1,4 @@
-"""The foundation's crash-point matrix with remote services: SIGKILL `saga book`, then resume."""
+"""The crash points of tests/crash with remote services: SIGKILL `saga book`, then resume."""
 
 from __future__ import annotations
 

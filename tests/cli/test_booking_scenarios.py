@@ -1,4 +1,4 @@
-"""The seed's Testing section, through the CLI on a real log.
+"""The classic saga test scenarios on the travel booking, through the CLI on a real log.
 
 All steps succeed; each step fails in turn; a failure after the pivot is
 retried forward, never compensated; concurrent sagas compete for the last car;
