@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import typer
 from conftest import SagaCli, cli_env, saga_executable
+from support import query
 from typer.core import TyperGroup
 
 from saga_cli.cli import app
 from saga_cli.store.migrate import HEAD_REVISION, KNOWN_REVISIONS
-
-from .support import query
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SagaCli
-
-from .support import assert_one_line_error
+from support import assert_one_line_error
 
 MODULE = '''
 """A user's saga: effects are rows keyed by idempotency key in SHOP_DB."""

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SagaCli, cli_env, saga_executable
-
-from .support import BOOKING
+from support import BOOKING
 
 COLOUR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-8]|9[0-7])(?:;[0-9;]*)?m")
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "log_scale.py"
