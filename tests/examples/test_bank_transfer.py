@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import CliResult, SagaCli, cli_env
 from pydantic import ValidationError
-from support import load_example
+from support import load_example, wait_for
 
 from saga_cli.testing import check_crash_points
 
@@ -396,10 +395,7 @@ def test_a_second_transfer_from_a_busy_account_is_refused(migrated: SagaCli, ban
         SAGA_EXAMPLE_DB=str(bank),
     )  # fmt: skip
     try:
-        give_up = time.monotonic() + 10
-        while not rows(migrated.db, "SELECT id FROM saga_execution"):
-            assert time.monotonic() < give_up, "the first transfer never started"
-            time.sleep(0.02)
+        wait_for(lambda: rows(migrated.db, "SELECT id FROM saga_execution"), "the first transfer")
 
         second = run(migrated, bank, {"source": "alice", "target": "carol", "amount": 1_00})
         other = run(migrated, bank, {"source": "bob", "target": "carol", "amount": 1_00})
