@@ -14,6 +14,7 @@ import importlib.util
 import re
 import sqlite3
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -71,6 +72,18 @@ def run_saga(db: str, *args: str, timeout: float = 120) -> CliResult:
         stdin=subprocess.DEVNULL,
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def run_python(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run this interpreter with `args` in directory `cwd`, in the CLI's test environment."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=cwd,
+        timeout=60,
+    )
 
 
 def assert_one_line_error(result: CliResult, code: int, *fragments: str) -> None:
