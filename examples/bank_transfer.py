@@ -1,4 +1,4 @@
-"""The seed's bank transfer as a saga: debit, credit, record (the pivot), notify.
+"""A bank transfer as a saga: debit, credit, record (the pivot), notify.
 
 Run it with ``saga run`` and look at the bank with this file's own command line::
 

@@ -1,4 +1,4 @@
-"""The seed's e-commerce order: reserve stock, charge the card, book a shipment, email the customer.
+"""An e-commerce order: reserve stock, charge the card, book a shipment, email the customer.
 
 Four shop "services" (inventory, payment, shipping, mail) keep their own tables,
 prefixed ``shop_``, in the SQLite file named by ``SAGA_EXAMPLE_DB`` (default
@@ -779,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     show_command.add_argument("--json", action="store_true", help="print JSON")
     reset_command = commands.add_parser("reset", help="empty the tables, seed the catalogue")
     reset_command.add_argument(
-        "--stock", type=int, metavar="N", help="give every SKU N units instead of the seed's"
+        "--stock", type=int, metavar="N", help="give every SKU N units instead of the catalogue's"
     )
     args = parser.parse_args(argv)
     db = ShopDb(args.db)

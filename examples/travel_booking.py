@@ -1,4 +1,4 @@
-"""The seed's travel-booking example, written against the saga_cli library.
+"""The travel booking, the saga pattern's classic example, written against the saga_cli library.
 
 Five customers try to book the same trip. Only two compact cars exist, so
 the first two bookings complete and the other three fail at the car step:
@@ -50,7 +50,7 @@ def main(db: str) -> list[SagaStatus]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="The seed's five booking attempts.")
+    parser = argparse.ArgumentParser(description="Five customers book the last two compact cars.")
     parser.add_argument("--db", help="saga log to use (default: a new temporary file)")
     args = parser.parse_args()
     if args.db:

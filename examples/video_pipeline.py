@@ -1,4 +1,4 @@
-r"""The seed's video-processing saga: upload, transcode, thumbnails, metadata, publish to the CDN.
+r"""A video-processing saga: upload, transcode, thumbnails, metadata, publish to the CDN.
 
 Steps (kinds in brackets)::
 

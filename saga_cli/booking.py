@@ -91,7 +91,7 @@ def load_breakers(
 
 
 class TravelBooking:
-    """The seed's travel booking on a saga log.
+    """The travel booking, the saga pattern's classic example, on a saga log.
 
     Args:
         store: the saga log; the services use separate connections to it.

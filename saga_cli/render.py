@@ -358,7 +358,7 @@ def _timeline_line(line: StepLine, start: float, span: float, end: float) -> Tex
 
 
 def timeline(console: Console, steps: Timeline) -> None:
-    """Print an execution as the seed's diagram: forward path, then compensations in reverse."""
+    """Print an execution as a saga is drawn: forward path, then compensations in reverse."""
     start = steps.started_at or 0.0
     end = steps.ended_at or start
     span = max(end - start, 1e-9)

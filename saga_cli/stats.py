@@ -1,4 +1,8 @@
-"""What the seed's Monitoring section asks for, computed from the log in bounded time.
+"""The figures a saga log is monitored by, computed from the log in bounded time.
+
+Completion rate, compensation frequency, step failure rates, step durations
+and the pending count: what tells an operator whether sagas finish, how often
+they are undone, and which step fails or is slow.
 
 Counts (per status, in flight, stuck) come from index-only SQL aggregates
 over the window, so they are exact whatever the window holds. Step failure
@@ -24,7 +28,6 @@ from saga_cli.store import SagaStore
 from saga_cli.timeline import FORWARD, pair_attempts
 
 log = logging.getLogger(__name__)
-DEFAULT_WINDOW = "1h"
 DEFAULT_SAMPLE = 500
 QUANTILES = (0.5, 0.95, 0.99)
 SPARK_BUCKETS = 24

@@ -58,7 +58,6 @@ SERVICES = ("flight", "hotel", "car")
 SAGA_NAME = "travel-booking"
 BASIC_SAGA_NAME = "travel-booking-basic"
 STEPS = (*SERVICES, "payment", "confirm", "notify")
-BASIC_STEPS = (*SERVICES, "confirm")
 # What each reservation costs the customer, charged at the pivot.
 FARES = {"flight": 300, "hotel": 200, "car": 80}
 Connect = Callable[[], sqlite3.Connection]

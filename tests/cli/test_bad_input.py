@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SagaCli
-
-from .support import BOOKING, assert_one_line_error, dump, query
+from support import BOOKING, assert_one_line_error, dump, query
 
 
 @dataclass(frozen=True)

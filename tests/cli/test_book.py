@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import SagaCli
-
-from .support import BOOKING, HEX_ID, newest_execution_id
+from support import BOOKING, HEX_ID, TRAVEL_STEPS, newest_execution_id
 
 
 def event_types(show: dict[str, Any], *types: str) -> list[tuple[str, str | None]]:
@@ -34,7 +33,7 @@ def test_book_json_prints_id_saga_status_error_and_step_results(migrated: SagaCl
     assert body["saga"] == "travel-booking"
     assert body["status"] == "completed"
     assert body["error"] is None
-    assert list(body["results"]) == ["flight", "hotel", "car", "payment", "confirm", "notify"]
+    assert list(body["results"]) == TRAVEL_STEPS
     assert body["results"]["flight"]["resource"] == "FL100"
     assert body["results"]["car"]["resource"] == "ECONOMY"
 

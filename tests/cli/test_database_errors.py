@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SagaCli, cli_env, saga_executable
-
-from .support import BOOKING, assert_one_line_error, dump, execute, query, run_saga
+from support import BOOKING, assert_one_line_error, dump, execute, query, run_saga
 
 COMMANDS = [
     pytest.param(("list",), id="list"),

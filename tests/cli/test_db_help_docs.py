@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import typer
 from conftest import SagaCli, cli_env, saga_executable
+from support import query, run_python
 from typer.core import TyperGroup
 
 from saga_cli.cli import app
 from saga_cli.store.migrate import HEAD_REVISION, KNOWN_REVISIONS
-
-from .support import query
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -123,14 +121,7 @@ def test_version_prints_the_installed_version(saga: SagaCli) -> None:
 
 
 def test_python_dash_m_saga_cli_help(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "saga_cli", "--help"],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=tmp_path,
-        timeout=60,
-    )
+    done = run_python(tmp_path, "-m", "saga_cli", "--help")
 
     assert done.returncode == 0, done.stderr
     assert "Usage: python -m saga_cli" in done.stdout

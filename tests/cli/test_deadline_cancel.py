@@ -9,18 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import SagaCli
-
-BOOKING = ("book", "--flight", "FL100", "--hotel", "GRAND", "--car", "ECONOMY")
-
-
-def _events(saga: SagaCli, execution_id: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = saga("show", execution_id, "--json").json()["events"]
-    return events
-
-
-def _consistent(saga: SagaCli) -> None:
-    check = saga("check", "--json")
-    assert check.code == 0 and check.json()["consistent"], check.stdout
+from support import BOOKING, assert_consistent, show_json
 
 
 def _log(saga: SagaCli, sql: str) -> list[tuple[Any, ...]]:
@@ -32,31 +21,31 @@ def _log(saga: SagaCli, sql: str) -> list[tuple[Any, ...]]:
 
 
 def test_a_deadline_that_passes_before_the_pivot_compensates(saga: SagaCli) -> None:
-    booked = saga(*BOOKING, "--slow", "hotel:0.4", "--deadline", "200ms", "--json")
+    booked = saga("book", *BOOKING, "--slow", "hotel:0.4", "--deadline", "200ms", "--json")
     assert booked.code == 3, booked.stderr
-    events = _events(saga, booked.json()["id"])
+    events = show_json(saga, booked.json()["id"])["events"]
     requested = [e for e in events if e["type"] == "compensation_requested"]
     assert len(requested) == 1 and requested[0]["detail"]["reason"] == "the saga's deadline passed"
     assert [e["step"] for e in events if e["type"] == "compensation_succeeded"] == [
         "hotel",
         "flight",
     ]
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 def test_a_deadline_that_passes_after_the_pivot_changes_nothing(saga: SagaCli) -> None:
-    booked = saga(*BOOKING, "--slow", "confirm:0.4", "--deadline", "200ms", "--json")
+    booked = saga("book", *BOOKING, "--slow", "confirm:0.4", "--deadline", "200ms", "--json")
     assert booked.code == 0, booked.stderr
-    events = _events(saga, booked.json()["id"])
+    events = show_json(saga, booked.json()["id"])["events"]
     assert not [e for e in events if e["type"].startswith("compensation")]
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 def test_a_deadline_is_kept_in_the_log_and_applies_on_resume(saga: SagaCli) -> None:
-    crashed = saga(*BOOKING, "--deadline", "1s", "--crash-at", "hotel:before")
+    crashed = saga("book", *BOOKING, "--deadline", "1s", "--crash-at", "hotel:before")
     assert crashed.code == -9
     execution = saga("list", "--json").json()[0]["id"]
-    started = _events(saga, execution)[0]
+    started = show_json(saga, execution)["events"][0]
     assert started["type"] == "saga_started" and started["detail"]["deadline_at"] > 0
     # let the deadline pass while the execution lies interrupted
     time.sleep(max(0.0, started["detail"]["deadline_at"] - time.time()) + 0.05)
@@ -67,12 +56,12 @@ def test_a_deadline_is_kept_in_the_log_and_applies_on_resume(saga: SagaCli) -> N
             "SELECT resource, status FROM hotel_reservation WHERE saga_id = ?", (execution,)
         ).fetchall()
     assert hotel == [(None, "canceled")]  # the hotel call that never ran: a tombstone
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-5s", "1y"])
 def test_a_malformed_deadline_is_refused(saga: SagaCli, value: str) -> None:
-    refused = saga(*BOOKING, "--deadline", value)
+    refused = saga("book", *BOOKING, "--deadline", value)
     assert refused.code == 2
     assert refused.stderr.startswith("Error: ") and refused.stderr.count("\n") == 1
 
@@ -81,7 +70,7 @@ def test_a_malformed_deadline_is_refused(saga: SagaCli, value: str) -> None:
 def test_cancel_takes_an_execution_from_its_live_owner_and_compensates_it(
     saga: SagaCli,
 ) -> None:
-    owner = saga.popen(*BOOKING, "--slow", "car:2", "--json")
+    owner = saga.popen("book", *BOOKING, "--slow", "car:2", "--json")
     deadline = time.monotonic() + 60
     while not _log(saga, "SELECT 1 FROM saga_event WHERE step = 'car' AND type = 'step_started'"):
         assert time.monotonic() < deadline and owner.poll() is None
@@ -95,14 +84,16 @@ def test_cancel_takes_an_execution_from_its_live_owner_and_compensates_it(
     assert owner.returncode == 1
     assert "taken over" in stderr and stderr.count("\n") == 1
     compensated = [
-        e["step"] for e in _events(saga, execution) if e["type"] == "compensation_succeeded"
+        e["step"]
+        for e in show_json(saga, execution)["events"]
+        if e["type"] == "compensation_succeeded"
     ]
     assert compensated == ["car", "hotel", "flight"]
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 def test_cancel_is_refused_after_the_pivot_and_for_a_completed_booking(saga: SagaCli) -> None:
-    crashed = saga(*BOOKING, "--crash-at", "confirm:before")
+    crashed = saga("book", *BOOKING, "--crash-at", "confirm:before")
     assert crashed.code == -9
     execution = saga("list", "--json").json()[0]["id"]
     refused = saga("cancel", execution)
@@ -110,4 +101,4 @@ def test_cancel_is_refused_after_the_pivot_and_for_a_completed_booking(saga: Sag
     assert saga("resume", execution).code == 0
     refused = saga("cancel", execution)
     assert refused.code == 2 and "completed" in refused.stderr
-    _consistent(saga)
+    assert_consistent(saga)

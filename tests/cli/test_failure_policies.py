@@ -8,67 +8,56 @@ from typing import Any
 
 import pytest
 from conftest import SagaCli
-
-BOOKING = ("book", "--flight", "FL100", "--hotel", "GRAND", "--car", "ECONOMY")
-
-
-def _show(saga: SagaCli, execution_id: str) -> dict[str, Any]:
-    shown = saga("show", execution_id, "--json")
-    assert shown.code == 0, shown.stderr
-    data: dict[str, Any] = shown.json()
-    return data
+from support import BOOKING, assert_consistent, show_json
 
 
 def _steps(saga: SagaCli, execution_id: str) -> dict[str, dict[str, Any]]:
-    return {step["name"]: step for step in _show(saga, execution_id)["steps"]}
-
-
-def _consistent(saga: SagaCli) -> None:
-    check = saga("check", "--json")
-    assert check.code == 0 and check.json()["consistent"], check.stdout
+    return {step["name"]: step for step in show_json(saga, execution_id)["steps"]}
 
 
 def test_a_flaky_step_is_retried_with_its_attempts_in_the_log(saga: SagaCli) -> None:
-    booked = saga(*BOOKING, "--flaky", "hotel:2", "--json")
+    booked = saga("book", *BOOKING, "--flaky", "hotel:2", "--json")
     assert booked.code == 0, booked.stderr
     execution = booked.json()["id"]
     assert _steps(saga, execution)["hotel"]["attempts"] == 3
-    failures = [e for e in _show(saga, execution)["events"] if e["type"] == "step_failed"]
+    failures = [e for e in show_json(saga, execution)["events"] if e["type"] == "step_failed"]
     assert [e["attempt"] for e in failures] == [1, 2]
     assert all(e["detail"]["retry_at"] >= e["at"] for e in failures)
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 def test_a_step_that_stays_flaky_past_its_budget_is_compensated_too(saga: SagaCli) -> None:
-    booked = saga(*BOOKING, "--flaky", "hotel:9", "--json")
+    booked = saga("book", *BOOKING, "--flaky", "hotel:9", "--json")
     assert booked.code == 3, booked.stderr
     steps = _steps(saga, booked.json()["id"])
     assert steps["hotel"]["attempts"] == 4
     # its outcome is unknown, so the hotel is compensated as well as the flight
     assert steps["hotel"]["status"] == "compensated"
     assert steps["flight"]["status"] == "compensated"
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 def test_a_compensation_that_fails_once_is_retried(saga: SagaCli) -> None:
-    booked = saga(*BOOKING, "--fail", "car", "--fail-compensation", "flight:1", "--json")
+    booked = saga("book", *BOOKING, "--fail", "car", "--fail-compensation", "flight:1", "--json")
     assert booked.code == 3, booked.stderr
     steps = _steps(saga, booked.json()["id"])
     assert steps["flight"]["compensation_attempts"] == 2
     assert steps["flight"]["status"] == "compensated"
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 def test_a_compensation_that_always_fails_leaves_the_execution_stuck_until_resumed(
     saga: SagaCli,
 ) -> None:
-    booked = saga(*BOOKING, "--fail", "car", "--fail-compensation", "hotel:always", "--json")
+    booked = saga(
+        "book", *BOOKING, "--fail", "car", "--fail-compensation", "hotel:always", "--json"
+    )
     assert booked.code == 4, booked.stderr
     execution = booked.json()["id"]
     stuck = saga("list", "--status", "stuck", "--json").json()
     assert [row["id"] for row in stuck] == [execution]
     assert stuck[0]["interrupted"] is False  # parked for an operator, not interrupted
-    events = _show(saga, execution)["events"]
+    events = show_json(saga, execution)["events"]
     assert events[-1]["type"] == "saga_stuck"
     assert "gave up after 5 attempt(s)" in events[-1]["detail"]["error"]
     # resume --all leaves it to an operator; five failures in a row opened the
@@ -77,14 +66,14 @@ def test_a_compensation_that_always_fails_leaves_the_execution_stuck_until_resum
     assert saga("services", "--reset", "hotel").code == 0
     resumed = saga("resume", execution[:8])
     assert resumed.code == 3, resumed.stderr
-    assert _show(saga, execution)["status"] == "compensated"
-    _consistent(saga)
+    assert show_json(saga, execution)["status"] == "compensated"
+    assert_consistent(saga)
 
 
 def test_an_outage_opens_the_breaker_and_ends_stuck_until_the_service_is_back(
     saga: SagaCli,
 ) -> None:
-    booked = saga(*BOOKING, "--outage", "hotel", "--json")
+    booked = saga("book", *BOOKING, "--outage", "hotel", "--json")
     assert booked.code == 4, booked.stderr
     execution = booked.json()["id"]
     shown = {row["service"]: row for row in saga("services", "--json").json()}
@@ -94,7 +83,9 @@ def test_an_outage_opens_the_breaker_and_ends_stuck_until_the_service_is_back(
     assert {shown[s]["breaker"] for s in ("flight", "car", "payment", "notification")} == {"closed"}
     # while open, the hotel's compensation was not even sent: it failed fast
     # and waited out the cool-down before its next attempt
-    failures = [e for e in _show(saga, execution)["events"] if e["type"] == "compensation_failed"]
+    failures = [
+        e for e in show_json(saga, execution)["events"] if e["type"] == "compensation_failed"
+    ]
     assert any("circuit open" in e["detail"]["error"] for e in failures)
     # the operator knows the hotel is back: close its breaker, then resume
     reset = saga("services", "--reset", "hotel", "--json")
@@ -106,16 +97,18 @@ def test_an_outage_opens_the_breaker_and_ends_stuck_until_the_service_is_back(
             "SELECT resource, status FROM hotel_reservation WHERE saga_id = ?", (execution,)
         ).fetchall()
     assert rows == [(None, "canceled")]  # the hotel never reserved: a tombstone
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 def test_resolve_closes_a_stuck_execution_with_the_note_in_the_log(saga: SagaCli) -> None:
-    booked = saga(*BOOKING, "--fail", "car", "--fail-compensation", "hotel:always", "--json")
+    booked = saga(
+        "book", *BOOKING, "--fail", "car", "--fail-compensation", "hotel:always", "--json"
+    )
     assert booked.code == 4
     execution = booked.json()["id"]
     resolved = saga("resolve", execution[:6], "--note", "hotel cancelled by phone")
     assert resolved.code == 0, resolved.stderr
-    shown = _show(saga, execution)
+    shown = show_json(saga, execution)
     assert shown["status"] == "compensated"
     assert shown["events"][-1]["type"] == "saga_resolved"
     assert shown["events"][-1]["detail"]["note"] == "hotel cancelled by phone"
@@ -135,7 +128,7 @@ def test_resolve_closes_a_stuck_execution_with_the_note_in_the_log(saga: SagaCli
 def test_resolve_refuses_what_it_cannot_resolve(
     saga: SagaCli, args: tuple[str, ...], message: str
 ) -> None:
-    booked = saga(*BOOKING, "--json")
+    booked = saga("book", *BOOKING, "--json")
     assert booked.code == 0
     before = saga("list", "--json").stdout
     refused = saga("resolve", booked.json()["id"], *args)
@@ -146,7 +139,7 @@ def test_resolve_refuses_what_it_cannot_resolve(
 
 
 def test_a_slow_step_takes_at_least_its_delay(saga: SagaCli) -> None:
-    booked = saga(*BOOKING, "--slow", "car:0.2", "--json")
+    booked = saga("book", *BOOKING, "--slow", "car:0.2", "--json")
     assert booked.code == 0, booked.stderr
     assert _steps(saga, booked.json()["id"])["car"]["duration"] >= 0.2
 
@@ -166,14 +159,14 @@ def test_a_slow_step_takes_at_least_its_delay(saga: SagaCli) -> None:
 def test_malformed_fault_options_are_refused_with_one_line(
     saga: SagaCli, args: tuple[str, ...]
 ) -> None:
-    for command in (BOOKING, ("simulate", "--count", "2")):
+    for command in (("book", *BOOKING), ("simulate", "--count", "2")):
         refused = saga(*command, *args)
         assert refused.code == 2, (command, args, refused.stderr)
         assert refused.stderr.startswith("Error: ") and refused.stderr.count("\n") == 1
         assert "Traceback" not in refused.stderr
 
 
-def test_simulate_with_flaky_steps_and_failing_compensations_ends_consistent(
+def test_simulate_with_flaky_steps_and_failing_compensations_endsassert_consistent(
     saga: SagaCli,
 ) -> None:
     assert saga("inventory", "--restock", "500").code == 0
@@ -196,13 +189,13 @@ def test_simulate_with_flaky_steps_and_failing_compensations_ends_consistent(
     assert summary["stuck"] == 0 and summary["interrupted"] == 0
     assert summary["completed"] + summary["compensated"] == 60
     assert summary["compensated"] > 0
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 def test_a_step_past_its_timeout_is_compensated_and_its_late_arrival_is_refused(
     saga: SagaCli,
 ) -> None:
-    booked = saga(*BOOKING, "--timeout", "car", "--json")
+    booked = saga("book", *BOOKING, "--timeout", "car", "--json")
     assert booked.code == 3, booked.stderr
     execution = booked.json()["id"]
     assert "did not answer within" in booked.json()["error"]
@@ -212,16 +205,16 @@ def test_a_step_past_its_timeout_is_compensated_and_its_late_arrival_is_refused(
             "SELECT resource, status FROM car_reservation WHERE saga_id = ?", (execution,)
         ).fetchall()
     assert car == [(None, "canceled")]
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 def test_a_pivot_past_its_timeout_is_stuck_then_resumed_forward_and_charged_once(
     saga: SagaCli,
 ) -> None:
-    booked = saga(*BOOKING, "--timeout", "payment", "--json")
+    booked = saga("book", *BOOKING, "--timeout", "payment", "--json")
     assert booked.code == 4, booked.stderr
     execution = booked.json()["id"]
-    assert not [e for e in _show(saga, execution)["events"] if "compensation" in e["type"]]
+    assert not [e for e in show_json(saga, execution)["events"] if "compensation" in e["type"]]
     resumed = saga("resume", execution)
     assert resumed.code == 0, resumed.stderr
     with closing(sqlite3.connect(saga.db)) as db:
@@ -229,4 +222,4 @@ def test_a_pivot_past_its_timeout_is_stuck_then_resumed_forward_and_charged_once
             "SELECT key FROM payment_charge WHERE saga_id = ?", (execution,)
         ).fetchall()
     assert charges == [(f"{execution}:payment",)]
-    _consistent(saga)
+    assert_consistent(saga)

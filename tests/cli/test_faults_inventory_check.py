@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import pytest
 from conftest import SagaCli
+from support import BOOKING, CATALOGUE, execute
 
 from saga_cli.services.travel import FAULT_OPTIONS
 
-from .support import BOOKING, execute
-
-CATALOGUE = {
-    ("flight", "FL100"): 8,
-    ("flight", "FL200"): 8,
-    ("flight", "FL300"): 6,
-    ("hotel", "GRAND"): 6,
-    ("hotel", "PLAZA"): 6,
-    ("hotel", "HARBOUR"): 4,
-    ("car", "ECONOMY"): 3,
-    ("car", "COMPACT"): 2,
-    ("car", "SUV"): 1,
-}
+# (service, resource) -> capacity, as the migrations put them in the catalogue.
+CAPACITY = {(s, r): n for s, resources in CATALOGUE.items() for r, n in resources.items()}
 INVENTORY_KEYS = {"service", "resource", "capacity", "available", "pending", "confirmed"}
 
 
@@ -44,7 +34,7 @@ def test_inventory_json_lists_the_catalogue_untouched_on_a_fresh_log(migrated: S
         assert INVENTORY_KEYS <= set(row), row
         assert row["available"] == row["capacity"]
         assert row["pending"] == row["confirmed"] == 0
-    assert {(r["service"], r["resource"]): r["capacity"] for r in rows} == CATALOGUE
+    assert {(r["service"], r["resource"]): r["capacity"] for r in rows} == CAPACITY
 
 
 def test_inventory_counts_a_completed_booking_as_confirmed(migrated: SagaCli) -> None:
@@ -54,8 +44,8 @@ def test_inventory_counts_a_completed_booking_as_confirmed(migrated: SagaCli) ->
 
     for key in (("flight", "FL100"), ("hotel", "GRAND"), ("car", "ECONOMY")):
         assert rows[key]["confirmed"] == 1
-        assert rows[key]["available"] == CATALOGUE[key] - 1
-    assert rows["flight", "FL200"]["available"] == CATALOGUE["flight", "FL200"]
+        assert rows[key]["available"] == CAPACITY[key] - 1
+    assert rows["flight", "FL200"]["available"] == CAPACITY["flight", "FL200"]
 
 
 def test_inventory_restock_sets_every_capacity_and_keeps_reservations(migrated: SagaCli) -> None:
@@ -70,7 +60,7 @@ def test_inventory_restock_sets_every_capacity_and_keeps_reservations(migrated: 
     assert rows["car", "ECONOMY"]["confirmed"] == 1
     table = migrated("inventory")
     assert table.code == 0, table
-    for _service, resource in CATALOGUE:
+    for _service, resource in CAPACITY:
         assert resource in table.stdout
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SagaCli
-
-from .support import assert_one_line_error, execute, insert_execution, query
+from support import assert_one_line_error, execute, insert_execution, query
 
 DAY = 86400.0
 DEAD = "some-other-host:1:1"  # another host's owner with a lapsed lease: interrupted

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SagaCli
-
-from .support import BOOKING, query
+from support import BOOKING, TRAVEL_STEPS, query
 
 SUMMARY_KEYS = {"id", "saga", "status", "step", "interrupted", "created_at", "updated_at"}
 
@@ -136,14 +135,7 @@ def test_show_accepts_a_unique_prefix_and_prints_json(gallery: Gallery) -> None:
         "customer": "guest",
         "fail": ["car"],
     }
-    assert [step["name"] for step in body["steps"]] == [
-        "flight",
-        "hotel",
-        "car",
-        "payment",
-        "confirm",
-        "notify",
-    ]
+    assert [step["name"] for step in body["steps"]] == TRAVEL_STEPS
     for step in body["steps"]:
         assert {"name", "status", "attempts"} <= set(step)
     assert [s["attempts"] for s in body["steps"]] == [1, 1, 1, 0, 0, 0]

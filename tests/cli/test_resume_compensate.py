@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from conftest import SagaCli
-
-from .support import BOOKING, assert_one_line_error, newest_execution_id, query
+from support import BOOKING, assert_one_line_error, newest_execution_id, query
 
 
 def crash(saga: SagaCli, point: str, *extra: str) -> str:

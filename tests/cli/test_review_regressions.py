@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import SagaCli
-
-BOOKING = ("book", "--flight", "FL100", "--hotel", "GRAND", "--car", "ECONOMY")
+from support import BOOKING
 
 
 def _tables(path: Path) -> list[str]:
@@ -26,7 +25,7 @@ def test_a_db_path_with_url_characters_names_that_file_and_no_other(
     with closing(sqlite3.connect(neighbour)) as db, db:
         db.execute("CREATE TABLE users (id INTEGER)")
     odd = SagaCli(saga.db.parent / name)
-    booked = odd(*BOOKING, "--json")
+    booked = odd("book", *BOOKING, "--json")
     assert booked.code == 0, booked.stderr
     assert booked.stderr == ""
     assert "saga_execution" in _tables(saga.db.parent / name)
@@ -64,7 +63,7 @@ def test_text_that_is_not_utf8_is_refused_before_anything_runs(saga: SagaCli) ->
 def test_an_open_breaker_fails_later_bookings_fast_without_leaving_them_stuck(
     saga: SagaCli,
 ) -> None:
-    first = saga(*BOOKING, "--fail", "car", "--fail-compensation", "flight:always")
+    first = saga("book", *BOOKING, "--fail", "car", "--fail-compensation", "flight:always")
     assert first.code == 4  # five failures in a row: the flight breaker opens
     later = saga("book", "--flight", "FL300", "--hotel", "HARBOUR", "--json")
     assert later.code == 3, later.stderr  # failed fast, nothing to undo: compensated
@@ -76,9 +75,9 @@ def test_an_open_breaker_fails_later_bookings_fast_without_leaving_them_stuck(
 
 def test_resume_all_reports_each_execution_once(saga: SagaCli) -> None:
     assert saga("inventory", "--restock", "100").code == 0
-    assert saga(*BOOKING, "--fail", "car", "--crash-at", "car:before").code == -9
+    assert saga("book", *BOOKING, "--fail", "car", "--crash-at", "car:before").code == -9
     for _ in range(3):
-        assert saga(*BOOKING, "--crash-at", "notify:before").code == -9
+        assert saga("book", *BOOKING, "--crash-at", "notify:before").code == -9
     body = saga("resume", "--all", "--json").json()
     ids = [o["id"] for o in body["outcomes"]]
     assert len(ids) == len(set(ids)) == 4
@@ -86,7 +85,7 @@ def test_resume_all_reports_each_execution_once(saga: SagaCli) -> None:
 
 
 def test_resolve_is_refused_while_the_pivot_outcome_is_unknown(saga: SagaCli) -> None:
-    stuck = saga(*BOOKING, "--timeout", "payment", "--json")
+    stuck = saga("book", *BOOKING, "--timeout", "payment", "--json")
     assert stuck.code == 4
     refused = saga("resolve", stuck.json()["id"], "--note", "refunded")
     assert refused.code == 2 and "outcome is unknown" in refused.stderr

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import textwrap
-import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 from conftest import SagaCli
-
-from .support import assert_one_line_error
+from support import assert_one_line_error, wait_for
 
 MODULE = '''
 """A user's saga: effects are rows keyed by idempotency key in SHOP_DB."""
@@ -290,9 +288,8 @@ def test_a_busy_concurrency_key_is_refused_or_waited_for(
         "--json",
         SHOP_DB=str(effects_db),
     )
-    deadline = time.monotonic() + 10
-    while not migrated("list", "--json").json() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # an execution is written with its concurrency key, in one transaction
+    wait_for(lambda: migrated("list", "--json").json(), "the run holding key sku:K")
     refused = migrated("run", str(shop), "--payload", '{"sku": "K"}', SHOP_DB=str(effects_db))
     assert_one_line_error(refused, 1, "concurrency key 'sku:K' is held by unfinished execution")
     other_key = migrated("run", str(shop), "--payload", '{"sku": "L"}', SHOP_DB=str(effects_db))
@@ -322,7 +319,10 @@ def test_a_busy_concurrency_key_is_refused_or_waited_for(
         "reserve:2",
         SHOP_DB=str(effects_db),
     )
-    time.sleep(0.8)
+    wait_for(
+        lambda: {row["id"] for row in migrated("list", "--json").json()} - set(rows),
+        "the run holding key sku:M",
+    )
     gave_up = migrated(
         "run",
         str(shop),

@@ -12,10 +12,7 @@ from typing import Any
 import pytest
 from conftest import SagaCli
 from prometheus_client.parser import text_string_to_metric_families
-
-from .support import BOOKING, assert_one_line_error, execute, query
-
-STEPS = ["flight", "hotel", "car", "payment", "confirm", "notify"]
+from support import BOOKING, TRAVEL_STEPS, assert_one_line_error, execute, query
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ def test_stats_json_counts_rates_and_in_flight_match_the_known_outcomes(known: K
 def test_stats_json_step_failure_rates_count_every_attempt(known: KnownLog) -> None:
     steps = {s["step"]: s for s in known.saga("stats", "--json").json()["steps"]}
 
-    assert set(steps) == set(STEPS)
+    assert set(steps) == set(TRAVEL_STEPS)
     got = {
         name: (s["attempts"], s["failures"], s["compensations"], s["compensation_failures"])
         for name, s in steps.items()
@@ -209,7 +206,7 @@ def test_stats_table_shows_rates_steps_and_histogram(known: KnownLog) -> None:
     assert "compensated 33.3%" in out
     assert "stuck 1" in out
     assert "interrupted 1" in out
-    for step in STEPS:
+    for step in TRAVEL_STEPS:
         assert step in out
     assert "Saga durations" in out
     assert result.stderr == ""

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SagaCli, cli_env, saga_executable
-
-from .support import BOOKING
+from support import BOOKING, run_python
 
 COLOUR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-8]|9[0-7])(?:;[0-9;]*)?m")
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "log_scale.py"
@@ -92,14 +91,7 @@ def test_help_imports_no_heavy_module(tmp_path: Path) -> None:
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         f"print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=tmp_path,
-        timeout=60,
-    )
+    done = run_python(tmp_path, "-c", code)
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "LOADED []"

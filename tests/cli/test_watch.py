@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 from conftest import SagaCli, cli_env, saga_executable
-
-from .support import BOOKING, insert_execution
+from support import BOOKING, insert_execution
 
 HEADER = "Executions in flight"
 

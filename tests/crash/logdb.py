@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections import Counter
-from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import pytest
-
-SERVICES = ("flight", "hotel", "car")
-T = TypeVar("T")
+from support import SERVICES
 
 
 @dataclass(frozen=True)
@@ -187,15 +182,3 @@ def assert_terminal_and_consistent(db: LogDb, execution_id: str) -> str:
         assert {r.status for r in reservations} <= {"canceled"}
     assert_log_well_formed(db, execution_id)
     return status
-
-
-def wait_for(condition: Callable[[], T], what: str, timeout: float = 60) -> T:
-    """Poll `condition` until it returns something truthy (a failsafe timeout, not a limit)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.005)

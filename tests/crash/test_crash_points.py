@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import SagaCli
+from support import BOOKING, COMPENSATED_AFTER, FAILURE_FOR, TRAVEL_STEPS
 
 from saga_cli.faults import CrashPoint
 from saga_cli.services.travel import all_crash_points
@@ -17,24 +18,9 @@ from .logdb import (
 
 pytestmark = pytest.mark.slow
 
-BOOKING = ("--flight", "FL100", "--hotel", "GRAND", "--car", "ECONOMY")
 BOOKED = (("flight", "FL100"), ("hotel", "GRAND"), ("car", "ECONOMY"))
 SIGKILL = -9
-
-# A failing step sends the saga backwards from the step after the one
-# compensated: `--fail car` reaches the hotel's and flight's compensations, and
-# a declined payment (the pivot) reaches the car's too.
 REACHABLE = all_crash_points()
-FAILURE_FOR = {
-    "car": ("--fail", "payment"),
-    "hotel": ("--fail", "car"),
-    "flight": ("--fail", "car"),
-}
-COMPENSATED_AFTER = {
-    "car": ["car", "hotel", "flight"],
-    "hotel": ["hotel", "flight"],
-    "flight": ["hotel", "flight"],
-}
 
 
 def test_every_crash_point_is_covered_here() -> None:
@@ -118,14 +104,7 @@ def test_a_booking_killed_at_a_crash_point_is_resumed_to_a_consistent_end(
             assert "car" not in {r.service for r in db.reservations(execution_id)}
     else:
         assert status == "completed"
-        assert [e.step for e in events if e.type == "step_succeeded"] == [
-            "flight",
-            "hotel",
-            "car",
-            "payment",
-            "confirm",
-            "notify",
-        ]
+        assert [e.step for e in events if e.type == "step_succeeded"] == TRAVEL_STEPS
         after = db.capacity()
         for resource in BOOKED:
             total, available, pending, confirmed = capacity[resource]

@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CliResult, SagaCli
+from conftest import SagaCli
+from support import BOOKING, assert_one_line_error, wait_for
 
-from .logdb import LogDb, assert_capacity_conserved, assert_terminal_and_consistent, wait_for
+from .logdb import LogDb, assert_capacity_conserved, assert_terminal_and_consistent
 
 pytestmark = pytest.mark.slow
 
-BOOKING = ("--flight", "FL100", "--hotel", "GRAND", "--car", "ECONOMY")
 HOLD_LEASE = Path(__file__).with_name("hold_lease.py")
 
 
@@ -34,15 +34,6 @@ def interrupted(saga: SagaCli, execution_id: str) -> bool:
     flag = rows[execution_id]["interrupted"]
     assert isinstance(flag, bool)
     return flag
-
-
-def assert_error_line(result: CliResult, code: int, *fragments: str) -> None:
-    assert result.code == code, result
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.splitlines()) == 1, result.stderr
-    assert result.stderr.startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr
 
 
 @pytest.fixture
@@ -94,8 +85,8 @@ def test_a_second_resume_while_the_first_runs_is_refused_with_exit_1(
     aborted = migrated("compensate", execution_id)
     everything = migrated("resume", "--all", "--json")
 
-    assert_error_line(second, 1, execution_id, "is being run by", f":{holder.pid}:")
-    assert_error_line(aborted, 1, "is being run by")
+    assert_one_line_error(second, 1, execution_id, "is being run by", f":{holder.pid}:")
+    assert_one_line_error(aborted, 1, "is being run by")
     assert everything.code == 0, everything
     assert everything.json()["busy"] == [execution_id]
     assert everything.json()["resumed"] == 0
@@ -197,7 +188,7 @@ def test_an_owner_on_another_host_keeps_its_lease_until_it_expires(migrated: Sag
     refused = migrated("resume", execution_id)
     skipped = migrated("resume", "--all", "--json")
 
-    assert_error_line(refused, 1, "is being run by otherhost:1:1")
+    assert_one_line_error(refused, 1, "is being run by otherhost:1:1")
     assert skipped.code == 0, skipped
     assert skipped.json()["busy"] == [execution_id]
     assert db.events(execution_id) == events

@@ -7,13 +7,9 @@ import signal
 
 import pytest
 from conftest import SagaCli
+from support import wait_for
 
-from .logdb import (
-    LogDb,
-    assert_capacity_conserved,
-    assert_terminal_and_consistent,
-    wait_for,
-)
+from .logdb import LogDb, assert_capacity_conserved, assert_terminal_and_consistent
 
 pytestmark = pytest.mark.slow
 

@@ -6,22 +6,20 @@ SAGA_EXAMPLE_DB), never the saga's answer alone.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from conftest import CliResult, SagaCli, cli_env
 from pydantic import ValidationError
+from support import load_example, wait_for
 
 from saga_cli.testing import check_crash_points
 
@@ -75,22 +73,13 @@ def effects(bank: Path, execution_id: str) -> dict[str, int]:
 
 
 def assert_conserved(bank: Path) -> None:
-    """Nothing pending, the sum back to the seed's, and every balance explained by the journal."""
+    """Nothing pending, the seeded total back, and every balance explained by the journal."""
     assert rows(bank, "SELECT key FROM bank_hold WHERE status = 'pending'") == []
     now = balances(bank)
     assert sum(now.values()) == TOTAL, now
     moved = dict(rows(bank, "SELECT account, SUM(delta) FROM bank_journal GROUP BY account"))
     for account, seed in SEEDED.items():
         assert now[account] == seed + (moved.get(account) or 0), account
-
-
-def load_example() -> ModuleType:
-    """The example as a module of this process (for calls the CLI cannot time)."""
-    spec = importlib.util.spec_from_file_location("bank_transfer_under_test", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_transfer_completes_and_moves_the_money(migrated: SagaCli, bank: Path) -> None:
@@ -143,7 +132,7 @@ def test_each_step_failing_compensates_and_restores_every_balance(
     expected_holds: dict[str, str],
     expected_journal: list[tuple[str, int]],
 ) -> None:
-    load_example().Bank(str(bank)).accounts()  # open the bank: `--fail debit` never does
+    load_example(EXAMPLE).Bank(str(bank)).accounts()  # open the bank: `--fail debit` never does
     result = run(migrated, bank, ALICE_TO_BOB, "--fail", step)
 
     assert result.code == 3, result
@@ -244,7 +233,7 @@ def test_a_malformed_transfer_is_refused_before_any_money_moves(
     ],
 )
 def test_the_payload_model_refuses_what_is_not_a_transfer(payload: dict[str, Any]) -> None:
-    example = load_example()
+    example = load_example(EXAMPLE)
     with pytest.raises(ValidationError):
         example.Transfer.model_validate(payload)
     assert example.Transfer.model_validate({**payload, **ALICE_TO_BOB}).amount == 25_00
@@ -287,7 +276,7 @@ def test_a_debit_arriving_after_its_refund_is_refused_by_the_tombstone(
     assert holds(bank, execution_id) == {"debit": "void"}
     assert journal(bank, execution_id) == [("debit:compensate", None, 0)]
     # The debit's request arrives late (a slow network): refused, no money moves.
-    example = load_example()
+    example = load_example(EXAMPLE)
     with pytest.raises(example.CancelledBeforeArrivalError):
         example.Bank(str(bank)).debit(f"{execution_id}:debit", execution_id, "alice", 25_00)
     assert balances(bank) == SEEDED
@@ -295,7 +284,7 @@ def test_a_debit_arriving_after_its_refund_is_refused_by_the_tombstone(
 
 
 def test_repeated_calls_under_one_key_take_effect_once(bank: Path) -> None:
-    example = load_example()
+    example = load_example(EXAMPLE)
     accounts = example.Bank(str(bank))
 
     first = accounts.debit("x:debit", "x", "alice", 10_00)
@@ -309,7 +298,7 @@ def test_repeated_calls_under_one_key_take_effect_once(bank: Path) -> None:
 
 
 def test_the_debit_never_overdraws_even_without_the_concurrency_key(bank: Path) -> None:
-    example = load_example()
+    example = load_example(EXAMPLE)
     example.Bank(str(bank)).accounts()  # create the tables before the race
     outcomes: list[str] = []
 
@@ -406,10 +395,7 @@ def test_a_second_transfer_from_a_busy_account_is_refused(migrated: SagaCli, ban
         SAGA_EXAMPLE_DB=str(bank),
     )  # fmt: skip
     try:
-        give_up = time.monotonic() + 10
-        while not rows(migrated.db, "SELECT id FROM saga_execution"):
-            assert time.monotonic() < give_up, "the first transfer never started"
-            time.sleep(0.02)
+        wait_for(lambda: rows(migrated.db, "SELECT id FROM saga_execution"), "the first transfer")
 
         second = run(migrated, bank, {"source": "alice", "target": "carol", "amount": 1_00})
         other = run(migrated, bank, {"source": "bob", "target": "carol", "amount": 1_00})

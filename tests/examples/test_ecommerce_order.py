@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
 import subprocess
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import CliResult, SagaCli, cli_env
+from support import load_example
 
 from saga_cli.testing import check_crash_points
 
@@ -76,18 +76,9 @@ def example_cli(shop_db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def load_example() -> ModuleType:
-    """Import the example file in this process (to call a service directly)."""
-    spec = importlib.util.spec_from_file_location("ecommerce_order_under_test", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    return load_example()
+    return load_example(EXAMPLE)
 
 
 def reset_shop(example: ModuleType, shop_db: Path, stock: int | None = None) -> None:

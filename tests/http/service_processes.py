@@ -8,7 +8,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -17,8 +16,8 @@ from typing import Any
 
 import httpx
 from conftest import cli_env, saga_executable
+from support import SERVICES, wait_for
 
-SERVICES = ("flight", "hotel", "car")
 HOST = "127.0.0.1"
 
 
@@ -27,14 +26,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])
-
-
-def wait_until(condition: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll `condition()` every 20 ms until it is true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @dataclass
@@ -68,7 +59,7 @@ class ServiceProcess:
             self.wait_ready()
 
     def wait_ready(self) -> None:
-        wait_until(self.ready, what=f"{self.name} service on port {self.port}")
+        wait_for(self.ready, f"{self.name} service on port {self.port}")
 
     def ready(self) -> bool:
         assert self.process is not None

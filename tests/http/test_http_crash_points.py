@@ -1,4 +1,4 @@
-"""The foundation's crash-point matrix with remote services: SIGKILL `saga book`, then resume."""
+"""The crash points of tests/crash with remote services: SIGKILL `saga book`, then resume."""
 
 from __future__ import annotations
 
@@ -10,26 +10,15 @@ from pathlib import Path
 
 import pytest
 from conftest import SagaCli
-from service_processes import SERVICES, Services, running_services
+from service_processes import Services, running_services
+from support import BOOKING, COMPENSATED_AFTER, FAILURE_FOR, SERVICES
 
 from saga_cli.faults import CrashPoint
 from saga_cli.services.travel import all_crash_points
 
 pytestmark = pytest.mark.slow
 
-BOOKING = ("--flight", "FL100", "--hotel", "GRAND", "--car", "ECONOMY")
 SIGKILL = -9
-# As in tests/crash: a failure that reaches each compensation's crash points.
-FAILURE_FOR = {
-    "car": ("--fail", "payment"),
-    "hotel": ("--fail", "car"),
-    "flight": ("--fail", "car"),
-}
-COMPENSATED_AFTER = {
-    "car": ["car", "hotel", "flight"],
-    "hotel": ["hotel", "flight"],
-    "flight": ["hotel", "flight"],
-}
 
 
 @pytest.fixture(scope="module")

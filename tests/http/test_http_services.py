@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import SagaCli
-from service_processes import Services, free_port, running_services, wait_until
-
-BOOKING = ("--flight", "FL100", "--hotel", "GRAND", "--car", "ECONOMY")
+from service_processes import Services, free_port, running_services
+from support import BOOKING, wait_for
 
 
 @pytest.fixture
@@ -104,7 +103,7 @@ def test_a_reply_lost_to_the_step_timeout_is_compensated_and_the_late_reserve_re
         assert detail["uncertain"] is True
         # the cancel overtook the reserve: a tombstone, then the late reserve is refused
         late = f"POST /reserve key={execution_id}:hotel refused (409)"
-        wait_until(lambda: late in hotel.log.read_text(), what="the late reserve")
+        wait_for(lambda: late in hotel.log.read_text(), what="the late reserve")
         assert hotel.reservations(execution_id) == [(f"{execution_id}:hotel", None, "canceled")]
         assert hotel.capacity() == before
         assert services["car"].reservations(execution_id) == []
@@ -123,10 +122,10 @@ def test_a_killed_hotel_service_makes_bookings_retry_then_compensate_and_check_h
     simulation = saga.popen("simulate", "--count", "40", "--services", services.spec, "--json")
     try:
         count = "SELECT COUNT(*) FROM saga_execution"
-        wait_until(lambda: int(str(log_rows(saga.db, count)[0][0])) >= 5, what="five bookings")
+        wait_for(lambda: int(str(log_rows(saga.db, count)[0][0])) >= 5, what="five bookings")
         hotel.kill()
         failures = "SELECT COUNT(*) FROM saga_event WHERE step='hotel' AND type LIKE '%failed'"
-        wait_until(lambda: int(str(log_rows(saga.db, failures)[0][0])) >= 5, what="failures")
+        wait_for(lambda: int(str(log_rows(saga.db, failures)[0][0])) >= 5, what="failures")
         hotel.start()  # the same port and database
         out, err = simulation.communicate(timeout=120)
     finally:
@@ -188,7 +187,7 @@ def test_serve_all_starts_three_services_and_stops_them_on_sigterm(
                 return False
             return [n["service"] for n in names] == ["flight", "hotel", "car"]
 
-        wait_until(all_up, what="three services")
+        wait_for(all_up, what="three services")
         process.terminate()
         _out, err = process.communicate(timeout=30)
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_for
 
 from saga_cli import SagaDefinition, SagaRunner, SagaStatus, Step, StepContext, open_store, registry
 from saga_cli.errors import ExecutionBusyError
@@ -67,7 +68,9 @@ def test_without_beats_the_lease_lapses_and_a_rival_takes_over(tmp_path: Path) -
     worker = threading.Thread(target=run)
     worker.start()
     assert started.wait(10)
-    time.sleep(0.5)
+    wait_for(
+        lambda: (store.get("b" * 32).lease_expires_at or 0) < time.time(), "the lease to lapse"
+    )
     rival = SagaRunner(store, registry(saga))
     rival.owner = "otherhost:9:9"
     assert rival.resume("b" * 32).status is SagaStatus.COMPLETED

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from support import CATALOGUE, table_columns, table_foreign_keys, table_indexes
 
 from saga_cli.errors import MigrationError, NotADatabaseError, SchemaTooNewError
 from saga_cli.store import migrate, open_store
@@ -19,12 +20,6 @@ SERVICE_TABLES = [
     f"{s}_{t}" for s in ("flight", "hotel", "car") for t in ("resource", "reservation")
 ]
 LOG_TABLES = ["saga_execution", "saga_event", "saga_definition", "saga_key_lock", "saga_worker"]
-
-CATALOGUE = {
-    "flight": {"FL100": 8, "FL200": 8, "FL300": 6},
-    "hotel": {"GRAND": 6, "PLAZA": 6, "HARBOUR": 4},
-    "car": {"ECONOMY": 3, "COMPACT": 2, "SUV": 1},
-}
 
 
 def tables(path: Path) -> set[str]:
@@ -142,28 +137,6 @@ def test_log_at_an_older_revision_is_upgraded_to_head(db_path: Path) -> None:
 # -- the models are the schema of record ---------------------------------------------------
 
 
-def _columns(inspector: Any, table: str) -> dict[str, tuple[type, int | None, bool]]:
-    """Column -> (Python type, length limit, nullable): VARCHAR and TEXT count as the same."""
-    return {
-        c["name"]: (c["type"].python_type, getattr(c["type"], "length", None), bool(c["nullable"]))
-        for c in inspector.get_columns(table)
-    }
-
-
-def _indexes(inspector: Any, table: str) -> dict[str, tuple[tuple[str, ...], bool]]:
-    return {
-        i["name"]: (tuple(i["column_names"]), bool(i["unique"]))
-        for i in inspector.get_indexes(table)
-    }
-
-
-def _foreign_keys(inspector: Any, table: str) -> list[tuple[tuple[str, ...], str, tuple[str, ...]]]:
-    return sorted(
-        (tuple(fk["constrained_columns"]), fk["referred_table"], tuple(fk["referred_columns"]))
-        for fk in inspector.get_foreign_keys(table)
-    )
-
-
 @pytest.mark.parametrize("table", LOG_TABLES)
 def test_models_match_the_migrated_schema(table: str, engine: Engine, tmp_path: Path) -> None:
     from sqlmodel import SQLModel
@@ -180,7 +153,7 @@ def test_models_match_the_migrated_schema(table: str, engine: Engine, tmp_path: 
         metadata.create_all(model_engine, tables=[metadata.tables[t] for t in LOG_TABLES])
         from_models = sa.inspect(model_engine)
         from_migrations = sa.inspect(engine)
-        assert _columns(from_models, table) == _columns(from_migrations, table)
+        assert table_columns(from_models, table) == table_columns(from_migrations, table)
         assert [c["name"] for c in from_models.get_columns(table)] == [
             c["name"] for c in from_migrations.get_columns(table)
         ]
@@ -188,8 +161,8 @@ def test_models_match_the_migrated_schema(table: str, engine: Engine, tmp_path: 
             from_models.get_pk_constraint(table)["constrained_columns"]
             == from_migrations.get_pk_constraint(table)["constrained_columns"]
         )
-        assert _indexes(from_models, table) == _indexes(from_migrations, table)
-        assert _foreign_keys(from_models, table) == _foreign_keys(from_migrations, table)
+        assert table_indexes(from_models, table) == table_indexes(from_migrations, table)
+        assert table_foreign_keys(from_models, table) == table_foreign_keys(from_migrations, table)
     finally:
         model_engine.dispose()
 
@@ -198,7 +171,7 @@ def test_migrated_schema_has_the_expected_keys_and_indexes(engine: Engine) -> No
     inspector = sa.inspect(engine)
     assert inspector.get_pk_constraint("saga_execution")["constrained_columns"] == ["id"]
     assert inspector.get_pk_constraint("saga_event")["constrained_columns"] == ["saga_id", "seq"]
-    assert _indexes(inspector, "saga_execution") == {
+    assert table_indexes(inspector, "saga_execution") == {
         "ix_saga_execution_created": (("created_at", "id"), False),
         "ix_saga_execution_status_created": (("status", "created_at", "id"), False),
         "ix_saga_execution_saga_created": (("saga", "created_at", "id"), False),

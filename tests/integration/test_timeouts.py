@@ -7,7 +7,6 @@ releases what arrived first.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,16 @@ from saga_cli.errors import DefinitionError
 from saga_cli.services.travel import TravelServices, audit, open_services
 
 
-def _definition(services: TravelServices, *, late_by: float, cancel_delay: float) -> SagaDefinition:
+def _definition(services: TravelServices, *, reserve_lands_first: bool) -> SagaDefinition:
+    """A flight, then a hotel whose reserve is still on its way when its timeout fires.
+
+    Events, not sleeps, order the hotel's late reserve and its cancel (however
+    loaded the machine): the reserve waits for the cancel to be sent (and the
+    cancel for the reserve to land) when `reserve_lands_first`, and for the
+    cancel to land otherwise.
+    """
+    cancel_sent, cancel_done, reserve_done = threading.Event(), threading.Event(), threading.Event()
+
     def reserve_flight(ctx: StepContext) -> Any:
         return services.flight.reserve(ctx.key, ctx.execution_id, "FL100", "ada")
 
@@ -26,12 +34,21 @@ def _definition(services: TravelServices, *, late_by: float, cancel_delay: float
         return services.flight.cancel(ctx.action_key, ctx.execution_id)
 
     def reserve_hotel_late(ctx: StepContext) -> Any:
-        time.sleep(late_by)  # the request is still on its way when the caller gives up
-        return services.hotel.reserve(ctx.key, ctx.execution_id, "GRAND", "ada")
+        # the request is still on its way when the caller gives up
+        assert (cancel_sent if reserve_lands_first else cancel_done).wait(60)
+        try:
+            return services.hotel.reserve(ctx.key, ctx.execution_id, "GRAND", "ada")
+        finally:
+            reserve_done.set()
 
     def cancel_hotel(ctx: StepContext) -> Any:
-        time.sleep(cancel_delay)
-        return services.hotel.cancel(ctx.action_key, ctx.execution_id)
+        cancel_sent.set()
+        if reserve_lands_first:
+            assert reserve_done.wait(60)
+        try:
+            return services.hotel.cancel(ctx.action_key, ctx.execution_id)
+        finally:
+            cancel_done.set()
 
     return SagaDefinition(
         "trip",
@@ -58,18 +75,18 @@ def _wait_for_late_arrival() -> None:
 
 
 @pytest.mark.parametrize(
-    ("late_by", "cancel_delay", "hotel_ends"),
+    ("reserve_lands_first", "hotel_ends"),
     [
-        (0.4, 0.0, "tombstone"),  # the cancel comes first: the late reserve is refused
-        (0.15, 0.4, "canceled"),  # the late reserve lands first: the cancel releases it
+        (False, "tombstone"),  # the cancel comes first: the late reserve is refused
+        (True, "canceled"),  # the late reserve lands first: the cancel releases it
     ],
 )
 def test_a_step_past_its_timeout_is_compensated_and_its_late_arrival_leaks_nothing(
-    tmp_path: Path, late_by: float, cancel_delay: float, hotel_ends: str
+    tmp_path: Path, reserve_lands_first: bool, hotel_ends: str
 ) -> None:
     store = open_store(str(tmp_path / "saga.db"))
     services = open_services(store)
-    definition = _definition(services, late_by=late_by, cancel_delay=cancel_delay)
+    definition = _definition(services, reserve_lands_first=reserve_lands_first)
     outcome = SagaRunner(store, registry(definition)).run(definition, {})
     assert outcome.status is SagaStatus.COMPENSATED
     assert "did not answer within 0.1s" in (outcome.error or "")
@@ -91,17 +108,21 @@ def test_a_timeout_is_not_retried_even_with_attempts_left(tmp_path: Path) -> Non
     from saga_cli import RetryPolicy
 
     calls: list[int] = []
+    release = threading.Event()
 
     def hang(ctx: StepContext) -> Any:
         calls.append(ctx.attempt)
-        time.sleep(0.3)
+        release.wait(60)  # answers only once the runner is done with it
 
     saga = SagaDefinition(
         "hang",
         (Step("a", hang, lambda ctx: None, timeout=0.05, retry=RetryPolicy(max_attempts=5)),),
     )
     store = open_store(str(tmp_path / "saga.db"))
-    outcome = SagaRunner(store, registry(saga)).run(saga, {})
+    try:
+        outcome = SagaRunner(store, registry(saga)).run(saga, {})
+    finally:
+        release.set()
     assert outcome.status is SagaStatus.COMPENSATED
     assert calls == [1]
     store.close()

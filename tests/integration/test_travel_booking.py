@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support import TRAVEL_STEPS
 
 from saga_cli.booking import TravelBooking
 from saga_cli.domain import Event, EventType, SagaStatus
@@ -121,9 +122,8 @@ def test_booking_completes_and_confirms_every_reservation(
         "car": "confirmed",
     }
     assert held(booking) == {"flight:FL100": 1, "hotel:GRAND": 1, "car:ECONOMY": 1}
-    steps = ["flight", "hotel", "car", "payment", "confirm", "notify"]
     expected: list[tuple[str, str | None]] = [("saga_started", None)]
-    for step in steps:
+    for step in TRAVEL_STEPS:
         expected += [("step_started", step), ("step_succeeded", step)]
     expected.append(("saga_completed", None))
     assert trail(store, outcome.execution_id) == expected

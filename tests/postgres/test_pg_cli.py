@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from cli.support import BOOKING, assert_one_line_error, run_saga
 from conftest import CliResult
+from support import BOOKING, assert_one_line_error, run_saga
 
 from saga_cli.store.postgres import libpq_url
 

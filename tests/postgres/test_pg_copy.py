@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from cli.support import BOOKING, assert_one_line_error, run_saga
+from support import BOOKING, assert_one_line_error, run_saga
 
 from saga_cli.errors import StoreError
 from saga_cli.store import copy as copy_module

@@ -10,8 +10,8 @@ from pathlib import Path
 from types import ModuleType
 
 import psycopg
-from cli.support import run_saga
 from conftest import cli_env, saga_executable
+from support import run_saga
 
 from saga_cli.domain import SagaStatus
 from saga_cli.store.postgres import libpq_url

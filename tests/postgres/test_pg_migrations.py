@@ -8,39 +8,12 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from support import CATALOGUE, table_columns, table_foreign_keys, table_indexes
 
 from saga_cli.store import migrate, open_store
 from saga_cli.store.postgres import libpq_url, sqlalchemy_url
 
-# As in tests/integration/test_migrations.py (not importable: tests/ is no package).
 LOG_TABLES = ["saga_execution", "saga_event", "saga_definition", "saga_key_lock"]
-CATALOGUE = {
-    "flight": {"FL100": 8, "FL200": 8, "FL300": 6},
-    "hotel": {"GRAND": 6, "PLAZA": 6, "HARBOUR": 4},
-    "car": {"ECONOMY": 3, "COMPACT": 2, "SUV": 1},
-}
-
-
-def _columns(inspector: Any, table: str) -> dict[str, tuple[type, int | None, bool]]:
-    """Column -> (Python type, length limit, nullable)."""
-    return {
-        c["name"]: (c["type"].python_type, getattr(c["type"], "length", None), bool(c["nullable"]))
-        for c in inspector.get_columns(table)
-    }
-
-
-def _indexes(inspector: Any, table: str) -> dict[str, tuple[tuple[str, ...], bool]]:
-    return {
-        i["name"]: (tuple(i["column_names"]), bool(i["unique"]))
-        for i in inspector.get_indexes(table)
-    }
-
-
-def _foreign_keys(inspector: Any, table: str) -> list[tuple[tuple[str, ...], str, tuple[str, ...]]]:
-    return sorted(
-        (tuple(fk["constrained_columns"]), fk["referred_table"], tuple(fk["referred_columns"]))
-        for fk in inspector.get_foreign_keys(table)
-    )
 
 
 @pytest.fixture
@@ -65,9 +38,11 @@ def test_models_match_the_migrated_schema_on_postgres(engine: sa.Engine, pg_empt
         )
         from_models, from_migrations = sa.inspect(model_engine), sa.inspect(engine)
         for table in LOG_TABLES:
-            assert _columns(from_models, table) == _columns(from_migrations, table), table
-            assert _indexes(from_models, table) == _indexes(from_migrations, table), table
-            assert _foreign_keys(from_models, table) == _foreign_keys(from_migrations, table)
+            assert table_columns(from_models, table) == table_columns(from_migrations, table), table
+            assert table_indexes(from_models, table) == table_indexes(from_migrations, table), table
+            assert table_foreign_keys(from_models, table) == table_foreign_keys(
+                from_migrations, table
+            )
             assert (
                 from_models.get_pk_constraint(table)["constrained_columns"]
                 == from_migrations.get_pk_constraint(table)["constrained_columns"]

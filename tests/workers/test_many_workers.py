@@ -16,15 +16,14 @@ from pathlib import Path
 import pytest
 from conftest import cli_env, saga_executable
 from crash.logdb import (
-    SERVICES,
     LogDb,
     LoggedEvent,
     Reservation,
     assert_capacity_conserved,
     assert_terminal_and_consistent,
     compensation_plan,
-    wait_for,
 )
+from support import SERVICES, wait_for
 
 from saga_cli.booking import TravelBooking
 from saga_cli.services.travel import BookingRequest

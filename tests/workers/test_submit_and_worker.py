@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 from conftest import SagaCli
-from crash.logdb import LogDb, assert_capacity_conserved, assert_terminal_and_consistent, wait_for
+from crash.logdb import LogDb, assert_capacity_conserved, assert_terminal_and_consistent
+from support import BOOKING, assert_one_line_error, wait_for
 
 from saga_cli.store import WorkerRecord, open_store
-
-BOOKING = ("--flight", "FL100", "--hotel", "GRAND", "--car", "ECONOMY")
 
 SHOP = '''
 """A user's saga with a concurrency key; effects are rows keyed by idempotency key."""
@@ -36,15 +35,6 @@ order = Saga("shop-order", concurrency_key=lambda p: "sku:" + p["sku"])
 order.step("reserve", compensation=record)(record)
 order.step("charge", compensation=record)(record)
 '''
-
-
-def one_line_error(result: object, code: int, *fragments: str) -> None:
-    assert getattr(result, "code") == code, result  # noqa: B009
-    stderr = str(getattr(result, "stderr"))  # noqa: B009
-    assert "Traceback" not in stderr
-    assert len(stderr.splitlines()) == 1 and stderr.startswith("Error: "), stderr
-    for fragment in fragments:
-        assert fragment in stderr, stderr
 
 
 def test_book_submit_writes_a_pending_execution_and_prints_its_id(migrated: SagaCli) -> None:
@@ -86,7 +76,7 @@ def test_run_submit_takes_the_key_and_a_worker_loads_the_saga_from_the_log(
 
     assert submitted.code == 0, submitted
     execution_id = submitted.stdout.strip()
-    one_line_error(busy, 1, "concurrency key 'sku:K' is held by unfinished execution")
+    assert_one_line_error(busy, 1, "concurrency key 'sku:K' is held by unfinished execution")
     assert db.rows("SELECT key, execution_id FROM saga_key_lock") == [("sku:K", execution_id)]
     assert db.rows("SELECT concurrency_key FROM saga_execution") == [("sku:K",)]
     # No --load: the worker imports shop-order from the source the log recorded.
@@ -104,10 +94,10 @@ def test_run_submit_takes_the_key_and_a_worker_loads_the_saga_from_the_log(
 
 
 def test_submit_refuses_options_that_act_on_the_running_process(migrated: SagaCli) -> None:
-    one_line_error(
+    assert_one_line_error(
         migrated("book", *BOOKING, "--submit", "--slow", "hotel:1"), 2, "--slow", "saga worker"
     )
-    one_line_error(
+    assert_one_line_error(
         migrated("book", *BOOKING, "--submit", "--crash-at", "car:before"), 2, "--crash-at"
     )
     assert LogDb(migrated.db).execution_ids() == []
@@ -215,4 +205,4 @@ def test_workers_marks_stale_and_dead_rows(migrated: SagaCli) -> None:
 def test_worker_bad_input_is_one_line_and_exit_2(
     migrated: SagaCli, args: tuple[str, ...], fragment: str
 ) -> None:
-    one_line_error(migrated("worker", "--exit-when-idle", *args), 2, fragment)
+    assert_one_line_error(migrated("worker", "--exit-when-idle", *args), 2, fragment)

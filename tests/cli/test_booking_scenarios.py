@@ -1,4 +1,4 @@
-"""The seed's Testing section, through the CLI on a real log.
+"""The classic saga test scenarios on the travel booking, through the CLI on a real log.
 
 All steps succeed; each step fails in turn; a failure after the pivot is
 retried forward, never compensated; concurrent sagas compete for the last car;
@@ -10,31 +10,18 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from typing import Any
 
 import pytest
 from conftest import SagaCli
-
-BOOKING = ("book", "--flight", "FL100", "--hotel", "GRAND", "--car", "ECONOMY")
-STEPS = ["flight", "hotel", "car", "payment", "confirm", "notify"]
-
-
-def _show(saga: SagaCli, execution_id: str) -> dict[str, Any]:
-    data: dict[str, Any] = saga("show", execution_id, "--json").json()
-    return data
-
-
-def _consistent(saga: SagaCli) -> None:
-    check = saga("check", "--json")
-    assert check.code == 0 and check.json()["consistent"], check.stdout
+from support import BOOKING, TRAVEL_STEPS, assert_consistent, show_json
 
 
 def test_all_steps_succeed(saga: SagaCli) -> None:
-    booked = saga(*BOOKING, "--json")
+    booked = saga("book", *BOOKING, "--json")
     assert booked.code == 0, booked.stderr
-    steps = _show(saga, booked.json()["id"])["steps"]
-    assert [(s["name"], s["status"]) for s in steps] == [(n, "succeeded") for n in STEPS]
-    _consistent(saga)
+    steps = show_json(saga, booked.json()["id"])["steps"]
+    assert [(s["name"], s["status"]) for s in steps] == [(n, "succeeded") for n in TRAVEL_STEPS]
+    assert_consistent(saga)
 
 
 @pytest.mark.parametrize(
@@ -49,25 +36,25 @@ def test_all_steps_succeed(saga: SagaCli) -> None:
 def test_each_step_before_the_pivot_fails_in_turn_and_the_rest_is_undone_in_reverse(
     saga: SagaCli, failing: str, compensated: list[str]
 ) -> None:
-    booked = saga(*BOOKING, "--fail", failing, "--json")
+    booked = saga("book", *BOOKING, "--fail", failing, "--json")
     assert booked.code == 3, booked.stderr
-    events = _show(saga, booked.json()["id"])["events"]
+    events = show_json(saga, booked.json()["id"])["events"]
     assert [e["step"] for e in events if e["type"] == "compensation_succeeded"] == compensated
     with closing(sqlite3.connect(saga.db)) as db:
         assert db.execute("SELECT COUNT(*) FROM payment_charge").fetchone() == (0,)
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 @pytest.mark.parametrize("step", ["confirm", "notify"])
 def test_a_failure_after_the_pivot_is_retried_forward_and_never_compensated(
     saga: SagaCli, step: str
 ) -> None:
-    booked = saga(*BOOKING, "--flaky", f"{step}:3", "--json")
+    booked = saga("book", *BOOKING, "--flaky", f"{step}:3", "--json")
     assert booked.code == 0, booked.stderr
-    shown = _show(saga, booked.json()["id"])
+    shown = show_json(saga, booked.json()["id"])
     assert {s["name"]: s["attempts"] for s in shown["steps"]}[step] == 4
     assert not [e for e in shown["events"] if e["type"].startswith("compensation")]
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 def test_concurrent_sagas_compete_for_the_last_car_and_none_is_overbooked(
@@ -82,14 +69,14 @@ def test_concurrent_sagas_compete_for_the_last_car_and_none_is_overbooked(
     assert codes == [0, 3, 3, 3]  # one SUV: one booking completes, three compensate
     stock = {r["resource"]: r for r in saga("inventory", "--json").json()}
     assert (stock["SUV"]["available"], stock["SUV"]["confirmed"]) == (0, 1)
-    _consistent(saga)
+    assert_consistent(saga)
 
 
 def test_a_crash_between_retry_attempts_resumes_with_the_same_budget(saga: SagaCli) -> None:
-    crashed = saga(*BOOKING, "--flaky", "hotel:1", "--crash-at", "hotel:before@2")
+    crashed = saga("book", *BOOKING, "--flaky", "hotel:1", "--crash-at", "hotel:before@2")
     assert crashed.code == -9
     execution = saga("list", "--json").json()[0]["id"]
-    hotel = [e for e in _show(saga, execution)["events"] if e["step"] == "hotel"]
+    hotel = [e for e in show_json(saga, execution)["events"] if e["step"] == "hotel"]
     assert [(e["type"], e["attempt"]) for e in hotel] == [
         ("step_started", 1),
         ("step_failed", 1),
@@ -98,7 +85,7 @@ def test_a_crash_between_retry_attempts_resumes_with_the_same_budget(saga: SagaC
     assert hotel[1]["detail"]["retry_at"] >= hotel[1]["at"]
     resumed = saga("resume", execution)
     assert resumed.code == 0, resumed.stderr
-    hotel = [e for e in _show(saga, execution)["events"] if e["step"] == "hotel"]
+    hotel = [e for e in show_json(saga, execution)["events"] if e["step"] == "hotel"]
     assert [e["attempt"] for e in hotel if e["type"] == "step_started"] == [1, 2]
     assert hotel[-1]["type"] == "step_succeeded" and hotel[-1]["attempt"] == 2
-    _consistent(saga)
+    assert_consistent(saga)
