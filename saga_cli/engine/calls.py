@@ -140,12 +140,12 @@ class StepCaller:
             raise
 
     async def _on_thread(self, function: StepFunction, context: StepContext[Any]) -> Any:
-        future = self.pool.submit(function, context)
+        job, future = self.pool.call(function, context)
         try:
-            return await asyncio.wrap_future(future)
+            return await future
         except BaseException:
             # Timed out or cancelled: the thread goes on alone, outside the bound.
-            self.pool.abandon(future)
+            self.pool.abandon(job)
             raise
 
 

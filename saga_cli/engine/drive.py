@@ -50,6 +50,8 @@ class Stop(Protocol):
 
     def requested(self) -> bool:
         """True once a stop was asked for (looked at before each new call)."""
+
+
 Call = RunStep | RunCompensation
 
 
