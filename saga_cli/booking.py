@@ -17,7 +17,7 @@ from typing import Any
 
 from saga_cli.breaker import BreakerPolicy, BreakerSnapshot, CircuitBreaker
 from saga_cli.domain import Event, EventType, SagaStatus
-from saga_cli.engine import EventListener, Outcome, RecoveryReport
+from saga_cli.engine import DEFAULT_STEP_TIMEOUT, EventListener, Outcome, RecoveryReport
 from saga_cli.errors import InvalidInputError
 from saga_cli.orchestrator import Orchestrator
 from saga_cli.services.travel import (
@@ -104,6 +104,7 @@ class TravelBooking:
             and notification stay in-process.
         service_timeout: seconds a remote call may take (the reservation
             steps' timeout).
+        step_timeout: seconds any other call may take (None: no limit).
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class TravelBooking:
         payment: bool = True,
         services: Mapping[str, str] | None = None,
         service_timeout: float | None = None,
+        step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
     ) -> None:
         self.store = store
         remote = None
@@ -130,7 +132,9 @@ class TravelBooking:
         )
         other = travel_saga(self.services, faults, payment=not payment, breakers=self.breakers)
         # The demo is a client of the public API like any user's saga.
-        self.orchestrator = Orchestrator(store, [self.definition, other], on_event=on_event)
+        self.orchestrator = Orchestrator(
+            store, [self.definition, other], on_event=on_event, step_timeout=step_timeout
+        )
         self.runner = self.orchestrator.runner
 
     def close(self) -> None:

@@ -216,6 +216,22 @@ class _State:
     db: str = DEFAULT_DB
     load: tuple[str, ...] = ()
     quiet: bool = False
+    step_timeout: str | None = None
+
+    def step_timeout_seconds(self) -> float | None:
+        """--step-timeout in seconds (None: no limit), or the engine's default.
+
+        Raises:
+            InvalidInputError: not a duration, nor "none".
+        """
+        from saga_cli.engine import DEFAULT_STEP_TIMEOUT
+
+        text = self.step_timeout
+        if text is None:
+            return DEFAULT_STEP_TIMEOUT
+        if text.strip().lower() == "none":
+            return None
+        return _seconds(text)
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -275,6 +291,16 @@ def _main(
         bool,
         typer.Option("--quiet", "-q", help="Only errors on stderr: no logs, hints or progress."),
     ] = False,
+    step_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--step-timeout",
+            envvar="SAGA_STEP_TIMEOUT",
+            metavar="DURATION",
+            help="How long a step's call may take when its saga gives no timeout "
+            "(default 60s; `none`: no limit). Past it the call counts as failed, effect unknown.",
+        ),
+    ] = None,
 ) -> None:
     if verbose and quiet:
         typer.echo("Error: --verbose and --quiet exclude each other", err=True)
@@ -284,6 +310,7 @@ def _main(
     state.db = db
     state.load = tuple(load or ())
     state.quiet = quiet
+    state.step_timeout = step_timeout
     ctx.obj = state
 
 
@@ -375,6 +402,7 @@ def _travel(
     with _store(ctx) as store:
         booking = TravelBooking(
             store,
+            step_timeout=(ctx.obj or _State()).step_timeout_seconds(),
             on_event=listener,
             faults=faults,
             services=urls,
@@ -632,7 +660,8 @@ def _engine(ctx: typer.Context, *, show_steps: bool = False) -> Iterator[Orchest
     from saga_cli.orchestrator import Orchestrator
 
     with _store(ctx) as store:
-        engine = Orchestrator(store)
+        timeout = (ctx.obj or _State()).step_timeout_seconds()
+        engine = Orchestrator(store, step_timeout=timeout)
         if show_steps:
             from saga_cli import render
 
@@ -1259,6 +1288,14 @@ def worker(
     exit_when_idle: Annotated[
         bool, typer.Option("--exit-when-idle", help="Exit 0 once nothing is ready.")
     ] = False,
+    grace: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="On SIGTERM, how long the calls in flight may take to finish before their "
+            "executions are handed back regardless.",
+        ),
+    ] = "30s",
     flaky: FlakyOption = None,
     fail_compensation: FailCompensationOption = None,
     slow: SlowOption = None,
@@ -1272,7 +1309,8 @@ def worker(
     Runs the travel sagas and those given with --load. Claims executions
     submitted with --submit, and those whose owner's lease expired; renews
     its leases while it runs them. SIGTERM or Ctrl-C: finish the current
-    step, release the leases, exit 0.
+    calls in flight (for at most --grace), release the leases, exit 0; a second
+    signal releases them at once.
 
     Example: saga --load examples/bank_transfer.py worker --concurrency 8
     """
@@ -1281,6 +1319,7 @@ def worker(
     from saga_cli.worker import Worker
 
     faults = _faults(crash_at, flaky, fail_compensation, slow, outage, timeout)
+    grace_seconds = _seconds(grace)
     with _travel(ctx, faults=faults) as travel:
         runner = Worker(
             travel.orchestrator,
@@ -1289,10 +1328,11 @@ def worker(
             lease_seconds=lease,
             poll=poll,
             exit_when_idle=exit_when_idle,
+            grace=grace_seconds,
         )
 
         def stop(_signum: int, _frame: object) -> None:
-            runner.stop()
+            runner.stop(now=runner.stopping)  # a second signal: hand back at once
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         _hint(ctx, f"worker {runner.id} taking {', '.join(runner.sagas)} ({concurrency} at once)")

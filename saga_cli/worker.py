@@ -138,15 +138,19 @@ class Worker:
         self.id = self.runner.owner
         self.report = WorkerReport()
         self._stopping = False
+        self._stop_now = False
         self._beating = threading.Event()
 
-    def stop(self) -> None:
+    def stop(self, *, now: bool = False) -> None:
         """Ask the worker to finish the calls in flight, release its leases and return.
 
-        Only sets a flag (safe from a signal handler); the engine looks at it
-        every 50 ms.
+        With `now`, the calls in flight are not waited for: their executions
+        are handed back at once (their steps run again, under the same keys,
+        wherever they are claimed next). Only sets flags (safe from a signal
+        handler); the engine looks at them every 50 ms.
         """
         self._stopping = True
+        self._stop_now = self._stop_now or now
 
     @property
     def stopping(self) -> bool:
@@ -173,6 +177,7 @@ class Worker:
                 finished=self._finished,
                 failed=self._failed,
                 stop=lambda: self._stopping,
+                stop_now=lambda: self._stop_now,
                 poll=self.poll,
                 exit_when_idle=self.exit_when_idle,
                 grace=self.grace,

@@ -592,6 +592,7 @@ class SagaRunner:
         finished: Callable[[Outcome], None],
         failed: Callable[[str, SagaError], None],
         stop: Callable[[], bool] | None = None,
+        stop_now: Callable[[], bool] | None = None,
         poll: float = 1.0,
         exit_when_idle: bool = False,
         grace: float | None = None,
@@ -611,8 +612,9 @@ class SagaRunner:
 
         Once `stop` returns true, nothing more is claimed, each execution in
         hand has what it recorded committed and its lease released after the
-        call it is making (calls still running `grace` seconds later are
-        abandoned and their executions released too), and the method returns.
+        call it is making (calls still running `grace` seconds later, or at
+        once when `stop_now` returns true, are abandoned and their executions
+        released too), and the method returns.
 
         Returns:
             How many executions were released on a stop.
@@ -624,6 +626,7 @@ class SagaRunner:
                 finished=finished,
                 failed=failed,
                 stop=stop,
+                stop_now=stop_now,
                 poll=poll,
                 exit_when_idle=exit_when_idle,
                 grace=grace,
@@ -638,6 +641,7 @@ class SagaRunner:
         finished: Callable[[Outcome], None],
         failed: Callable[[str, SagaError], None],
         stop: Callable[[], bool] | None = None,
+        stop_now: Callable[[], bool] | None = None,
         poll: float = 1.0,
         exit_when_idle: bool = False,
         grace: float | None = None,
@@ -676,7 +680,7 @@ class SagaRunner:
                     pass
                 yield NOTHING_YET
 
-        await self._run_window(window, feed(), stop)
+        await self._run_window(window, feed(), stop, stop_now)
         return window.released
 
     # -- the engine's plumbing -------------------------------------------------------
@@ -762,10 +766,14 @@ class SagaRunner:
         await self._run_window(self._make_window(size, finished, failed), feed, None)
 
     async def _run_window(
-        self, window: Window, feed: Feed, stop: Callable[[], bool] | None
+        self,
+        window: Window,
+        feed: Feed,
+        stop: Callable[[], bool] | None,
+        stop_now: Callable[[], bool] | None = None,
     ) -> None:
         self.leases.start_heartbeat()
-        await window.run(feed, stop)
+        await window.run(feed, stop, stop_now)
 
     async def _drive_one(self, run: Execution) -> Outcome:
         """Drive one execution to rest and return its outcome (its last records durable).

@@ -100,7 +100,12 @@ class Window:
         if now:
             self._cancel_all()
 
-    async def run(self, feed: Feed, stop: Callable[[], bool] | None = None) -> None:
+    async def run(
+        self,
+        feed: Feed,
+        stop: Callable[[], bool] | None = None,
+        stop_now: Callable[[], bool] | None = None,
+    ) -> None:
         """Drive everything `feed` yields until it ends (or a stop), then wait for the rest.
 
         Args:
@@ -108,13 +113,17 @@ class Window:
                 or NOTHING_YET.
             stop: polled about every 50 ms; once true, the window stops (a
                 signal handler sets such a flag, it cannot touch the loop).
+            stop_now: polled likewise; once true, the executions in hand are
+                handed back without waiting for their calls.
 
         Raises:
             Whatever `failed` raised, or what the feed raised (after the
             executions in hand came to rest).
         """
         self._stop_flag = stop
-        watcher = None if stop is None else asyncio.ensure_future(self._watch(stop))
+        watcher = None
+        if stop is not None or stop_now is not None:
+            watcher = asyncio.ensure_future(self._watch(stop, stop_now))
         try:
             try:
                 await self._feed(feed)
@@ -233,9 +242,15 @@ class Window:
         for task in list(self._tasks):
             task.cancel()
 
-    async def _watch(self, stop: Callable[[], bool]) -> None:
-        while not self.stopping.is_set():
-            if stop():
-                self.stop()
+    async def _watch(
+        self, stop: Callable[[], bool] | None, stop_now: Callable[[], bool] | None
+    ) -> None:
+        while not self._cancelled:
+            if stop_now is not None and stop_now():
+                self.stop(now=True)
                 return
+            if stop is not None and not self.stopping.is_set() and stop():
+                self.stop()
+                if stop_now is None:
+                    return
             await asyncio.sleep(0.05)
