@@ -6,6 +6,7 @@ took effect, keyed by the idempotency key.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from typing import Any
@@ -36,6 +37,12 @@ def _every_time(ctx: StepContext[Any]) -> str:
     return ctx.key
 
 
+async def _once_async(ctx: StepContext[Any]) -> str:
+    """An ``async def`` participant: waits as a remote call would, then records once."""
+    await asyncio.sleep(0.001)
+    return _once(ctx)
+
+
 def effects(execution_id: str) -> dict[str, int]:
     """How many times each effect of one execution exists, by idempotency key."""
     with _db() as connection:
@@ -57,3 +64,12 @@ careless = Saga("kit-careless")
 careless.step("reserve", compensation=_once)(_once)
 careless.step("charge", compensation=_once)(_every_time)
 careless.step("commit", kind="pivot")(_once)
+
+# The same shape with async steps and compensations, one group mixing both kinds.
+awaited = Saga("kit-awaited")
+awaited.step("reserve", compensation=_once_async)(_once_async)
+with awaited.parallel():
+    awaited.step("left", compensation=_once_async)(_once_async)
+    awaited.step("right", compensation=_once)(_once)
+awaited.step("commit", kind="pivot")(_once_async)
+awaited.step("announce", kind="retriable")(_once_async)

@@ -42,6 +42,22 @@ def test_an_idempotent_saga_passes_every_crash_point(effects_db: Path, tmp_path:
     }
 
 
+@pytest.mark.slow
+def test_async_steps_and_compensations_take_effect_once_at_every_crash_point(
+    effects_db: Path, tmp_path: Path
+) -> None:
+    report = check_crash_points(
+        f"{SAMPLES}:awaited",
+        payload={},
+        effects=sample_sagas.effects,
+        workdir=tmp_path / "logs",
+        env={"SAGA_KIT_DB": os.environ["SAGA_KIT_DB"]},
+    )
+    assert report.ok, report.summary()
+    assert len(report.scenarios) == 5 * 2 + 3 * 2
+    assert {s.status for s in report.scenarios} == {"completed", "compensated"}
+
+
 def test_a_step_that_repeats_its_effect_is_reported(effects_db: Path, tmp_path: Path) -> None:
     prepared: list[str] = []
     report = check_crash_points(
