@@ -7,7 +7,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-
 USER_MODULE = textwrap.dedent(
     '''
     """What a user writes: decorator form, sync and async steps, both APIs."""
