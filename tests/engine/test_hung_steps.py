@@ -68,7 +68,7 @@ def test_resume_all_finishes_the_healthy_executions_and_times_the_hung_one_out(
     result = saga("--step-timeout", "1s", "resume", "--all", "--concurrency", "4", "--json")
     assert result.code in (0, 3), result.stderr  # 3: one execution ended compensated
     assert time.monotonic() - started < 30
-    statuses = dict(query(saga.db, "SELECT id, status FROM saga_execution"))
+    statuses = {row[0]: row[1] for row in query(saga.db, "SELECT id, status FROM saga_execution")}
     assert {statuses[i] for i in healthy} == {"completed"}
     assert statuses[hung] == "compensated"
     (detail,) = query(
