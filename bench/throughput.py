@@ -56,7 +56,7 @@ from typing import Any
 
 from saga_cli.booking import TravelBooking
 from saga_cli.domain import Event, EventType, SagaStatus
-from saga_cli.services.travel import BookingRequest
+from saga_cli.services.travel import BookingRequest, FaultPlan
 from saga_cli.store import SagaStore, open_store
 from saga_cli.store.postgres import (
     ParticipantCursor,
@@ -214,8 +214,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def http_services(directory: Path) -> Iterator[dict[str, str]]:
-    """Flight, hotel and car as `saga serve` processes on fresh databases; their URLs."""
+def http_services(directory: Path, delay: float = 0.0) -> Iterator[dict[str, str]]:
+    """Flight, hotel and car as `saga serve` processes on fresh databases; their URLs.
+
+    `delay`: seconds each reservation waits before it is served (`--delay`).
+    """
     directory.mkdir()
     urls: dict[str, str] = {}
     children: list[subprocess.Popen[bytes]] = []
@@ -224,6 +227,7 @@ def http_services(directory: Path) -> Iterator[dict[str, str]]:
             port = _free_port()
             command = [sys.executable, "-m", "saga_cli", "--quiet", "serve", name]
             command += ["--port", str(port), "--db", str(directory / f"{name}.db")]
+            command += ["--delay", str(delay)]
             children.append(subprocess.Popen(command, stdin=subprocess.DEVNULL))
             urls[name] = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -252,16 +256,23 @@ def run_scenario(
     seed: int,
     full: bool,
     services: Mapping[str, str] | None = None,
+    latency: float = 0.0,
 ) -> dict[str, Any]:
     """Run `count` bookings on a fresh log at `url`; return rate, latency, commits, CPU.
 
     With `services`, the reservation services are those remote ones (their
-    own commits are not counted: they happen in other processes).
+    own commits are not counted: they happen in other processes). With
+    `latency`, every in-process flight, hotel and car call waits that long
+    first, as a call to a remote service would (remote ones are started
+    with `saga serve --delay` instead).
     """
     store = open_store(url)
     batch = requests(count, failure_rate, seed)
+    faults = None
+    if latency and not services:
+        faults = FaultPlan(slow={name: latency for name in ("flight", "hotel", "car")})
     with service_commit_counter(store) as service_commits:
-        travel = TravelBooking(store, payment=full, services=services)
+        travel = TravelBooking(store, payment=full, services=services, faults=faults)
         travel.restock(10 * count + 100)
         warm = batch[: min(50, count)]
         counted_from = service_commits()
@@ -296,6 +307,7 @@ def run_scenario(
     statuses = [o.status for o in outcomes]
     return {
         "services": "http" if services else "in-process",
+        "latency_ms": round(latency * 1000, 1),
         "concurrency": concurrency,
         "car_failure_rate": failure_rate,
         "sagas": count,
@@ -336,8 +348,12 @@ def run_workers(
     count: int,
     seed: int,
     full: bool,
+    latency: float = 0.0,
 ) -> dict[str, Any]:
-    """Submit `count` bookings to the log at `url`, then let `workers` processes drain them."""
+    """Submit `count` bookings to the log at `url`, then let `workers` processes drain them.
+
+    With `latency`, each worker's flight, hotel and car calls wait that long first.
+    """
     store = open_store(url)
     travel = TravelBooking(store, payment=full)
     travel.restock(10 * count + 100)
@@ -346,6 +362,8 @@ def run_workers(
     )
     command = [sys.executable, "-m", "saga_cli", "--db", url, "worker", "--exit-when-idle"]
     command += ["--concurrency", str(concurrency), "--poll", "0.05", "--json"]
+    if latency:
+        command += [f"--slow={name}:{latency}" for name in ("flight", "hotel", "car")]
     started = time.perf_counter()
     processes = [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -372,6 +390,7 @@ def run_workers(
     return {
         "workers": workers,
         "worker_concurrency": concurrency,
+        "latency_ms": round(latency * 1000, 1),
         "car_failure_rate": failure_rate,
         "sagas": count,
         "executions_per_second": round(count / drained, 1),
@@ -404,6 +423,7 @@ def main_workers(args: argparse.Namespace, query: str) -> int:
                             args.sagas,
                             args.seed,
                             full,
+                            args.latency,
                         )
                     )
             backend = f"PostgreSQL {safe_url(db).rsplit('/', 1)[0]}"
@@ -420,6 +440,7 @@ def main_workers(args: argparse.Namespace, query: str) -> int:
                             args.sagas,
                             args.seed,
                             full,
+                            args.latency,
                         )
                     )
             backend = f"SQLite (WAL, synchronous={args.synchronous})"
@@ -427,7 +448,8 @@ def main_workers(args: argparse.Namespace, query: str) -> int:
     print(
         f"saga worker processes draining {args.sagas} submitted bookings ({args.saga} saga)"
         f" (K={args.worker_concurrency} each, car failure rate"
-        f" {args.concurrent_failure_rate:.0%})"
+        f" {args.concurrent_failure_rate:.0%}, {args.latency * 1000:g} ms per flight, hotel"
+        " and car call)"
     )
     for table in tables:
         print(f"\n{table['backend']}")
@@ -489,6 +511,14 @@ def main(argv: list[str] | None = None) -> int:
         help="http: run every scenario over HTTP too (saga serve processes), beside in-process",
     )
     parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="every flight, hotel and car call waits this long first, as a remote call would"
+        " (in-process: --slow; over HTTP: saga serve --delay; workers: --slow)",
+    )
+    parser.add_argument(
         "--db",
         action="append",
         metavar="sqlite|URL",
@@ -516,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             yield None
             return
         where = services_root / f"{uuid.uuid4().hex[:8]}-k{k}-fail{int(rate * 100)}"
-        with http_services(where) as urls:
+        with http_services(where, args.latency) as urls:
             yield urls
 
     results: list[dict[str, Any]] = []
@@ -528,7 +558,9 @@ def main(argv: list[str] | None = None) -> int:
                 for services in transports:
                     with pg_database(db) as url, services_for(services, k, rate) as urls:
                         scenarios.append(
-                            run_scenario(url, k, rate, args.sagas, args.seed, full, urls)
+                            run_scenario(
+                                url, k, rate, args.sagas, args.seed, full, urls, args.latency
+                            )
                         )
             backend = f"PostgreSQL {safe_url(db).rsplit('/', 1)[0]}"
         elif db == "sqlite":
@@ -549,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
                                     args.seed,
                                     full,
                                     urls,
+                                    args.latency,
                                 )
                             )
             backend = f"SQLite (WAL, synchronous={args.synchronous})"
