@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # types only: `saga list` must not pay for importing the engi
     from saga_cli.timeline import Attempt, StepLine, Timeline
     from saga_cli.views import ExecutionView
     from saga_cli.watch import Snapshot
+    from saga_cli.worker import WorkerView
 
 STATUS_STYLE = {
     SagaStatus.PENDING: "dim",
@@ -51,6 +52,11 @@ EVENT_LINE = {
     EventType.SAGA_STUCK: ("!", "saga stuck: needs attention", "bold red"),
     EventType.SAGA_RESOLVED: ("✓", "resolved by hand", "bold"),
 }
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console on stdout (or stderr)."""
+    return Console(stderr=stderr, highlight=False)
 
 
 def _time(at: float | None) -> str:
@@ -269,6 +275,27 @@ def recovery(console: Console, report: RecoveryReport) -> None:
         console.print(f"Skipped {len(report.busy)} owned by a live process.")
     for execution_id, reason in sorted(report.failed.items()):
         console.print(f"Could not resume {execution_id}: {reason}", markup=False)
+
+
+def workers(console: Console, views: Sequence[WorkerView]) -> None:
+    """Print ``saga workers``."""
+    if not views:
+        console.print("No workers registered.")
+        return
+    table = Table("worker", "state", "heartbeat", "K", "sagas", "executions")
+    for view in views:
+        record = view.record
+        held = view.executions
+        shown = ", ".join(i[:8] for i in held[:4]) + (f" +{len(held) - 4}" if len(held) > 4 else "")
+        table.add_row(
+            record.id,
+            view.state,
+            f"{view.age:.1f}s ago",
+            str(record.concurrency),
+            "all loaded" if record.sagas is None else ", ".join(record.sagas),
+            f"{len(held)}: {shown}" if held else "0",
+        )
+    console.print(table)
 
 
 BREAKER_STYLE = {"closed": "green", "open": "bold red", "half_open": "yellow"}
