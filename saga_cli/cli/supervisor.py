@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 
 
-def check_port_free(host: str, port: int) -> None:
+def _check_port_free(host: str, port: int) -> None:
     """Refuse a port that is taken with one line, before uvicorn logs a traceback-like error.
 
     Raises:
@@ -24,7 +24,7 @@ def check_port_free(host: str, port: int) -> None:
             raise SagaError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def serve_one(
+def serve(
     service: str,
     port: int | None,
     host: str,
@@ -34,23 +34,39 @@ def serve_one(
     quiet: bool,
     say: Callable[[str], None],
 ) -> None:
-    """Run `service` in this process until it is stopped.
+    """Run one travel service in this process, or all three as child processes, until stopped.
 
     Args:
-        service: flight, hotel or car.
-        port: where to listen (default: the service's own port).
+        service: flight, hotel, car, or all.
+        port: where to listen (default: the service's own port); with all,
+            the first of three consecutive ports.
         host: the address to listen on.
         db: the service's SQLite file; ``{service}`` is replaced by its name.
         delay: seconds each reserve is held before it is handled.
         quiet: log warnings only (no request lines).
         say: prints a note for people.
+
+    Raises:
+        InvalidInputError: an unknown service, one --db file for all three,
+            or ports past 65535.
+        SagaError: a port is taken.
     """
+    from saga_cli.errors import InvalidInputError
+    from saga_cli.services.travel import SERVICES
+
+    if service == "all":
+        _serve_all(port, host, db, delay, quiet=quiet, say=say)
+        return
+    if service not in SERVICES:
+        raise InvalidInputError(
+            f"unknown service {service!r}; choose from {', '.join(SERVICES)} or all"
+        )
     import uvicorn
 
     from saga_cli.services.http_app import create_app, default_port
 
     port = default_port(service) if port is None else port
-    check_port_free(host, port)
+    _check_port_free(host, port)
     path = db.replace("{service}", service)
     served = create_app(service, path, delay=delay)
     say(f"{service} service on http://{host}:{port} (database {path}; docs at /docs)")
@@ -61,23 +77,13 @@ def serve_one(
     uvicorn.run(served, host=host, port=port, log_level="warning" if quiet else "info")
 
 
-def serve_all(
-    port: int | None,
-    host: str,
-    db: str,
-    delay: float,
-    *,
-    quiet: bool,
-    say: Callable[[str], None],
+def _serve_all(
+    port: int | None, host: str, db: str, delay: float, *, quiet: bool, say: Callable[[str], None]
 ) -> None:
     """Start the three services as child processes on consecutive ports and wait.
 
     Ctrl-C or SIGTERM stops them all; a child that exits is reported and the
-    others keep running. Arguments as for serve_one, `port` being the first.
-
-    Raises:
-        InvalidInputError: `db` names one file for all three, or the ports run out.
-        SagaError: a port is taken.
+    others keep running.
     """
     import signal
     import subprocess
@@ -93,7 +99,7 @@ def serve_all(
         raise InvalidInputError(f"ports {first}..{first + len(SERVICES) - 1} do not all exist")
     ports = {name: first + offset for offset, name in enumerate(SERVICES)}
     for name in SERVICES:
-        check_port_free(host, ports[name])
+        _check_port_free(host, ports[name])
     children: dict[str, subprocess.Popen[bytes]] = {}
     for name in SERVICES:
         command = [sys.executable, "-m", "saga_cli", *(["--quiet"] if quiet else []), "serve"]

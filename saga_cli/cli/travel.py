@@ -271,16 +271,7 @@ def serve(
 
     Example: saga serve hotel --port 8002 --db hotel.db
     """
-    from saga_cli.cli import supervisor
-    from saga_cli.errors import InvalidInputError
-    from saga_cli.services.travel import SERVICES
+    from saga_cli.cli.supervisor import serve as run_services
 
     say = functools.partial(hint, ctx)
-    if service == "all":
-        supervisor.serve_all(port, host, db, delay, quiet=quiet(ctx), say=say)
-        return
-    if service not in SERVICES:
-        raise InvalidInputError(
-            f"unknown service {service!r}; choose from {', '.join(SERVICES)} or all"
-        )
-    supervisor.serve_one(service, port, host, db, delay, quiet=quiet(ctx), say=say)
+    run_services(service, port, host, db, delay, quiet=quiet(ctx), say=say)
