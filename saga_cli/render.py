@@ -1,12 +1,14 @@
 """Rich rendering of library results. Never touches the database.
 
-Colour and width come from rich's own detection, so ``NO_COLOR`` and
-``COLUMNS`` are honoured, and output piped to a file has no escape codes.
+Colour comes from rich's own detection, so ``NO_COLOR`` is honoured and output
+piped to a file has no escape codes; for the width, see :func:`console`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +56,22 @@ EVENT_LINE = {
 }
 
 
+PIPED_WIDTH = 1000
+
+
 def console(*, stderr: bool = False) -> Console:
-    """A console on stdout (or stderr)."""
-    return Console(stderr=stderr, highlight=False)
+    """A console on stdout (or stderr) as wide as the terminal, or as ``COLUMNS`` says.
+
+    Output piped to a file or another program has no terminal to fit: rich
+    would wrap it at 80 columns, cutting long saga names and errors in two for
+    whoever greps it, so it gets PIPED_WIDTH columns instead (a table stays as
+    narrow as its cells).
+    """
+    width = None
+    stream = sys.stderr if stderr else sys.stdout
+    if not os.environ.get("COLUMNS", "").isdigit() and not stream.isatty():
+        width = PIPED_WIDTH
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def _time(at: float | None) -> str:
@@ -161,9 +176,12 @@ def definitions(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
         console.print("No sagas known: pass --load MODULE_OR_FILE.")
         return
     for row in rows:
+        # The title and the source are lines of their own, not the table's title and
+        # caption: those wrap at the table's width, and a saga's name is often wider.
         title = f"{row['saga']}  (version {row['version']}"
         title += ")" if row["loaded"] else ", from the log; not loaded)"
-        table = Table(title=title, title_justify="left", caption=row["source"] or None)
+        console.print(Text(title, style="table.title"))
+        table = Table()
         steps = row["steps"]
         # Columns that say nothing for this saga are left out, to fit a terminal.
         grouped = any(step["group"] for step in steps)
@@ -184,6 +202,8 @@ def definitions(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
                 cells.append("" if step.get("timeout") is None else f"{step['timeout']:g}s")
             table.add_row(*cells)
         console.print(table)
+        if row["source"]:
+            console.print(Text(f"  {row['source']}", style="table.caption"))
         extras = []
         if row.get("payload"):
             extras.append(f"payload model: {row['payload']}")

@@ -1,0 +1,89 @@
+"""The CLI on a log that holds only a user's executions, not the travel demo's."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import CliResult, SagaCli, cli_env, saga_executable
+
+LONG_NAME = "nightly-ledger-reconciliation-between-the-warehouse-and-the-accounting-system"
+
+MODULE = f'''
+"""A user's sagas: one step, one with a compensation and a retried step."""
+from saga_cli import RetryPolicy, Saga, StepContext
+
+tiny = Saga("tiny")
+
+
+@tiny.step(kind="retriable", retry=RetryPolicy(max_attempts=3, initial_delay=0.01))
+def hello(ctx: StepContext) -> str:
+    return "hello"
+
+
+reconcile = Saga("{LONG_NAME}")
+
+
+@reconcile.step()
+def take(ctx: StepContext) -> None:
+    pass
+
+
+@take.compensation
+def give_back(ctx: StepContext) -> None:
+    pass
+
+
+@reconcile.step(kind="pivot")
+def settle(ctx: StepContext) -> None:
+    pass
+'''
+
+
+@pytest.fixture
+def sagas(tmp_path: Path) -> Path:
+    path = tmp_path / "mine.py"
+    path.write_text(textwrap.dedent(MODULE))
+    return path
+
+
+def piped(saga: SagaCli, *args: str, columns: str | None = None) -> CliResult:
+    """Run `saga` with stdout to a pipe and no COLUMNS, as `saga list | grep x` or cron does."""
+    environment = cli_env()
+    del environment["COLUMNS"]
+    if columns is not None:
+        environment["COLUMNS"] = columns
+    done = subprocess.run(
+        [saga_executable(), "--db", str(saga.db), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+    )
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def test_piped_output_is_not_wrapped_at_80_columns(migrated: SagaCli, sagas: Path) -> None:
+    assert migrated("run", f"{sagas}:reconcile", "--payload", "{}").code == 0
+
+    listed = piped(migrated, "list")
+    shown = piped(migrated, "definitions")
+
+    assert listed.code == 0, listed
+    assert any(LONG_NAME in line for line in listed.stdout.splitlines()), listed.stdout
+    assert max(map(len, listed.stdout.splitlines())) > 80
+    assert shown.code == 0, shown
+    assert f"{LONG_NAME}  (version " in shown.stdout, shown.stdout
+
+
+def test_piped_output_still_honours_columns(migrated: SagaCli, sagas: Path) -> None:
+    assert migrated("run", f"{sagas}:reconcile", "--payload", "{}").code == 0
+
+    listed = piped(migrated, "list", columns="60")
+
+    assert listed.code == 0, listed
+    assert max(map(len, listed.stdout.splitlines())) <= 60
+    assert not any(LONG_NAME in line for line in listed.stdout.splitlines())
