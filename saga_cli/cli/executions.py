@@ -118,7 +118,8 @@ def run(
         str,
         typer.Argument(
             metavar="MODULE_OR_FILE[:SAGA]",
-            help="Where your saga is: shop/sagas.py:order or shop.sagas:order.",
+            help="Where your saga is: shop/sagas.py:order or shop.sagas:order; SAGA is its "
+            "Python name or the name it was given (as `saga list` shows it).",
         ),
     ],
     payload: Annotated[

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import CliResult, SagaCli, cli_env, saga_executable
 
+from .support import assert_one_line_error
+
 LONG_NAME = "nightly-ledger-reconciliation-between-the-warehouse-and-the-accounting-system"
 
 MODULE = f'''
@@ -87,3 +89,23 @@ def test_piped_output_still_honours_columns(migrated: SagaCli, sagas: Path) -> N
     assert listed.code == 0, listed
     assert max(map(len, listed.stdout.splitlines())) <= 60
     assert not any(LONG_NAME in line for line in listed.stdout.splitlines())
+
+
+def test_run_takes_the_name_the_saga_was_given(migrated: SagaCli, sagas: Path) -> None:
+    by_name = migrated("run", f"{sagas}:{LONG_NAME}", "--payload", "{}", "--json")
+    by_variable = migrated("run", f"{sagas}:reconcile", "--payload", "{}", "--json")
+
+    assert by_name.code == 0, by_name
+    assert by_name.json()["saga"] == by_variable.json()["saga"] == LONG_NAME
+    # Either way the log records the Python name, so a resume imports the same object.
+    listed = migrated("definitions", "--json").json()
+    mine = next(row for row in listed if row["saga"] == LONG_NAME)
+    assert mine["source"] == f"{sagas.resolve()}:reconcile"
+
+
+def test_an_unknown_saga_name_lists_both_names_of_each_saga(migrated: SagaCli, sagas: Path) -> None:
+    result = migrated("run", f"{sagas}:nothing", "--payload", "{}")
+
+    assert_one_line_error(
+        result, 2, f"has no saga named 'nothing' (sagas: reconcile ({LONG_NAME}), tiny)"
+    )
