@@ -74,6 +74,11 @@ def console(*, stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, width=width)
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 execution``, ``2 executions``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _time(at: float | None) -> str:
     if at is None:
         return ""
@@ -274,10 +279,11 @@ def inventory(console: Console, rows: Sequence[InventoryRow]) -> None:
 def audit(console: Console, report: AuditReport) -> None:
     """Print ``saga check``."""
     if report.consistent:
-        console.print(
-            f"[green]consistent[/]: {report.executions} executions, "
-            f"{report.reservations} service records, capacity conserved"
-        )
+        line = Text("consistent", style="green")
+        line.append(f": {_count(report.executions, 'execution')}")
+        if report.reservations:  # a log of the user's sagas only has no service records
+            line.append(f", {_count(report.reservations, 'service record')}, capacity conserved")
+        console.print(line)
         return
     console.print(f"[bold red]{len(report.violations)} violation(s)[/]")
     for violation in report.violations:

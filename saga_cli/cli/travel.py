@@ -209,12 +209,14 @@ def _service_rows(
 @app.command()
 @errors_to_exit_codes
 def check(ctx: typer.Context, services: ServicesOption = None, as_json: JsonOption = False) -> None:
-    """Audit the saga log against the services.
+    """Audit the saga log: every execution's history, and the bookings against the services.
 
-    Each completed execution must hold confirmed reservations, each
-    compensated one none; no reservation may belong to no execution, and
-    every resource's capacity must be conserved. With --services, the remote
-    services' reservations are read through their endpoints.
+    Each finished execution, of any saga, must have every step it started
+    succeeded (completed) or undone (compensated). Each completed booking
+    must hold confirmed reservations, each compensated one none; no
+    reservation may belong to no execution, and every resource's capacity
+    must be conserved. With --services, the remote services' reservations
+    are read through their endpoints.
 
     Example: saga check
     """

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import CliResult, SagaCli, cli_env, saga_executable
 
-from .support import assert_one_line_error
+from .support import assert_one_line_error, execute
 
 LONG_NAME = "nightly-ledger-reconciliation-between-the-warehouse-and-the-accounting-system"
 
@@ -109,3 +109,58 @@ def test_an_unknown_saga_name_lists_both_names_of_each_saga(migrated: SagaCli, s
     assert_one_line_error(
         result, 2, f"has no saga named 'nothing' (sagas: reconcile ({LONG_NAME}), tiny)"
     )
+
+
+def test_check_counts_and_audits_the_users_executions(migrated: SagaCli, sagas: Path) -> None:
+    assert migrated("check").stdout.strip() == "consistent: 0 executions"
+    assert migrated("run", f"{sagas}:tiny", "--payload", "{}").code == 0
+
+    one = migrated("check")
+    assert migrated("run", f"{sagas}:reconcile", "--payload", "{}", "--fail", "settle").code == 3
+    two = migrated("check", "--json")
+
+    assert one.code == 0, one
+    assert one.stdout.strip() == "consistent: 1 execution"
+    assert two.code == 0, two
+    assert two.json() == {"consistent": True, "violations": []}
+    assert migrated("check").stdout.strip() == "consistent: 2 executions"
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"),
+    [
+        pytest.param(
+            "UPDATE saga_execution SET status = 'compensated' WHERE saga = 'tiny'",
+            [
+                "compensated execution {tiny} has no saga_compensated event",
+                "compensated execution {tiny} has step hello succeeded, expected compensated",
+            ],
+            id="compensated-but-its-step-took-effect",
+        ),
+        pytest.param(
+            "DELETE FROM saga_event WHERE saga_id = '{tiny}' AND type = 'step_succeeded'",
+            ["completed execution {tiny} has step hello running, expected succeeded"],
+            id="completed-with-a-step-still-running",
+        ),
+        pytest.param(
+            "DELETE FROM saga_event WHERE saga_id = '{undone}' AND type = 'compensation_succeeded'",
+            ["compensated execution {undone} has step take compensating, expected compensated"],
+            id="compensated-without-its-compensation",
+        ),
+    ],
+)
+def test_check_finds_a_users_execution_whose_log_disagrees_with_its_status(
+    migrated: SagaCli, sagas: Path, tamper: str, expected: list[str]
+) -> None:
+    ids = {
+        "tiny": migrated("run", f"{sagas}:tiny", "--payload", "{}", "--json").json()["id"],
+        "undone": migrated(
+            "run", f"{sagas}:reconcile", "--payload", "{}", "--fail", "settle", "--json"
+        ).json()["id"],
+    }
+    execute(migrated.db, tamper.format(**ids))
+
+    result = migrated("check", "--json")
+
+    assert result.code == 1, result
+    assert result.json()["violations"] == [line.format(**ids) for line in expected]
