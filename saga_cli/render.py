@@ -202,7 +202,10 @@ def definitions(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
             if grouped:
                 cells.append(step["group"] or "")
             cells.append("" if retry is None else _attempts(retry))
-            cells.append("" if undo is None else f"yes ({_attempts(undo)})")
+            if undo is not None:
+                cells.append(f"yes ({_attempts(undo)})")
+            else:
+                cells.append("yes" if step.get("compensation") else "")
             if timed:
                 cells.append("" if step.get("timeout") is None else f"{step['timeout']:g}s")
             table.add_row(*cells)
@@ -216,6 +219,8 @@ def definitions(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
             extras.append("one execution at a time per concurrency key")
         if row.get("description"):
             extras.insert(0, row["description"])
+        if not row["loaded"] and any("retry" in step for step in steps):
+            extras.append("attempts as the log recorded them for this version's first execution")
         for line in extras:
             console.print(f"  {line}")
 

@@ -19,7 +19,8 @@ def definitions(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the known sagas: their steps, kinds, retry policies and timeouts.
 
     Lists the built-in travel sagas, those given with --load, and every saga
-    the log has seen (with where its code came from).
+    the log has seen (with where its code came from, and the policies the log
+    recorded for it).
 
     Example: saga --load examples/bank_transfer.py definitions
     """

@@ -164,3 +164,53 @@ def test_check_finds_a_users_execution_whose_log_disagrees_with_its_status(
 
     assert result.code == 1, result
     assert result.json()["violations"] == [line.format(**ids) for line in expected]
+
+
+def test_definitions_shows_what_the_log_recorded_without_load(
+    migrated: SagaCli, sagas: Path
+) -> None:
+    assert migrated("run", f"{sagas}:tiny", "--payload", "{}").code == 0
+    assert migrated("run", f"{sagas}:reconcile", "--payload", "{}").code == 0
+
+    rows = {row["saga"]: row for row in migrated("definitions", "--json").json()}
+    table = migrated("definitions")
+
+    tiny, reconcile = rows["tiny"], rows[LONG_NAME]
+    assert tiny["loaded"] is reconcile["loaded"] is False
+    (hello,) = tiny["steps"]
+    assert (hello["kind"], hello["compensation"], hello["retry"]["max_attempts"]) == (
+        "retriable",
+        False,
+        3,
+    )
+    take, settle = reconcile["steps"]
+    assert take["compensation"] is True and take["compensation_retry"]["max_attempts"] == 5
+    assert settle["compensation"] is False and settle["compensation_retry"] is None
+    lines = table.stdout.splitlines()
+    assert any("hello" in line and "3 × 0.01s↑2" in line for line in lines), table.stdout
+    assert any("take" in line and "yes (5 × 0.05s↑2)" in line for line in lines), table.stdout
+
+
+def test_definitions_of_a_log_without_recorded_policies_still_shows_compensations(
+    migrated: SagaCli, sagas: Path
+) -> None:
+    assert migrated("run", f"{sagas}:reconcile", "--payload", "{}").code == 0
+    # As a log written before the policies were recorded holds it.
+    execute(
+        migrated.db,
+        "UPDATE saga_definition SET steps = ? WHERE name = ?",
+        ('[["take", "compensatable", null], ["settle", "pivot", null]]', LONG_NAME),
+    )
+
+    rows = {row["saga"]: row for row in migrated("definitions", "--json").json()}
+    table = migrated("definitions")
+
+    assert rows[LONG_NAME]["steps"] == [
+        {"name": "take", "kind": "compensatable", "group": None, "compensation": True},
+        {"name": "settle", "kind": "pivot", "group": None, "compensation": False},
+    ]
+    assert any(
+        "take" in line and "compensatable" in line and "│ yes " in line
+        for line in table.stdout.splitlines()
+    ), table.stdout
+    assert "as the log recorded them" not in table.stdout
