@@ -13,7 +13,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple
@@ -188,6 +188,26 @@ class Step:
 def shape_of(steps: tuple[Step, ...]) -> list[list[str | None]]:
     """What a definition version is made of: each step's name, kind and parallel group."""
     return [[s.name, s.kind.value, s.group] for s in steps]
+
+
+def policies_of(step: Step) -> dict[str, Any]:
+    """A step's retry policies and timeout as JSON (``saga definitions`` shows them)."""
+    return {
+        "retry": asdict(step.retry),
+        "compensation_retry": asdict(step.compensation_retry) if step.compensation else None,
+        "timeout": step.timeout,
+    }
+
+
+def recorded_steps(steps: tuple[Step, ...]) -> list[list[Any]]:
+    """What the log records of a definition version: each step's shape, then its policies.
+
+    The shape (see shape_of) makes the version; the policies ride along so that
+    ``saga definitions`` shows them without the saga's code. They are not part
+    of the version (they may change without a new one), so the log keeps those
+    of the version's first execution.
+    """
+    return [[*shape, policies_of(step)] for shape, step in zip(shape_of(steps), steps, strict=True)]
 
 
 def definition_changes(old: list[list[str | None]], new: list[list[str | None]]) -> list[str]:

@@ -44,6 +44,7 @@ from saga_cli.domain import (
     forward_only,
     is_terminal,
     pivot_in_doubt,
+    recorded_steps,
     replay,
     resolution_of,
     shape_of,
@@ -842,7 +843,7 @@ class SagaRunner:
             registration = DefinitionRecord(
                 definition.name,
                 definition.version,
-                shape_of(definition.steps),
+                recorded_steps(definition.steps),
                 definition.source,
                 now,
             )
