@@ -7,6 +7,7 @@ same operations as the CLI.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from saga_cli.audit import audit_log
 from saga_cli.breaker import BreakerPolicy, BreakerSnapshot, CircuitBreaker
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.engine import DEFAULT_STEP_TIMEOUT, EventListener, Outcome, RecoveryReport
@@ -221,7 +223,13 @@ class TravelBooking:
         self.services.restock(capacity)
 
     def check(self) -> AuditReport:
-        """Audit the log against the services."""
+        """Audit every execution in the log, and the bookings against the services.
+
+        Every finished execution's history must agree with its status,
+        whatever its saga (see audit_log); the travel bookings must also
+        agree with the services' reservations, charges and stock. The report
+        counts every execution the log holds.
+        """
         executions = {}
         paid = set()
         for saga in (SAGA_NAME, BASIC_SAGA_NAME):
@@ -229,7 +237,11 @@ class TravelBooking:
                 executions[record_id] = (status, json.loads(payload))
                 if saga == SAGA_NAME:
                     paid.add(record_id)
-        return audit(executions, self.services, paid=paid)
+        services = audit(executions, self.services, paid=paid)
+        log = audit_log(self.store)
+        return dataclasses.replace(
+            services, violations=log.violations + services.violations, executions=log.executions
+        )
 
     def simulate(
         self,

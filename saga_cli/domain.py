@@ -14,7 +14,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum, StrEnum
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple
@@ -216,6 +216,41 @@ def valid_timeout(timeout: Timeout) -> bool:
 def shape_of(steps: tuple[Step, ...]) -> list[list[str | None]]:
     """What a definition version is made of: each step's name, kind and parallel group."""
     return [[s.name, s.kind.value, s.group] for s in steps]
+
+
+def declared_timeout(step: Step, step_timeout: Timeout = INHERIT) -> float | None:
+    """The seconds `step`'s calls may take as the code says: its own, else its saga's.
+
+    None when neither says, or when the step asked for no limit (the engine's
+    default applies in the first case; ``saga definitions`` shows both blank).
+    """
+    for timeout in (step.timeout, step_timeout):
+        if not isinstance(timeout, Inherit):
+            return timeout
+    return None
+
+
+def policies_of(step: Step, step_timeout: Timeout = INHERIT) -> dict[str, Any]:
+    """A step's retry policies and timeout as JSON (``saga definitions`` shows them)."""
+    return {
+        "retry": asdict(step.retry),
+        "compensation_retry": asdict(step.compensation_retry) if step.compensation else None,
+        "timeout": declared_timeout(step, step_timeout),
+    }
+
+
+def recorded_steps(steps: tuple[Step, ...], step_timeout: Timeout = INHERIT) -> list[list[Any]]:
+    """What the log records of a definition version: each step's shape, then its policies.
+
+    The shape (see shape_of) makes the version; the policies ride along so that
+    ``saga definitions`` shows them without the saga's code. They are not part
+    of the version (they may change without a new one), so the log keeps those
+    of the version's first execution.
+    """
+    return [
+        [*shape, policies_of(step, step_timeout)]
+        for shape, step in zip(shape_of(steps), steps, strict=True)
+    ]
 
 
 def definition_changes(old: list[list[str | None]], new: list[list[str | None]]) -> list[str]:

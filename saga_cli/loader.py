@@ -2,7 +2,9 @@
 
 ``examples/bank_transfer.py:transfer`` imports the file; ``shop.sagas:order``
 imports the module (the current directory is on the path, as with
-``python -m``). Without ``:NAME`` the module must hold exactly one saga.
+``python -m``). ``NAME`` is the saga's Python name or the name it was given
+(``examples/bank_transfer.py:bank-transfer``, as ``saga list`` shows it).
+Without ``:NAME`` the module must hold exactly one saga.
 """
 
 from __future__ import annotations
@@ -91,6 +93,32 @@ def sagas_in(module: ModuleType) -> dict[str, Saga | SagaDefinition]:
     }
 
 
+def _attribute_of(where: str, found: dict[str, Saga | SagaDefinition], name: str) -> str:
+    """The attribute holding the saga `name`: its Python name, or the name it was given.
+
+    ``bank_transfer.py:transfer`` and ``bank_transfer.py:bank-transfer`` (what
+    ``saga list`` shows) are the same saga; the Python name wins a tie.
+
+    Raises:
+        InvalidInputError: no saga has that name, or several were given it.
+    """
+    if name in found:
+        return name
+    named = [attr for attr, saga in found.items() if saga.name == name]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise InvalidInputError(
+            f"{where} has several sagas named {name!r} ({', '.join(sorted(named))}); "
+            "give the Python name"
+        )
+    known = ", ".join(
+        attr if saga.name == attr else f"{attr} ({saga.name})"
+        for attr, saga in sorted(found.items())
+    )
+    raise InvalidInputError(f"{where} has no saga named {name!r} (sagas: {known or 'none'})")
+
+
 def load(reference: str) -> list[SagaDefinition]:
     """Import `reference` and return the saga(s) it names, each knowing its source.
 
@@ -105,10 +133,8 @@ def load(reference: str) -> list[SagaDefinition]:
     module, canonical = _import(where)
     found = sagas_in(module)
     if name is not None:
-        if name not in found:
-            known = ", ".join(sorted(found)) or "none"
-            raise InvalidInputError(f"{where} has no saga named {name!r} (sagas: {known})")
-        found = {name: found[name]}
+        attribute = _attribute_of(where, found, name)
+        found = {attribute: found[attribute]}
     if not found:
         raise InvalidInputError(f"{where} defines no saga (a module-level Saga or SagaDefinition)")
     definitions = []

@@ -1,12 +1,14 @@
 """Rich rendering of library results. Never touches the database.
 
-Colour and width come from rich's own detection, so ``NO_COLOR`` and
-``COLUMNS`` are honoured, and output piped to a file has no escape codes.
+Colour comes from rich's own detection, so ``NO_COLOR`` is honoured and output
+piped to a file has no escape codes; for the width, see :func:`console`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:  # types only: `saga list` must not pay for importing the engi
     from saga_cli.timeline import Attempt, StepLine, Timeline
     from saga_cli.views import ExecutionView
     from saga_cli.watch import Snapshot
+    from saga_cli.worker import WorkerView
 
 STATUS_STYLE = {
     SagaStatus.PENDING: "dim",
@@ -51,6 +54,29 @@ EVENT_LINE = {
     EventType.SAGA_STUCK: ("!", "saga stuck: needs attention", "bold red"),
     EventType.SAGA_RESOLVED: ("✓", "resolved by hand", "bold"),
 }
+
+
+PIPED_WIDTH = 1000
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console on stdout (or stderr) as wide as the terminal, or as ``COLUMNS`` says.
+
+    Output piped to a file or another program has no terminal to fit: rich
+    would wrap it at 80 columns, cutting long saga names and errors in two for
+    whoever greps it, so it gets PIPED_WIDTH columns instead (a table stays as
+    narrow as its cells).
+    """
+    width = None
+    stream = sys.stderr if stderr else sys.stdout
+    if not os.environ.get("COLUMNS", "").isdigit() and not stream.isatty():
+        width = PIPED_WIDTH
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 execution``, ``2 executions``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _time(at: float | None) -> str:
@@ -155,9 +181,12 @@ def definitions(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
         console.print("No sagas known: pass --load MODULE_OR_FILE.")
         return
     for row in rows:
+        # The title and the source are lines of their own, not the table's title and
+        # caption: those wrap at the table's width, and a saga's name is often wider.
         title = f"{row['saga']}  (version {row['version']}"
         title += ")" if row["loaded"] else ", from the log; not loaded)"
-        table = Table(title=title, title_justify="left", caption=row["source"] or None)
+        console.print(Text(title, style="table.title"))
+        table = Table()
         steps = row["steps"]
         # Columns that say nothing for this saga are left out, to fit a terminal.
         grouped = any(step["group"] for step in steps)
@@ -173,11 +202,16 @@ def definitions(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
             if grouped:
                 cells.append(step["group"] or "")
             cells.append("" if retry is None else _attempts(retry))
-            cells.append("" if undo is None else f"yes ({_attempts(undo)})")
+            if undo is not None:
+                cells.append(f"yes ({_attempts(undo)})")
+            else:
+                cells.append("yes" if step.get("compensation") else "")
             if timed:
                 cells.append("" if step.get("timeout") is None else f"{step['timeout']:g}s")
             table.add_row(*cells)
         console.print(table)
+        if row["source"]:
+            console.print(Text(f"  {row['source']}", style="table.caption"))
         extras = []
         if row.get("payload"):
             extras.append(f"payload model: {row['payload']}")
@@ -185,6 +219,8 @@ def definitions(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
             extras.append("one execution at a time per concurrency key")
         if row.get("description"):
             extras.insert(0, row["description"])
+        if not row["loaded"] and any("retry" in step for step in steps):
+            extras.append("attempts as the log recorded them for this version's first execution")
         for line in extras:
             console.print(f"  {line}")
 
@@ -248,10 +284,11 @@ def inventory(console: Console, rows: Sequence[InventoryRow]) -> None:
 def audit(console: Console, report: AuditReport) -> None:
     """Print ``saga check``."""
     if report.consistent:
-        console.print(
-            f"[green]consistent[/]: {report.executions} executions, "
-            f"{report.reservations} service records, capacity conserved"
-        )
+        line = Text("consistent", style="green")
+        line.append(f": {_count(report.executions, 'execution')}")
+        if report.reservations:  # a log of the user's sagas only has no service records
+            line.append(f", {_count(report.reservations, 'service record')}, capacity conserved")
+        console.print(line)
         return
     console.print(f"[bold red]{len(report.violations)} violation(s)[/]")
     for violation in report.violations:
@@ -269,6 +306,27 @@ def recovery(console: Console, report: RecoveryReport) -> None:
         console.print(f"Skipped {len(report.busy)} owned by a live process.")
     for execution_id, reason in sorted(report.failed.items()):
         console.print(f"Could not resume {execution_id}: {reason}", markup=False)
+
+
+def workers(console: Console, views: Sequence[WorkerView]) -> None:
+    """Print ``saga workers``."""
+    if not views:
+        console.print("No workers registered.")
+        return
+    table = Table("worker", "state", "heartbeat", "K", "sagas", "executions")
+    for view in views:
+        record = view.record
+        held = view.executions
+        shown = ", ".join(i[:8] for i in held[:4]) + (f" +{len(held) - 4}" if len(held) > 4 else "")
+        table.add_row(
+            record.id,
+            view.state,
+            f"{view.age:.1f}s ago",
+            str(record.concurrency),
+            "all loaded" if record.sagas is None else ", ".join(record.sagas),
+            f"{len(held)}: {shown}" if held else "0",
+        )
+    console.print(table)
 
 
 BREAKER_STYLE = {"closed": "green", "open": "bold red", "half_open": "yellow"}

@@ -10,7 +10,7 @@ import base64
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +18,11 @@ from saga_cli import lease
 from saga_cli.domain import (
     Event,
     EventType,
-    Inherit,
-    RetryPolicy,
     SagaDefinition,
     SagaStatus,
-    Step,
+    StepKind,
     is_terminal,
+    policies_of,
 )
 from saga_cli.errors import InvalidInputError
 from saga_cli.store import ExecutionRecord, SagaStore
@@ -328,29 +327,13 @@ def prune(
     return store.prune(cutoff, wanted), cutoff, wanted
 
 
-def _policy(policy: RetryPolicy) -> dict[str, Any]:
-    return {
-        "max_attempts": policy.max_attempts,
-        "initial_delay": policy.initial_delay,
-        "multiplier": policy.multiplier,
-        "max_delay": policy.max_delay,
-        "jitter": policy.jitter,
-    }
-
-
-def _declared_timeout(definition: SagaDefinition, step: Step) -> float | None:
-    """The seconds `step`'s calls may take as its code says (None: the engine's default or none)."""
-    for timeout in (step.timeout, definition.step_timeout):
-        if not isinstance(timeout, Inherit):
-            return timeout
-    return None
-
-
 def definition_rows(loaded: Sequence[SagaDefinition], store: SagaStore) -> list[dict[str, Any]]:
     """What ``saga definitions`` shows: the loaded sagas in full, then those only the log knows.
 
-    A saga the log has seen but this process has not loaded shows the steps
-    of its newest recorded version, without policies (they live in code).
+    A saga the log has seen but this process has not loaded shows its newest
+    recorded version as the log recorded it: the steps, whether each has a
+    compensation (its kind says so), and the policies of the version's first
+    execution (logs from before they were recorded have none).
     """
     rows: list[dict[str, Any]] = []
     recorded = store.definition_versions()
@@ -375,11 +358,7 @@ def definition_rows(loaded: Sequence[SagaDefinition], store: SagaStore) -> list[
                         "kind": step.kind.value,
                         "group": step.group,
                         "compensation": step.compensation is not None,
-                        "retry": _policy(step.retry),
-                        "compensation_retry": (
-                            _policy(step.compensation_retry) if step.compensation else None
-                        ),
-                        "timeout": _declared_timeout(definition, step),
+                        **policies_of(step, definition.step_timeout),
                     }
                     for step in definition.steps
                 ],
@@ -400,10 +379,21 @@ def definition_rows(loaded: Sequence[SagaDefinition], store: SagaStore) -> list[
                 "payload": None,
                 "concurrency_key": None,
                 "versions_in_log": versions[record.name],
-                "steps": [
-                    {"name": name, "kind": kind, "group": group}
-                    for name, kind, group in record.steps
-                ],
+                "steps": [_logged_step(*step) for step in record.steps],
             }
         )
     return rows
+
+
+def _logged_step(
+    name: str, kind: str, group: str | None, policies: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """One step of a recorded version (see domain.recorded_steps), in definition_rows' shape."""
+    row = {
+        "name": name,
+        "kind": kind,
+        "group": group,
+        # a compensatable step always has a compensation (SagaDefinition checks it)
+        "compensation": kind == StepKind.COMPENSATABLE.value,
+    }
+    return {**row, **(policies or {})}

@@ -33,9 +33,9 @@ from saga_cli.domain import (
     forward_only,
     is_terminal,
     pivot_in_doubt,
+    recorded_steps,
     replay,
     resolution_of,
-    shape_of,
 )
 from saga_cli.engine.calls import StepCaller
 from saga_cli.engine.claims import Leases
@@ -861,7 +861,7 @@ class SagaRunner:
             registration = DefinitionRecord(
                 definition.name,
                 definition.version,
-                shape_of(definition.steps),
+                recorded_steps(definition.steps, definition.step_timeout),
                 definition.source,
                 now,
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from saga_cli.breaker import BreakerSnapshot
 from saga_cli.domain import Event, SagaStatus
@@ -35,11 +36,16 @@ class ExecutionRecord:
 
 @dataclass(frozen=True, slots=True)
 class DefinitionRecord:
-    """One version of a saga definition: its shape (see domain.shape_of) and where it came from."""
+    """One version of a saga definition: its steps and where it came from.
+
+    Each step is its shape (name, kind, group: see domain.shape_of), followed
+    by its policies in logs written since they were recorded (see
+    domain.recorded_steps).
+    """
 
     name: str
     version: str
-    steps: list[list[str | None]]
+    steps: list[list[Any]]
     source: str | None
     created_at: float
 

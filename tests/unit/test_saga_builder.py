@@ -8,7 +8,13 @@ import pytest
 from pydantic import BaseModel
 
 from saga_cli import DefinitionError, RetryPolicy, Saga, SagaDefinition, Step, StepContext, StepKind
-from saga_cli.domain import DEFAULT_RETRIABLE_RETRY, NO_RETRY, definition_changes, shape_of
+from saga_cli.domain import (
+    DEFAULT_RETRIABLE_RETRY,
+    NO_RETRY,
+    definition_changes,
+    recorded_steps,
+    shape_of,
+)
 from saga_cli.saga import as_definition
 
 
@@ -154,6 +160,33 @@ def test_definition_changes_name_what_breaks_a_resume() -> None:
         "step(s) inserted before old ones: first"
     ]
     assert definition_changes(old, []) == ["step(s) removed: only"]
+
+
+def test_the_log_records_each_steps_shape_then_its_policies() -> None:
+    steps = (
+        Step("a", act, act, retry=RetryPolicy(max_attempts=3, initial_delay=0.5), timeout=2.0),
+        Step("b", act, kind=StepKind.PIVOT),
+    )
+
+    recorded = recorded_steps(steps)
+
+    assert [step[:3] for step in recorded] == shape_of(steps)
+    assert recorded[0][3]["retry"]["max_attempts"] == 3
+    assert recorded[0][3]["compensation_retry"]["max_attempts"] > 1
+    assert recorded[0][3]["timeout"] == 2.0
+    assert recorded[1][3] == {
+        "retry": {
+            "max_attempts": 1,
+            "initial_delay": 0.0,
+            "multiplier": 2.0,
+            "max_delay": 30.0,
+            "jitter": 0.0,
+        },
+        "compensation_retry": None,
+        "timeout": None,
+    }
+    # A resume compares the recorded version (policies and all) with the code's shape.
+    assert definition_changes(recorded, shape_of(steps)) == []
 
 
 def test_as_definition_refuses_anything_else() -> None:

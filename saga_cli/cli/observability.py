@@ -1,0 +1,120 @@
+"""Looking at the log as a whole: the sagas it knows, its figures, and a live view."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from saga_cli.cli.helpers import commands, emit, errors_to_exit_codes, open_log, render, travel
+from saga_cli.cli.options import JsonOption, SagaOption
+
+app = commands()
+
+
+@app.command()
+@errors_to_exit_codes
+def definitions(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show the known sagas: their steps, kinds, retry policies and timeouts.
+
+    Lists the built-in travel sagas, those given with --load, and every saga
+    the log has seen (with where its code came from, and the policies the log
+    recorded for it).
+
+    Example: saga --load examples/bank_transfer.py definitions
+    """
+    from saga_cli.views import definition_rows
+
+    with travel(ctx) as trip:
+        rows = definition_rows(trip.orchestrator.definitions(), trip.store)
+    emit(as_json, rows, lambda console: render.definitions(console, rows))
+
+
+@app.command()
+@errors_to_exit_codes
+def stats(
+    ctx: typer.Context,
+    since: Annotated[
+        str, typer.Option(metavar="DURATION", help="The window: executions created this recently.")
+    ] = "1h",
+    saga: SagaOption = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--format", metavar="FORMAT", help="table, json or prometheus (text exposition)."
+        ),
+    ] = "table",
+    sample: Annotated[
+        int,
+        typer.Option(
+            metavar="N", min=1, max=1_000_000, help="Read the events of the newest N executions."
+        ),
+    ] = 500,
+    as_json: JsonOption = False,
+) -> None:
+    """Completion, compensation and step failure rates, durations, and what is in flight.
+
+    Rates and counts cover every execution created in the window; step
+    figures and duration percentiles come from its newest N (--sample).
+
+    Example: saga stats --since 24h --format prometheus
+    """
+    from saga_cli import stats as figures
+    from saga_cli.durations import parse_duration
+    from saga_cli.errors import InvalidInputError
+
+    output = "json" if as_json else output
+    if output not in ("table", "json", "prometheus"):
+        raise InvalidInputError(f"--format must be table, json or prometheus (got {output!r})")
+    window = parse_duration(since)
+    with open_log(ctx) as store:
+        result = figures.compute(store, window=window, saga=saga, sample=sample)
+    if output == "prometheus":
+        from saga_cli.prometheus import exposition
+
+        sys.stdout.write(exposition(result).decode())
+        return
+    emit(output == "json", result.as_json(), lambda console: render.stats(console, result))
+
+
+@app.command()
+@errors_to_exit_codes
+def watch(
+    ctx: typer.Context,
+    interval: Annotated[
+        float, typer.Option(metavar="SECONDS", min=0.1, help="Seconds between refreshes.")
+    ] = 1.0,
+    window: Annotated[
+        str, typer.Option(metavar="DURATION", help="Count executions created this recently.")
+    ] = "5m",
+    saga: SagaOption = None,
+    count: Annotated[
+        int | None, typer.Option(metavar="N", min=1, help="Stop after N refreshes.")
+    ] = None,
+) -> None:
+    """Watch executions in flight and the counters, refreshed live from the log.
+
+    Run it in one terminal while another runs `saga simulate`; Ctrl-C stops
+    it (exit code 0).
+
+    Example: saga watch --interval 0.5
+    """
+    from rich.live import Live
+
+    from saga_cli import watch as live_view
+    from saga_cli.durations import parse_duration
+
+    seconds = parse_duration(window)
+    with open_log(ctx) as store:
+
+        def take() -> live_view.Snapshot:
+            return live_view.snapshot(store, window=seconds, saga=saga)
+
+        with Live(console=render.console(), auto_refresh=False, redirect_stderr=False) as screen:
+            live_view.run(
+                take,
+                lambda snap: screen.update(render.watch_view(snap), refresh=True),
+                interval=interval,
+                count=count,
+            )
