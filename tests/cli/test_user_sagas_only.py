@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CliResult, SagaCli, cli_env, saga_executable
-
-from .support import assert_one_line_error, execute
+from support import assert_one_line_error, execute
 
 LONG_NAME = "nightly-ledger-reconciliation-between-the-warehouse-and-the-accounting-system"
 
