@@ -21,6 +21,7 @@ from saga_cli.domain import (
     compensation_order,
     replay,
 )
+from saga_cli.engine import SagaRunner, registry
 from saga_cli.errors import (
     BusinessError,
     DatabaseLockedError,
@@ -28,7 +29,6 @@ from saga_cli.errors import (
     TransientError,
     UnknownSagaError,
 )
-from saga_cli.engine import SagaRunner, registry
 from saga_cli.store import SagaStore, open_store
 
 E = EventType

@@ -31,8 +31,8 @@ from saga_cli.domain import (
     compensation_order,
     replay,
 )
-from saga_cli.errors import BusinessError, TransientError
 from saga_cli.engine import Outcome, SagaRunner, registry
+from saga_cli.errors import BusinessError, TransientError
 from saga_cli.store import ExecutionRecord, SagaStore, open_store
 
 OK = "ok"
