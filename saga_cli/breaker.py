@@ -13,9 +13,10 @@ process starts from what the last one saw.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -110,6 +111,28 @@ class CircuitBreaker:
             raise
         except Exception as exc:
             self._failed(exc)
+            raise
+        self._succeeded()
+        return result
+
+    async def call_async(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Await `function` through the breaker (see :meth:`call`).
+
+        Raises:
+            CircuitOpenError: the breaker is open (or a trial call is running).
+        """
+        self._admit()
+        try:
+            result = await function(*args)
+        except BusinessError:
+            self._succeeded()  # the service answered: it is up
+            raise
+        except Exception as exc:
+            self._failed(exc)
+            raise
+        except asyncio.CancelledError:
+            # No answer in time (the step's timeout cancelled the call): a failure too.
+            self._failed(TimeoutError("no answer before the call was cancelled"))
             raise
         self._succeeded()
         return result

@@ -125,3 +125,33 @@ def test_a_breaker_starts_from_a_stored_open_state() -> None:
 def test_a_breaker_policy_is_validated(threshold: int, cooldown: float) -> None:
     with pytest.raises(DefinitionError):
         BreakerPolicy(threshold, cooldown)
+
+
+def test_awaited_calls_go_through_the_same_breaker() -> None:
+    import asyncio
+
+    breaker, clock, _changes = make(threshold=2)
+
+    async def down() -> None:
+        raise TransientError("down")
+
+    async def hangs() -> None:
+        await asyncio.sleep(10)
+
+    async def up() -> str:
+        return "ok"
+
+    async def scenario() -> None:
+        with pytest.raises(TransientError):
+            await breaker.call_async(down)
+        with pytest.raises(TimeoutError):  # no answer in time counts as a failure
+            async with asyncio.timeout(0.01):
+                await breaker.call_async(hangs)
+        assert breaker.snapshot.state is BreakerState.OPEN
+        with pytest.raises(CircuitOpenError):
+            await breaker.call_async(up)
+        clock.now += 11  # past the cool-down: one trial call closes it
+        assert await breaker.call_async(up) == "ok"
+        assert breaker.snapshot.state is BreakerState.CLOSED
+
+    asyncio.run(scenario())
