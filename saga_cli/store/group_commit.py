@@ -17,20 +17,21 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
+from saga_cli.store.sql import Rollback
 
-Work = Callable[[sqlite3.Cursor], Any]
+T = TypeVar("T")
 
 
 class _Write(Generic[T]):
     """One caller's write, waiting for its batch to commit."""
 
-    __slots__ = ("work", "result", "error", "settled", "done", "lead")
+    __slots__ = ("work", "result", "error", "rolled_back", "settled", "done", "lead")
 
     def __init__(self, work: Callable[[sqlite3.Cursor], T]) -> None:
         self.work = work
         self.result: Any = None
         self.error: BaseException | None = None
+        self.rolled_back = False  # its writes were undone (an error, or a Rollback)
         self.settled = False  # its transaction committed or failed
         self.done = False  # its waiter may return
         self.lead = False
@@ -73,7 +74,8 @@ class GroupCommitter:
         """Run `work` inside a committed transaction and return its result.
 
         Returns only once the transaction holding `work` has committed (and,
-        on a FULL log, is on disk).
+        on a FULL log, is on disk). If `work` raises :class:`Rollback`, its
+        writes are rolled back and the Rollback's result is returned.
 
         Raises:
             Exception: whatever `work` raised (its writes are rolled back), or
@@ -110,25 +112,25 @@ class GroupCommitter:
         with self._file_lock:
             try:
                 cursor.execute("BEGIN IMMEDIATE")
-                if len(batch) == 1:
-                    only = batch[0]
-                    try:
-                        only.result = only.work(cursor)
-                    except Exception as exc:
-                        only.error = exc
-                else:
-                    for item in batch:
+                # A batch of one (the sequential path) needs no savepoint: its
+                # transaction is rolled back whole if its work fails.
+                alone = len(batch) == 1
+                for item in batch:
+                    if not alone:
                         cursor.execute("SAVEPOINT write")
-                        try:
-                            item.result = item.work(cursor)
-                        except Exception as exc:
-                            item.error = exc
+                    try:
+                        item.result = item.work(cursor)
+                    except Rollback as stop:
+                        item.result = stop.result
+                        item.rolled_back = True
+                    except Exception as exc:
+                        item.error = exc
+                        item.rolled_back = True
+                    if not alone:
+                        if item.rolled_back:
                             cursor.execute("ROLLBACK TO write")
                         cursor.execute("RELEASE write")
-                if len(batch) == 1 and batch[0].error is not None:
-                    cursor.execute("ROLLBACK")
-                else:
-                    cursor.execute("COMMIT")
+                cursor.execute("ROLLBACK" if alone and batch[0].rolled_back else "COMMIT")
             except sqlite3.DatabaseError as exc:
                 if self._db.in_transaction:
                     try:
