@@ -15,11 +15,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from saga_cli.breaker import BreakerPolicy, BreakerSnapshot, CircuitBreaker
+from saga_cli.breaker import BreakerSnapshot
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import InvalidInputError
 from saga_cli.orchestrator import Orchestrator
 from saga_cli.runner import EventListener, Outcome, RecoveryReport
+from saga_cli.services.database import BreakerBoard
 from saga_cli.services.travel import (
     BASIC_SAGA_NAME,
     BREAKERS,
@@ -77,19 +78,6 @@ class SimulationReport:
         }
 
 
-def load_breakers(
-    store: SagaStore, policy: BreakerPolicy | None = None
-) -> dict[str, CircuitBreaker]:
-    """A breaker per travel service, starting where the log last saw it, saving each change."""
-    known = {snapshot.service: snapshot for snapshot in store.breakers()}
-    return {
-        name: CircuitBreaker(
-            known.get(name, BreakerSnapshot(name)), policy or BreakerPolicy(), store.save_breaker
-        )
-        for name in BREAKERS
-    }
-
-
 class TravelBooking:
     """The seed's travel booking on a saga log.
 
@@ -124,7 +112,8 @@ class TravelBooking:
 
             remote = remote_services(services, timeout=service_timeout or DEFAULT_TIMEOUT)
         self.services: TravelServices = open_services(store, remote)
-        self.breakers = load_breakers(store)
+        # Each service's breaker, starting where the log last saw it.
+        self.breakers = BreakerBoard(self.services.database, BREAKERS)
         self.definition = travel_saga(
             self.services, faults, payment=payment, breakers=self.breakers
         )
@@ -137,6 +126,7 @@ class TravelBooking:
         """Let late calls land (up to 5 s), then close the services' connections."""
         self.orchestrator.close()
         self.services.close()
+        self.breakers.close()
 
     def book(self, request: BookingRequest, *, deadline: float | None = None) -> Outcome:
         """Book one trip and drive the saga to rest.

@@ -26,10 +26,9 @@ from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import (
     ForeignDatabaseError,
     InvalidInputError,
-    SchemaTooNewError,
     StoreError,
 )
-from saga_cli.store import ExecutionRecord, migrate
+from saga_cli.store import ExecutionRecord, Participant, migrate
 from saga_cli.store.sql import (
     EXECUTION_COLUMNS,
     Rollback,
@@ -120,22 +119,22 @@ def connect(url: str, *, autocommit: bool) -> Any:
         return psycopg.connect(libpq_url(url), autocommit=autocommit, connect_timeout=10)
 
 
-def schema_state(connection: Any) -> tuple[str | None, int]:
-    """(alembic revision or None, number of tables) of the connection's current schema."""
+def schema_state(connection: Any) -> tuple[tuple[str, ...], int]:
+    """(alembic_version's rows, number of tables) of the connection's current schema."""
     row = connection.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
-    revision = None
+    revisions: tuple[str, ...] = ()
     if row[0]:
-        found = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-        revision = None if found is None else str(found[0])
+        found = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+        revisions = tuple(str(version) for (version,) in found)
     tables = connection.execute(
         "SELECT COUNT(*) FROM information_schema.tables"
         " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
     ).fetchone()[0]
-    return revision, int(tables)
+    return revisions, int(tables)
 
 
-def read_revision(url: str) -> tuple[str, str | None]:
-    """Return (URL without password, schema revision) without writing anything."""
+def read_revisions(url: str) -> tuple[str, tuple[str, ...]]:
+    """Return (URL without password, schema revisions) without writing anything."""
     connection = connect(url, autocommit=True)
     try:
         with translate_errors(url):
@@ -152,9 +151,10 @@ class PostgresStore(SqlStore):
     FOR_UPDATE = " FOR UPDATE"
     ID_ORDER = 'id COLLATE "C"'
 
-    def __init__(self, url: str, writer: Any, reader: Any) -> None:
+    def __init__(self, url: str, writer: Any, reader: Any, revisions: tuple[str, ...]) -> None:
         self.url = url
         self.display_url = safe_url(url)
+        self._revisions = revisions
         self._db = writer  # autocommit off: every write is one explicit transaction
         self._reader = reader  # autocommit on: reads never hold a transaction open
         self._write_lock = threading.Lock()
@@ -176,25 +176,22 @@ class PostgresStore(SqlStore):
         reader = connect(url, autocommit=True)
         try:
             with translate_errors(url):
-                revision, tables = schema_state(reader)
+                revisions, tables = schema_state(reader)
             where = safe_url(url)
-            if revision is None and tables:
+            if not revisions and tables:
                 raise ForeignDatabaseError(
                     f"{where} has tables of its own but no saga schema; it was left untouched "
                     "(give saga a database or schema of its own)"
                 )
-            if revision is not None and revision not in migrate.KNOWN_REVISIONS:
-                raise SchemaTooNewError(
-                    f"{where} has schema revision {revision}, newer than this saga "
-                    f"understands (up to {migrate.HEAD_REVISION}); upgrade saga-cli"
-                )
-            if revision != migrate.HEAD_REVISION:
-                migrate.upgrade_postgres(url)
+            if not migrate.is_current(where, revisions):
+                migrate.upgrade_postgres(url, branches=migrate.applied_branches(revisions))
+                with translate_errors(url):
+                    revisions = schema_state(reader)[0]
             writer = connect(url, autocommit=False)
         except BaseException:
             reader.close()
             raise
-        return cls(url, writer, reader)
+        return cls(url, writer, reader, revisions)
 
     def close(self) -> None:
         """Close the connections (idempotent)."""
@@ -304,9 +301,12 @@ class PostgresStore(SqlStore):
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?)", [list(values)]
 
-    def connect(self) -> ParticipantConnection:
-        """A new connection to the same database for a participant that lives in it."""
-        return ParticipantConnection(self.url)
+    def _upgrade(self, branches: Sequence[str]) -> None:
+        migrate.upgrade_postgres(self.url, branches=branches)
+
+    def participant(self) -> PostgresParticipant:
+        """A new connection to the log's database for an application's tables (see SagaStore)."""
+        return PostgresParticipant(self.url)
 
 
 def _reconnect(old: Any, url: str, *, autocommit: bool) -> Any:
@@ -319,49 +319,42 @@ def _reconnect(old: Any, url: str, *, autocommit: bool) -> Any:
         return old  # still broken: the next call fails and tries again
 
 
-# -- participants in the log's database (the demo services) ---------------------------
+# -- participants in the log's database ------------------------------------------------
+
+# Serializes participants' write transactions on one database, as SQLite's
+# single writer does.
+PARTICIPANT_LOCK = 0x5A6A_0002
+_BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({PARTICIPANT_LOCK})"
 
 
-class ParticipantCursor:
-    """A psycopg cursor that speaks the sqlite3 dialect the demo services are written in.
+def _execute(cursor: Any, sql: str, params: Sequence[Any]) -> Any:
+    """Run a statement written with ``?`` placeholders (a literal ``%`` is kept)."""
+    if params:
+        return cursor.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+    return cursor.execute(sql)
 
-    ``?`` placeholders become ``%s``; ``BEGIN IMMEDIATE`` (SQLite's "take
-    the write lock now") becomes ``BEGIN`` plus a transaction-scoped
-    advisory lock, so the services' transactions serialize exactly as they
-    do on SQLite's single writer (a cancel that finds no reservation and
-    writes a tombstone cannot race a late reserve of the same key). Errors
-    come out as the library's StoreError.
-    """
 
-    def __init__(self, owner: ParticipantConnection) -> None:
-        self._owner = owner
-        self._cursor = owner.raw.cursor()
+class _Cursor:
+    """A psycopg cursor that takes ``?`` placeholders, inside a participant's transaction."""
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> ParticipantCursor:
-        """Run one statement (sqlite3 style); returns the cursor for chaining."""
-        if sql == "BEGIN IMMEDIATE":
-            sql = f"BEGIN; SELECT pg_advisory_xact_lock({PARTICIPANT_LOCK})"
-            params = ()
-        with translate_errors(self._owner.url):
-            if params:
-                self._cursor.execute(sql.replace("%", "%%").replace("?", "%s"), params)
-            else:
-                self._cursor.execute(sql)
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> _Cursor:
+        """Run one statement; returns the cursor for chaining."""
+        _execute(self._cursor, sql, params)
         return self
 
     def fetchone(self) -> Any:
         """The next row, or None."""
-        with translate_errors(self._owner.url):
-            return self._cursor.fetchone()
+        return self._cursor.fetchone()
 
     def fetchall(self) -> list[Any]:
         """The remaining rows."""
-        with translate_errors(self._owner.url):
-            rows: list[Any] = self._cursor.fetchall()
-            return rows
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.fetchall())
+        rows: list[Any] = self._cursor.fetchall()
+        return rows
 
     @property
     def rowcount(self) -> int:
@@ -369,16 +362,18 @@ class ParticipantCursor:
         return int(self._cursor.rowcount)
 
 
-# Serializes the demo services' transactions on one database, as SQLite does.
-PARTICIPANT_LOCK = 0x5A6A_0002
+class PostgresParticipant(Participant):
+    """A participant's own connection to the log's database (see SagaStore.participant).
 
-
-class ParticipantConnection:
-    """An autocommit psycopg connection with sqlite3's connection surface (see above)."""
+    Autocommit: a statement outside :meth:`transaction` commits on its own.
+    A transaction is ``BEGIN`` plus a transaction-scoped advisory lock, so
+    participants' transactions serialize exactly as they do on SQLite's
+    single writer.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.raw = connect(url, autocommit=True)
+        self._db = connect(url, autocommit=True)
         # As on SQLite (participant_synchronous, see store/sqlite.py), a
         # participant's commit need not wait for its own WAL flush: the runner
         # records the call's outcome in the log only after the call returns,
@@ -387,16 +382,32 @@ class ParticipantConnection:
         # participant's write and the outcome, and resume repeats the call
         # under the same idempotency key.
         with translate_errors(url):
-            self.raw.execute("SET synchronous_commit TO off")
+            self._db.execute("SET synchronous_commit TO off")
 
-    def cursor(self) -> ParticipantCursor:
-        """A new cursor."""
-        return ParticipantCursor(self)
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one read-only statement."""
+        with translate_errors(self.url):
+            rows: list[Any] = _execute(self._db.cursor(), sql, params).fetchall()
+            return rows
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> ParticipantCursor:
-        """Run one statement on a new cursor; outside BEGIN it commits on its own."""
-        return self.cursor().execute(sql, params)
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one writing statement, committed on its own; the rows it changed."""
+        with translate_errors(self.url):
+            return int(_execute(self._db.cursor(), sql, params).rowcount)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_Cursor]:
+        """BEGIN and the participants' advisory lock ... COMMIT, or ROLLBACK if the block raises."""
+        with translate_errors(self.url):
+            cursor = self._db.cursor()
+            cursor.execute(_BEGIN)
+            try:
+                yield _Cursor(cursor)
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
 
     def close(self) -> None:
         """Close the connection."""
-        self.raw.close()
+        self._db.close()

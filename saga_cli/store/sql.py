@@ -25,7 +25,6 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from saga_cli.breaker import BreakerSnapshot, BreakerState
 from saga_cli.domain import Event, EventType, SagaStatus, is_terminal
 from saga_cli.errors import (
     AmbiguousIdError,
@@ -45,6 +44,7 @@ from saga_cli.store import (
     StepRecord,
     Transition,
     WorkerRecord,
+    migrate,
 )
 
 T = TypeVar("T")
@@ -306,6 +306,15 @@ class SqlStore(SagaStore):
     # How ids are ordered where the order must be byte-wise (ids are hex).
     ID_ORDER: ClassVar[str] = "id"
 
+    # Set by the subclass: how messages name the log (never with a password),
+    # and the revisions (alembic_version's rows) it was at once opened.
+    display_url: str
+    _revisions: tuple[str, ...]
+
+    @abc.abstractmethod
+    def _upgrade(self, branches: Sequence[str]) -> None:
+        """Migrate the log: the main line and the branches labelled `branches` to their heads."""
+
     @abc.abstractmethod
     def _commit(self, work: Callable[[Any], T]) -> T:
         """Run `work` with a cursor in one committed transaction and return its result.
@@ -488,35 +497,26 @@ class SqlStore(SagaStore):
                 cursor.execute(self._q(f"DELETE FROM {table} WHERE {term}"), params)
         return len(ids), (rows[-1][1], rows[-1][0])
 
-    def breakers(self) -> list[BreakerSnapshot]:
-        """Return the last known state of every circuit breaker."""
-        rows = self._read(
-            "SELECT service, state, failures, opened_at, last_error, updated_at"
-            " FROM circuit_breaker ORDER BY service"
-        )
-        return [
-            BreakerSnapshot(service, BreakerState(state), failures, opened_at, error, updated)
-            for service, state, failures, opened_at, error, updated in rows
-        ]
+    # -- the extension point: applications' tables --------------------------------------------
 
-    def save_breaker(self, snapshot: BreakerSnapshot) -> None:
-        """Upsert a breaker's state (one commit; state changes are rare)."""
-        self._write(
-            "INSERT INTO circuit_breaker"
-            " (service, state, failures, opened_at, last_error, updated_at)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT (service) DO UPDATE SET"
-            " state=excluded.state, failures=excluded.failures,"
-            " opened_at=excluded.opened_at, last_error=excluded.last_error,"
-            " updated_at=excluded.updated_at",
-            (
-                snapshot.service,
-                snapshot.state.value,
-                snapshot.failures,
-                snapshot.opened_at,
-                snapshot.last_error,
-                snapshot.updated_at,
-            ),
-        )
+    def upgrade_branch(self, label: str) -> None:
+        """Apply branch `label` unless this store saw it at its head (then without a query)."""
+        head = migrate.branch_head(label)
+        if head in self._revisions:
+            return
+        revisions = self._read_revisions()
+        if head not in revisions or not migrate.is_current(self.display_url, revisions):
+            wanted = dict.fromkeys((*migrate.applied_branches(revisions), label))
+            self._upgrade(tuple(wanted))
+            revisions = self._read_revisions()
+        self._revisions = revisions
+
+    def branches(self) -> tuple[str, ...]:
+        """Labels of the migration branches applied to the log (read now, not remembered)."""
+        return migrate.applied_branches(self._read_revisions())
+
+    def _read_revisions(self) -> tuple[str, ...]:
+        return tuple(str(row[0]) for row in self._read("SELECT version_num FROM alembic_version"))
 
     # -- the worker registry -----------------------------------------------------------------
 

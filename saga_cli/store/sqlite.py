@@ -28,10 +28,9 @@ from saga_cli.errors import (
     ForeignDatabaseError,
     InvalidInputError,
     NotADatabaseError,
-    SchemaTooNewError,
     StoreError,
 )
-from saga_cli.store import ExecutionRecord, migrate
+from saga_cli.store import ExecutionRecord, Participant, migrate
 from saga_cli.store.group_commit import GroupCommitter
 from saga_cli.store.sql import SELECT_EXECUTION, SqlStore, Statements, encode, row_to_record
 
@@ -205,14 +204,15 @@ def _check_file(path: str, *, create: bool) -> None:
         raise InvalidInputError(f"cannot create {path}: directory {target.parent} does not exist")
 
 
-def _schema_revision(connection: sqlite3.Connection) -> str | None:
+def _schema_revisions(connection: sqlite3.Connection) -> tuple[str, ...]:
+    """The rows of alembic_version (none for a database saga never migrated)."""
     row = connection.execute(
         "SELECT name FROM sqlite_master WHERE type='table' AND name='alembic_version'"
     ).fetchone()
     if row is None:
-        return None
-    version = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-    return None if version is None else str(version[0])
+        return ()
+    rows = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    return tuple(str(version) for (version,) in rows)
 
 
 class SqliteStore(SqlStore):
@@ -221,9 +221,12 @@ class SqliteStore(SqlStore):
     MARK = "?"
     SQL = Statements(MARK)
 
-    def __init__(self, settings: SqliteSettings, connection: sqlite3.Connection) -> None:
+    def __init__(
+        self, settings: SqliteSettings, connection: sqlite3.Connection, revisions: tuple[str, ...]
+    ) -> None:
         self.settings = settings
-        self.url = settings.path
+        self.url = self.display_url = settings.path
+        self._revisions = revisions
         self._db = connection  # the writer's; reads use their own (WAL: no blocking)
         self._reader: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # guards the reader connection
@@ -247,9 +250,9 @@ class SqliteStore(SqlStore):
             connection = settings.connect_plain()
         try:
             with translate_errors(settings.path):
-                revision = _schema_revision(connection)
+                revisions = _schema_revisions(connection)
                 foreign = (
-                    revision is None
+                    not revisions
                     and connection.execute(
                         "SELECT COUNT(*) FROM sqlite_master WHERE type='table'"
                     ).fetchone()[0]
@@ -259,18 +262,20 @@ class SqliteStore(SqlStore):
                     f"{settings.path} is a SQLite database with tables of its own but no saga "
                     "schema; it was left untouched (give saga a file of its own)"
                 )
-            if revision is not None and revision not in migrate.KNOWN_REVISIONS:
-                raise SchemaTooNewError(
-                    f"{settings.path} has schema revision {revision}, newer than this saga "
-                    f"understands (up to {migrate.HEAD_REVISION}); upgrade saga-cli"
-                )
+            current = migrate.is_current(settings.path, revisions)
             settings.configure(connection)
-            if revision != migrate.HEAD_REVISION:
-                migrate.upgrade(settings.path, busy_timeout_ms=settings.busy_timeout_ms)
+            if not current:
+                migrate.upgrade(
+                    settings.path,
+                    busy_timeout_ms=settings.busy_timeout_ms,
+                    branches=migrate.applied_branches(revisions),
+                )
+                with translate_errors(settings.path):
+                    revisions = _schema_revisions(connection)
         except BaseException:
             connection.close()
             raise
-        return cls(settings, connection)
+        return cls(settings, connection, revisions)
 
     def close(self) -> None:
         """Close the connections (idempotent)."""
@@ -357,13 +362,60 @@ class SqliteStore(SqlStore):
         # Named, so SQLite's planner never falls back to sorting or a scan.
         return f" INDEXED BY {index}"
 
-    def connect(self) -> sqlite3.Connection:
-        """A new connection to the same file for a participant that lives in it."""
-        return self.settings.connect(participant=True)
+    def _upgrade(self, branches: Sequence[str]) -> None:
+        migrate.upgrade(
+            self.settings.path, busy_timeout_ms=self.settings.busy_timeout_ms, branches=branches
+        )
+
+    def participant(self) -> SqliteParticipant:
+        """A new connection to the log's file for an application's tables (see SagaStore)."""
+        return SqliteParticipant(self.settings)
 
 
-def read_revision(url: str) -> tuple[str, str | None]:
-    """Return (path, schema revision) without writing: no file is created or migrated.
+class SqliteParticipant(Participant):
+    """A participant's own connection to the log's file (see SagaStore.participant).
+
+    Its writes take the process-wide write lock of the file first, so threads
+    of one process queue in microseconds instead of sleeping in SQLite's
+    busy handler; other processes still meet the busy timeout.
+    """
+
+    def __init__(self, settings: SqliteSettings) -> None:
+        self._path = settings.path
+        with translate_errors(self._path):
+            self._db = settings.connect(participant=True)
+        self._write_lock = write_lock(settings.path)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one read-only statement (WAL: it never waits for a writer)."""
+        with translate_errors(self._path):
+            return self._db.execute(sql, params).fetchall()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one writing statement in autocommit mode; the rows it changed."""
+        with self._write_lock, translate_errors(self._path):
+            return self._db.execute(sql, params).rowcount
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """BEGIN IMMEDIATE (the file's one writer) ... COMMIT, or ROLLBACK if the block raises."""
+        with self._write_lock, translate_errors(self._path):
+            cursor = self._db.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+
+def read_revisions(url: str) -> tuple[str, tuple[str, ...]]:
+    """Return (path, schema revisions) without writing: no file is created or migrated.
 
     Raises:
         NotADatabaseError: the file is not SQLite.
@@ -371,10 +423,10 @@ def read_revision(url: str) -> tuple[str, str | None]:
     settings = SqliteSettings(url)
     _check_file(settings.path, create=True)
     if not os.path.exists(settings.path):
-        return settings.path, None
+        return settings.path, ()
     connection = sqlite3.connect(f"file:{quote(settings.path)}?mode=ro", uri=True)
     try:
         with translate_errors(settings.path):
-            return settings.path, _schema_revision(connection)
+            return settings.path, _schema_revisions(connection)
     finally:
         connection.close()
