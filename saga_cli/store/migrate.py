@@ -138,21 +138,6 @@ def _sqlite_engine(path: str, busy_timeout_ms: int) -> Any:
     return engine
 
 
-def _upgrade(connection: Any, branches: Sequence[str]) -> None:
-    """Run the upgrades on `connection`, in the one transaction it has begun.
-
-    The main line goes to its head first, then each branch in `branches`
-    (applied or not) to its own. Alembic finds what is already applied, so a
-    second process that waited for the lock does nothing.
-    """
-    from alembic import command
-
-    with _alembic:
-        command.upgrade(_alembic_config(connection), f"{MAIN_LINE}@head")
-        for label in branches:
-            command.upgrade(_alembic_config(connection), f"{label}@head")
-
-
 def upgrade(path: str, *, busy_timeout_ms: int = 5000, branches: Sequence[str] = ()) -> None:
     """Bring the SQLite database at `path` (a file path, not a URL) to the newest revision.
 
@@ -168,14 +153,10 @@ def upgrade(path: str, *, busy_timeout_ms: int = 5000, branches: Sequence[str] =
     """
     for label in branches:
         branch_head(label)  # refuses an unknown label before touching the file
-    engine = _sqlite_engine(path, busy_timeout_ms)
     try:
-        with engine.begin() as connection:
-            _upgrade(connection, branches)
+        _apply(_sqlite_engine(path, busy_timeout_ms), branches)
     except Exception as exc:  # alembic and drivers raise many types; report one
         raise MigrationError(f"migrating {path} failed: {exc}") from exc
-    finally:
-        engine.dispose()
 
 
 def upgrade_postgres(url: str, *, branches: Sequence[str] = ()) -> None:
@@ -197,20 +178,38 @@ def upgrade_postgres(url: str, *, branches: Sequence[str] = ()) -> None:
         MigrationError: a revision failed; every revision of this call was
             rolled back (they run in one transaction).
     """
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
 
     from saga_cli.store.postgres import MIGRATION_LOCK, safe_url, sqlalchemy_url
 
     for label in branches:
         branch_head(label)  # refuses an unknown label before touching the database
-    engine = create_engine(sqlalchemy_url(url), poolclass=_null_pool())
     try:
-        with engine.begin() as connection:
-            connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
-            _upgrade(connection, branches)
+        engine = create_engine(sqlalchemy_url(url), poolclass=_null_pool())
+        _apply(engine, branches, first=f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
     except Exception as exc:  # alembic and drivers raise many types; report one
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise MigrationError(f"migrating {safe_url(url)} failed: {first}") from exc
+
+
+def _apply(engine: Any, branches: Sequence[str], *, first: str | None = None) -> None:
+    """Run the upgrades on `engine` in one transaction, after the statement `first`.
+
+    The main line goes to its head first, then each branch in `branches`
+    (applied or not) to its own. Alembic finds what is already applied, so a
+    second process that waited for the lock does nothing. The engine is
+    disposed of afterwards.
+    """
+    from alembic import command
+    from sqlalchemy import text
+
+    try:
+        with _alembic, engine.begin() as connection:
+            if first is not None:
+                connection.execute(text(first))
+            command.upgrade(_alembic_config(connection), f"{MAIN_LINE}@head")
+            for label in branches:
+                command.upgrade(_alembic_config(connection), f"{label}@head")
     finally:
         engine.dispose()
 

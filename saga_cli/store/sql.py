@@ -332,6 +332,25 @@ class SqlStore(SagaStore):
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         """A WHERE term (``?`` placeholders) matching `column` against `values`, and its params."""
 
+    def _read_in(
+        self,
+        sql: str,
+        column: str,
+        values: Sequence[Any],
+        *,
+        before: Sequence[Any] = (),
+        after: Sequence[Any] = (),
+    ) -> list[Any]:
+        """Rows of `sql` whose ``{term}`` matches `column` against `values`, 500 at a time.
+
+        `before` and `after` are the parameters of the placeholders before and after the term.
+        """
+        rows: list[Any] = []
+        for start in range(0, len(values), _CHUNK):
+            term, params = self._in(column, values[start : start + _CHUNK])
+            rows += self._read(sql.replace("{term}", term), [*before, *params, *after])
+        return rows
+
     def _indexed(self, index: str) -> str:
         """The clause that makes a query walk `index` (after its table name), if one is needed."""
         return ""
@@ -563,18 +582,18 @@ class SqlStore(SagaStore):
     def held_executions(self, owners: Sequence[str], now: float) -> dict[str, list[str]]:
         """Unfinished executions per owner with a live lease (the status index; they are few)."""
         held: dict[str, list[str]] = {owner: [] for owner in owners}
-        wanted = list(held)
-        for start in range(0, len(wanted), _CHUNK):
-            term, params = self._in("owner", wanted[start : start + _CHUNK])
-            rows = self._read(
-                "SELECT owner, id FROM saga_execution"
-                f"{self._indexed('ix_saga_execution_status_created')}"
-                f" WHERE status IN (?, ?, ?) AND {term} AND lease_expires_at >= ?"
-                " ORDER BY created_at, id",
-                (*_UNFINISHED, *params, now),
-            )
-            for owner, execution_id in rows:
-                held[owner].append(execution_id)
+        rows = self._read_in(
+            "SELECT owner, id FROM saga_execution"
+            f"{self._indexed('ix_saga_execution_status_created')}"
+            " WHERE status IN (?, ?, ?) AND {term} AND lease_expires_at >= ?"
+            " ORDER BY created_at, id",
+            "owner",
+            list(held),
+            before=_UNFINISHED,
+            after=(now,),
+        )
+        for owner, execution_id in rows:
+            held[owner].append(execution_id)
         return held
 
     # -- reads ---------------------------------------------------------------------------------
@@ -593,40 +612,36 @@ class SqlStore(SagaStore):
     def events_of(self, execution_ids: Sequence[str]) -> dict[str, list[Event]]:
         """Return the events of several executions, one query per 500 ids."""
         found: dict[str, list[Event]] = {i: [] for i in execution_ids}
-        ids = list(found)
-        for start in range(0, len(ids), _CHUNK):
-            term, params = self._in("saga_id", ids[start : start + _CHUNK])
-            rows = self._read(
-                "SELECT saga_id, seq, type, step, attempt, detail, at FROM saga_event"
-                f" WHERE {term} ORDER BY saga_id, seq",
-                params,
-            )
-            for saga_id, seq, kind, step, attempt, detail, at in rows:
-                found[saga_id].append(
-                    Event(
-                        seq=seq,
-                        type=EventType(kind),
-                        step=step,
-                        attempt=attempt,
-                        detail=None if detail is None else json.loads(detail),
-                        at=at,
-                    )
+        rows = self._read_in(
+            "SELECT saga_id, seq, type, step, attempt, detail, at FROM saga_event"
+            " WHERE {term} ORDER BY saga_id, seq",
+            "saga_id",
+            list(found),
+        )
+        for saga_id, seq, kind, step, attempt, detail, at in rows:
+            found[saga_id].append(
+                Event(
+                    seq=seq,
+                    type=EventType(kind),
+                    step=step,
+                    attempt=attempt,
+                    detail=None if detail is None else json.loads(detail),
+                    at=at,
                 )
+            )
         return found
 
     def step_records(self, execution_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
         """Step events of several executions (one query per 500 ids), details left out."""
         found: dict[str, list[StepRecord]] = {i: [] for i in execution_ids}
-        ids = list(found)
-        for start in range(0, len(ids), _CHUNK):
-            term, params = self._in("saga_id", ids[start : start + _CHUNK])
-            rows = self._read(
-                "SELECT saga_id, step, type, attempt, at FROM saga_event"
-                f" WHERE {term} AND step IS NOT NULL ORDER BY saga_id, seq",
-                params,
-            )
-            for saga_id, step, kind, attempt, at in rows:
-                found[saga_id].append((step, kind, attempt, at, None))
+        rows = self._read_in(
+            "SELECT saga_id, step, type, attempt, at FROM saga_event"
+            " WHERE {term} AND step IS NOT NULL ORDER BY saga_id, seq",
+            "saga_id",
+            list(found),
+        )
+        for saga_id, step, kind, attempt, at in rows:
+            found[saga_id].append((step, kind, attempt, at, None))
         return found
 
     def resolve_id(self, prefix: str) -> str:
