@@ -25,13 +25,12 @@ T = TypeVar("T")
 class _Write(Generic[T]):
     """One caller's write, waiting for its batch to commit."""
 
-    __slots__ = ("work", "result", "error", "rolled_back", "settled", "done", "lead")
+    __slots__ = ("work", "result", "error", "settled", "done", "lead")
 
     def __init__(self, work: Callable[[sqlite3.Cursor], T]) -> None:
         self.work = work
         self.result: Any = None
         self.error: BaseException | None = None
-        self.rolled_back = False  # its writes were undone (an error, or a Rollback)
         self.settled = False  # its transaction committed or failed
         self.done = False  # its waiter may return
         self.lead = False
@@ -112,25 +111,32 @@ class GroupCommitter:
         with self._file_lock:
             try:
                 cursor.execute("BEGIN IMMEDIATE")
-                # A batch of one (the sequential path) needs no savepoint: its
-                # transaction is rolled back whole if its work fails.
-                alone = len(batch) == 1
-                for item in batch:
-                    if not alone:
-                        cursor.execute("SAVEPOINT write")
+                if len(batch) == 1:
+                    # The sequential path: no savepoint, the transaction is the write's.
+                    only = batch[0]
+                    undo = False
                     try:
-                        item.result = item.work(cursor)
+                        only.result = only.work(cursor)
                     except Rollback as stop:
-                        item.result = stop.result
-                        item.rolled_back = True
+                        only.result = stop.result
+                        undo = True
                     except Exception as exc:
-                        item.error = exc
-                        item.rolled_back = True
-                    if not alone:
-                        if item.rolled_back:
+                        only.error = exc
+                        undo = True
+                    cursor.execute("ROLLBACK" if undo else "COMMIT")
+                else:
+                    for item in batch:
+                        cursor.execute("SAVEPOINT write")
+                        try:
+                            item.result = item.work(cursor)
+                        except Rollback as stop:
+                            item.result = stop.result
+                            cursor.execute("ROLLBACK TO write")
+                        except Exception as exc:
+                            item.error = exc
                             cursor.execute("ROLLBACK TO write")
                         cursor.execute("RELEASE write")
-                cursor.execute("ROLLBACK" if alone and batch[0].rolled_back else "COMMIT")
+                    cursor.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 if self._db.in_transaction:
                     try:
