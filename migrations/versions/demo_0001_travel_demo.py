@@ -78,9 +78,7 @@ def upgrade() -> None:
                 sa.Column("created_at", sa.Float(), nullable=False),
                 sa.Column("updated_at", sa.Float(), nullable=False),
             )
-            op.create_index(
-                f"ix_{service}_reservation_saga", f"{service}_reservation", ["saga_id"]
-            )
+            op.create_index(f"ix_{service}_reservation_saga", f"{service}_reservation", ["saga_id"])
     if "payment_charge" not in present:
         op.create_table(
             "payment_charge",
