@@ -67,9 +67,13 @@ def migrated_with_demo(path: Path) -> None:
         store.close()
 
 
-@pytest.fixture
-def engine(db_path: Path) -> Iterator[Engine]:
-    migrated(db_path)
+@pytest.fixture(params=["saga", "saga+demo"])
+def engine(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Engine]:
+    """An engine on a migrated log, without and with the demo's branch (it leaves them alone)."""
+    if request.param == "saga":
+        migrated(db_path)
+    else:
+        migrated_with_demo(db_path)
     created = sa.create_engine(f"sqlite:///{db_path}")
     try:
         yield created
