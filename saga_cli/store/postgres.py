@@ -98,14 +98,31 @@ def translated(exc: Exception, url: str) -> StoreError:
     return StoreError(f"{where}: {message}")
 
 
-@contextlib.contextmanager
-def translate_errors(url: str) -> Iterator[None]:
+class ErrorTranslation:
+    """A block whose psycopg errors come out as the library's (see translated).
+
+    A class rather than a generator-based context manager: it wraps every
+    statement of the participants, and one instance serves any number of
+    blocks and threads (it holds only the URL).
+    """
+
+    __slots__ = ("error", "url")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.error: type[Exception] = _psycopg().Error
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        if isinstance(exc, self.error):
+            raise translated(exc, self.url) from None
+
+
+def translate_errors(url: str) -> ErrorTranslation:
     """Turn psycopg's errors raised inside the block into the library's errors."""
-    psycopg = _psycopg()
-    try:
-        yield
-    except psycopg.Error as exc:
-        raise translated(exc, url) from None
+    return ErrorTranslation(url)
 
 
 def connect(url: str, *, autocommit: bool) -> Any:
@@ -373,6 +390,7 @@ class PostgresParticipant(Participant):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._errors = ErrorTranslation(url)
         self._db = connect(url, autocommit=True)
         # As on SQLite (participant_synchronous, see store/sqlite.py), a
         # participant's commit need not wait for its own WAL flush: the runner
@@ -381,24 +399,24 @@ class PostgresParticipant(Participant):
         # earlier participant commit too. A crash in between loses both the
         # participant's write and the outcome, and resume repeats the call
         # under the same idempotency key.
-        with translate_errors(url):
+        with self._errors:
             self._db.execute("SET synchronous_commit TO off")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read-only statement."""
-        with translate_errors(self.url):
+        with self._errors:
             rows: list[Any] = _execute(self._db.cursor(), sql, params).fetchall()
             return rows
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one writing statement, committed on its own; the rows it changed."""
-        with translate_errors(self.url):
+        with self._errors:
             return int(_execute(self._db.cursor(), sql, params).rowcount)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_Cursor]:
         """BEGIN and the participants' advisory lock ... COMMIT, or ROLLBACK if the block raises."""
-        with translate_errors(self.url):
+        with self._errors:
             cursor = self._db.cursor()
             cursor.execute(_BEGIN)
             try:

@@ -147,13 +147,30 @@ def translated(exc: sqlite3.DatabaseError, path: str) -> StoreError:
     return StoreError(f"{path}: {message}")
 
 
-@contextlib.contextmanager
-def translate_errors(path: str) -> Iterator[None]:
+class ErrorTranslation:
+    """A block whose sqlite3 errors come out as the library's (see translated).
+
+    A class rather than a generator-based context manager: it wraps every
+    statement of the participants and every read of the log, and one instance
+    serves any number of blocks and threads (it holds only the path).
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise translated(exc, self.path) from None
+
+
+def translate_errors(path: str) -> ErrorTranslation:
     """Turn sqlite3's errors raised inside the block into the library's errors."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        raise translated(exc, path) from None
+    return ErrorTranslation(path)
 
 
 _file_locks: dict[str, threading.Lock] = {}
@@ -230,6 +247,7 @@ class SqliteStore(SqlStore):
         self._db = connection  # the writer's; reads use their own (WAL: no blocking)
         self._reader: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # guards the reader connection
+        self._errors = ErrorTranslation(settings.path)
         path = settings.path
         self._writer = GroupCommitter(
             connection, write_lock(path), lambda exc: translated(exc, path)
@@ -350,7 +368,7 @@ class SqliteStore(SqlStore):
         return self._commit(work)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock, translate_errors(self.url):
+        with self._lock, self._errors:
             if self._reader is None:
                 self._reader = self.settings.connect()
             return self._reader.execute(sql, params).fetchall()
@@ -381,25 +399,25 @@ class SqliteParticipant(Participant):
     """
 
     def __init__(self, settings: SqliteSettings) -> None:
-        self._path = settings.path
-        with translate_errors(self._path):
+        self._errors = ErrorTranslation(settings.path)
+        with self._errors:
             self._db = settings.connect(participant=True)
         self._write_lock = write_lock(settings.path)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read-only statement (WAL: it never waits for a writer)."""
-        with translate_errors(self._path):
+        with self._errors:
             return self._db.execute(sql, params).fetchall()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one writing statement in autocommit mode; the rows it changed."""
-        with self._write_lock, translate_errors(self._path):
+        with self._write_lock, self._errors:
             return self._db.execute(sql, params).rowcount
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
         """BEGIN IMMEDIATE (the file's one writer) ... COMMIT, or ROLLBACK if the block raises."""
-        with self._write_lock, translate_errors(self._path):
+        with self._write_lock, self._errors:
             cursor = self._db.cursor()
             cursor.execute("BEGIN IMMEDIATE")
             try:
