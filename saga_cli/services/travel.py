@@ -569,15 +569,27 @@ def travel_saga(
     """
     faults = faults or FaultPlan()
 
+    # Each breaker is looked up at its first use, not here: a BreakerBoard
+    # reads the breakers' states from the log's database only then.
+    found: dict[str, CircuitBreaker] = {}
+
+    def breaker_of(service: str) -> CircuitBreaker:
+        assert breakers is not None
+        breaker = found.get(service)
+        if breaker is None:
+            breaker = found[service] = breakers[service]
+        return breaker
+
     def guarded(service: str, call: Callable[[StepContext], Any]) -> Callable[[StepContext], Any]:
         if breakers is None:
             return call
-        board = breakers
+        breaker: CircuitBreaker | None = None
 
         def through_breaker(ctx: StepContext) -> Any:
-            # Looked up at each call: a BreakerBoard reads the breakers' states
-            # only when one is first needed.
-            return board[service].call(call, ctx)
+            nonlocal breaker
+            if breaker is None:
+                breaker = breaker_of(service)
+            return breaker.call(call, ctx)
 
         return through_breaker
 
@@ -620,7 +632,7 @@ def travel_saga(
             if breakers is None:
                 services.by_name[name].confirm(key)
             else:
-                breakers[name].call(services.by_name[name].confirm, key)
+                (found.get(name) or breaker_of(name)).call(services.by_name[name].confirm, key)
         return {"confirmed": sorted(request.resources())}
 
     def notify(ctx: StepContext) -> Any:
