@@ -38,13 +38,15 @@ _alembic = threading.Lock()
 def main_revision(revisions: Collection[str]) -> str | None:
     """The saga log's own revision among a database's `revisions` (alembic_version's rows).
 
-    An unknown revision is returned as it is (it is newer than this saga);
-    None means the main line was never applied (an empty database).
+    An unknown revision, of the main line or of a branch, is returned in its
+    place (a newer saga migrated the log, and callers refuse it); None means
+    the main line was never applied (an empty database).
     """
+    branch_revisions = {r for line in BRANCHES.values() for r in line}
     for revision in revisions:
-        if not any(revision in line for line in BRANCHES.values()):
+        if revision not in KNOWN_REVISIONS and revision not in branch_revisions:
             return revision
-    return None
+    return next((r for r in revisions if r in KNOWN_REVISIONS), None)
 
 
 def applied_branches(revisions: Collection[str]) -> tuple[str, ...]:

@@ -172,6 +172,7 @@ def test_a_log_with_a_newer_schema_is_refused_with_exit_2_and_left_alone(
         pytest.param(("list", "--json"), id="list"),
         pytest.param(("book", *BOOKING), id="book"),
         pytest.param(("db", "upgrade"), id="db-upgrade"),
+        pytest.param(("db", "status"), id="db-status"),
     ],
 )
 def test_a_log_whose_demo_tables_a_newer_saga_migrated_is_refused_with_exit_2(
