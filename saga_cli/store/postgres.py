@@ -31,6 +31,7 @@ from saga_cli.errors import (
 from saga_cli.store import ExecutionRecord, Participant, migrate
 from saga_cli.store.sql import (
     EXECUTION_COLUMNS,
+    ErrorTranslation,
     Rollback,
     SqlStore,
     Statements,
@@ -98,31 +99,9 @@ def translated(exc: Exception, url: str) -> StoreError:
     return StoreError(f"{where}: {message}")
 
 
-class ErrorTranslation:
-    """A block whose psycopg errors come out as the library's (see translated).
-
-    A class rather than a generator-based context manager: it wraps every
-    statement of the participants, and one instance serves any number of
-    blocks and threads (it holds only the URL).
-    """
-
-    __slots__ = ("error", "url")
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.error: type[Exception] = _psycopg().Error
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
-        if isinstance(exc, self.error):
-            raise translated(exc, self.url) from None
-
-
 def translate_errors(url: str) -> ErrorTranslation:
     """Turn psycopg's errors raised inside the block into the library's errors."""
-    return ErrorTranslation(url)
+    return ErrorTranslation(_psycopg().Error, translated, url)
 
 
 def connect(url: str, *, autocommit: bool) -> Any:
@@ -390,7 +369,7 @@ class PostgresParticipant(Participant):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._errors = ErrorTranslation(url)
+        self._errors = translate_errors(url)
         self._db = connect(url, autocommit=True)
         # As on SQLite (participant_synchronous, see store/sqlite.py), a
         # participant's commit need not wait for its own WAL flush: the runner

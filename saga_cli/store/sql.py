@@ -189,6 +189,39 @@ class Statements:
         )
 
 
+class ErrorTranslation:
+    """A block whose driver errors come out as the library's StoreError.
+
+    A class rather than a generator-based context manager: it wraps every
+    read of the log and every statement of the participants, and one
+    instance serves any number of blocks and threads.
+
+    Args:
+        error: the driver's base error class (sqlite3.DatabaseError, psycopg.Error).
+        translate: makes the library's error of one of them and `where`.
+        where: the database, as messages name it.
+    """
+
+    __slots__ = ("error", "translate", "where")
+
+    def __init__(
+        self,
+        error: type[Exception],
+        translate: Callable[[Any, str], Exception],
+        where: str,
+    ) -> None:
+        self.error = error
+        self.translate = translate
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        if isinstance(exc, self.error):
+            raise self.translate(exc, self.where) from None
+
+
 class Rollback(Exception):  # noqa: N818 - a control-flow signal, not an error
     """Leaves the work of ``_commit`` so that its transaction is rolled back, carrying the result.
 

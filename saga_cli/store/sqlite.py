@@ -32,7 +32,14 @@ from saga_cli.errors import (
 )
 from saga_cli.store import ExecutionRecord, Participant, migrate
 from saga_cli.store.group_commit import GroupCommitter
-from saga_cli.store.sql import SELECT_EXECUTION, SqlStore, Statements, encode, row_to_record
+from saga_cli.store.sql import (
+    SELECT_EXECUTION,
+    ErrorTranslation,
+    SqlStore,
+    Statements,
+    encode,
+    row_to_record,
+)
 
 _T = TypeVar("_T")
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -147,30 +154,9 @@ def translated(exc: sqlite3.DatabaseError, path: str) -> StoreError:
     return StoreError(f"{path}: {message}")
 
 
-class ErrorTranslation:
-    """A block whose sqlite3 errors come out as the library's (see translated).
-
-    A class rather than a generator-based context manager: it wraps every
-    statement of the participants and every read of the log, and one instance
-    serves any number of blocks and threads (it holds only the path).
-    """
-
-    __slots__ = ("path",)
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
-        if isinstance(exc, sqlite3.DatabaseError):
-            raise translated(exc, self.path) from None
-
-
 def translate_errors(path: str) -> ErrorTranslation:
     """Turn sqlite3's errors raised inside the block into the library's errors."""
-    return ErrorTranslation(path)
+    return ErrorTranslation(sqlite3.DatabaseError, translated, path)
 
 
 _file_locks: dict[str, threading.Lock] = {}
@@ -247,7 +233,7 @@ class SqliteStore(SqlStore):
         self._db = connection  # the writer's; reads use their own (WAL: no blocking)
         self._reader: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # guards the reader connection
-        self._errors = ErrorTranslation(settings.path)
+        self._errors = translate_errors(settings.path)
         path = settings.path
         self._writer = GroupCommitter(
             connection, write_lock(path), lambda exc: translated(exc, path)
@@ -399,7 +385,7 @@ class SqliteParticipant(Participant):
     """
 
     def __init__(self, settings: SqliteSettings) -> None:
-        self._errors = ErrorTranslation(settings.path)
+        self._errors = translate_errors(settings.path)
         with self._errors:
             self._db = settings.connect(participant=True)
         self._write_lock = write_lock(settings.path)
