@@ -59,7 +59,7 @@ from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.services.travel import BookingRequest, FaultPlan
 from saga_cli.store import SagaStore, open_store
 from saga_cli.store.postgres import (
-    ParticipantCursor,
+    PostgresParticipant,
     PostgresStore,
     is_postgres_url,
     libpq_url,
@@ -145,28 +145,34 @@ def service_commit_counter(store: SagaStore) -> Iterator[Callable[[], int]]:
 
 @contextmanager
 def pg_service_commit_counter() -> Iterator[Callable[[], int]]:
-    """Count COMMITs, and writes outside BEGIN, of the services' PostgreSQL connections."""
+    """Count the transactions the services' PostgreSQL connections commit.
+
+    A transaction block that ends without an error commits once; a statement
+    run outside one (a participant's execute) is a transaction of its own.
+    """
     commits = 0
-    open_transactions: set[int] = set()
-    original = ParticipantCursor.execute
+    transaction = PostgresParticipant.transaction
+    execute = PostgresParticipant.execute
 
-    def traced(self: ParticipantCursor, sql: str, params: Any = ()) -> ParticipantCursor:
+    @contextmanager
+    def traced_transaction(self: PostgresParticipant) -> Iterator[Any]:
         nonlocal commits
-        connection = id(self._owner)
-        if sql == "BEGIN IMMEDIATE":
-            open_transactions.add(connection)
-        elif sql in ("COMMIT", "ROLLBACK"):
-            commits += sql == "COMMIT"
-            open_transactions.discard(connection)
-        elif sql.startswith(WRITES) and connection not in open_transactions:
-            commits += 1
-        return original(self, sql, params)
+        with transaction(self) as cursor:
+            yield cursor
+        commits += 1
 
-    ParticipantCursor.execute = traced  # type: ignore[method-assign]
+    def traced_execute(self: PostgresParticipant, sql: str, params: Any = ()) -> int:
+        nonlocal commits
+        commits += 1
+        return execute(self, sql, params)
+
+    PostgresParticipant.transaction = traced_transaction  # type: ignore[method-assign]
+    PostgresParticipant.execute = traced_execute  # type: ignore[method-assign]
     try:
         yield lambda: commits
     finally:
-        ParticipantCursor.execute = original  # type: ignore[method-assign]
+        PostgresParticipant.transaction = transaction  # type: ignore[method-assign]
+        PostgresParticipant.execute = execute  # type: ignore[method-assign]
 
 
 @contextmanager

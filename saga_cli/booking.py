@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saga_cli.audit import audit_log
-from saga_cli.breaker import BreakerPolicy, BreakerSnapshot, CircuitBreaker
+from saga_cli.breaker import BreakerSnapshot
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.engine import DEFAULT_STEP_TIMEOUT, EventListener, Outcome, RecoveryReport
 from saga_cli.errors import InvalidInputError
 from saga_cli.orchestrator import Orchestrator
+from saga_cli.services.database import BreakerBoard
 from saga_cli.services.travel import (
     BASIC_SAGA_NAME,
     BREAKERS,
@@ -79,19 +80,6 @@ class SimulationReport:
         }
 
 
-def load_breakers(
-    store: SagaStore, policy: BreakerPolicy | None = None
-) -> dict[str, CircuitBreaker]:
-    """A breaker per travel service, starting where the log last saw it, saving each change."""
-    known = {snapshot.service: snapshot for snapshot in store.breakers()}
-    return {
-        name: CircuitBreaker(
-            known.get(name, BreakerSnapshot(name)), policy or BreakerPolicy(), store.save_breaker
-        )
-        for name in BREAKERS
-    }
-
-
 class TravelBooking:
     """The travel booking, the saga pattern's classic example, on a saga log.
 
@@ -128,7 +116,8 @@ class TravelBooking:
 
             remote = remote_services(services, timeout=service_timeout or DEFAULT_TIMEOUT)
         self.services: TravelServices = open_services(store, remote)
-        self.breakers = load_breakers(store)
+        # Each service's breaker, starting where the log last saw it.
+        self.breakers = BreakerBoard(self.services.database, BREAKERS)
         self.definition = travel_saga(
             self.services, faults, payment=payment, breakers=self.breakers
         )
@@ -143,6 +132,7 @@ class TravelBooking:
         """Let late calls land (up to 5 s), then close the services' connections."""
         self.orchestrator.close()
         self.services.close()
+        self.breakers.close()
 
     def book(self, request: BookingRequest, *, deadline: float | None = None) -> Outcome:
         """Book one trip and drive the saga to rest.

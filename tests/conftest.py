@@ -96,11 +96,20 @@ def store(db_path: Path) -> Iterator[SagaStore]:
         opened.close()
 
 
+def open_demo_log(url: str) -> None:
+    """Create and migrate the log at `url` with the travel demo's tables, as a booking does."""
+    opened = open_store(url)
+    try:
+        opened.upgrade_branch("demo")
+    finally:
+        opened.close()
+
+
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A saga log at the newest schema, made once; tests copy it instead of migrating."""
+    """A saga log at the newest schema, the demo's tables included, made once; tests copy it."""
     path = tmp_path_factory.mktemp("template") / "saga.db"
-    open_store(str(path)).close()
+    open_demo_log(str(path))
     for suffix in ("-wal", "-shm", "-journal"):
         assert not Path(f"{path}{suffix}").exists(), f"{suffix} left behind by the migration"
     return path
@@ -108,7 +117,7 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def migrated(saga: SagaCli, db_path: Path, migrated_template: Path) -> SagaCli:
-    """The real `saga` command bound to a fresh, already migrated log."""
+    """The real `saga` command bound to a fresh, already migrated log (the demo's tables too)."""
     shutil.copyfile(migrated_template, db_path)
     return saga
 
@@ -139,7 +148,7 @@ def pg_admin(sql: str) -> None:
 
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
-    """A database migrated to the newest schema once per session; tests clone it."""
+    """A database migrated to the newest schema (the demo's tables too) once; tests clone it."""
     name = f"saga_tmpl_{uuid.uuid4().hex[:12]}"
     try:
         pg_admin(f"CREATE DATABASE {name}")
@@ -150,7 +159,7 @@ def pg_template() -> Iterator[str]:
             pytrace=False,
         )
     try:
-        open_store(pg_database_url(name)).close()
+        open_demo_log(pg_database_url(name))
         yield name
     finally:
         pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from saga_cli.errors import BusinessError, InvalidInputError, StoreError, TransientError
+from saga_cli.services.database import DemoDatabase
 from saga_cli.services.travel import SERVICES, ReservationService
 from saga_cli.store import open_store
 
@@ -78,14 +79,16 @@ def open_service(service: str, db: str | Path) -> ReservationService:
     if service not in SERVICES:
         raise InvalidInputError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
     path = Path(db).resolve()
-    # The service's file gets the project's schema (its tables and seeded
-    # catalogue come from the same migrations as the in-process services').
+    # The service's file gets the project's schema: its tables and seeded
+    # catalogue come from the demo's migration branch, as the in-process
+    # services' do, made here at once rather than on the first request.
     store = open_store(f"sqlite:///{path}?participant_synchronous=FULL")
-    connect = getattr(store, "connect", None)
-    if connect is None:  # pragma: no cover - open_store only makes SQLite stores
-        raise StoreError("a travel service needs a SQLite database")
-    store.close()
-    return ReservationService(service, connect, str(path))
+    try:
+        database = DemoDatabase(store)
+        database.prepare()
+    finally:
+        store.close()  # the service's connections are participants' of their own
+    return ReservationService(service, database)
 
 
 def create_app(service: str, db: str | Path, *, delay: float = 0.0) -> FastAPI:

@@ -15,19 +15,17 @@ Capacity is taken with a conditional ``UPDATE … WHERE available > 0`` (and a
 CHECK constraint), never read-then-write, so concurrent sagas cannot overbook.
 Failure injection lives here, not in the engine.
 
-The SQL is SQLite's; on a PostgreSQL log the store hands out connections
-that translate it (store/postgres.py ``ParticipantConnection``: ``?``
-placeholders, and ``BEGIN IMMEDIATE`` as a transaction-scoped advisory lock,
-so the services' transactions serialize there as they do on SQLite).
+The services reach the log's database only through the store's extension
+point (services/database.py): connections that take ``?`` placeholders and
+serialize write transactions on SQLite and PostgreSQL alike, and the demo's
+own migration branch, which creates their tables on first use.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +39,7 @@ from saga_cli.domain import (
     StepContext,
     StepKind,
 )
-from saga_cli.errors import BusinessError, InvalidInputError, StoreError, TransientError
+from saga_cli.errors import BusinessError, InvalidInputError, TransientError
 from saga_cli.faults import (
     CrashPoint,
     InjectedFailureError,
@@ -51,8 +49,9 @@ from saga_cli.faults import (
     parse_slow,
     slowed,
 )
+from saga_cli.services.database import DemoDatabase
 from saga_cli.services.participants import ReservationParticipant
-from saga_cli.store.sqlite import translate_errors, write_lock
+from saga_cli.store import Participant, SagaStore
 
 SERVICES = ("flight", "hotel", "car")
 SAGA_NAME = "travel-booking"
@@ -60,7 +59,6 @@ BASIC_SAGA_NAME = "travel-booking-basic"
 STEPS = (*SERVICES, "payment", "confirm", "notify")
 # What each reservation costs the customer, charged at the pivot.
 FARES = {"flight": 300, "hotel": 200, "car": 80}
-Connect = Callable[[], sqlite3.Connection]
 
 
 class NoAvailabilityError(BusinessError):
@@ -87,31 +85,15 @@ class InventoryRow:
 class _Service:
     """A microservice's plumbing: its own connection per thread and its own transactions."""
 
-    def __init__(self, connect: Connect, path: str) -> None:
-        self._connect = connect
-        self._path = path
+    def __init__(self, database: DemoDatabase) -> None:
+        self._database = database
         self._local = threading.local()
-        self._write_lock = write_lock(path)
 
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+    def _db(self) -> Participant:
+        db: Participant | None = getattr(self._local, "db", None)
         if db is None:
-            db = self._local.db = self._connect()
+            db = self._local.db = self._database.connect()
         return db
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        # The process-wide write lock of the file: threads of this process
-        # queue here instead of sleeping in SQLite's busy handler.
-        with self._write_lock, translate_errors(self._path):
-            cursor = self._db().cursor()
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                yield cursor
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            cursor.execute("COMMIT")
 
     def close(self) -> None:
         """Close this thread's connection."""
@@ -127,10 +109,10 @@ class ReservationService(_Service):
     # In-process calls answer in microseconds: no step timeout (see HANG_TIMEOUT).
     timeout: float | None = None
 
-    def __init__(self, name: str, connect: Connect, path: str) -> None:
+    def __init__(self, name: str, database: DemoDatabase) -> None:
         if name not in SERVICES:
             raise InvalidInputError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
-        super().__init__(connect, path)
+        super().__init__(database)
         self.name = name
         self._resources = f"{name}_resource"
         self._reservations = f"{name}_reservation"
@@ -143,7 +125,7 @@ class ReservationService(_Service):
             ReservationRefusedError: `key` was cancelled before this arrived.
         """
         now = time.time()
-        with self._transaction() as cur:
+        with self._db().transaction() as cur:
             # Insert first: a new key (the usual case) then costs one more
             # statement; a repeated key falls through to reading what is there.
             inserted = cur.execute(
@@ -172,7 +154,7 @@ class ReservationService(_Service):
 
     def cancel(self, key: str, saga_id: str) -> dict[str, Any]:
         """Release the reservation under `key`, once; tombstone it if it never arrived."""
-        with self._transaction() as cur:
+        with self._db().transaction() as cur:
             row = cur.execute(
                 f"SELECT status, resource FROM {self._reservations} WHERE key=?", (key,)
             ).fetchone()
@@ -204,27 +186,25 @@ class ReservationService(_Service):
                 cannot confirm what it does not hold (an operator must look).
         """
         # One statement, so it runs as its own (autocommit) transaction.
-        with self._write_lock, translate_errors(self._path):
-            db = self._db()
-            changed = db.execute(
-                f"UPDATE {self._reservations} SET status='confirmed', updated_at=?"
-                " WHERE key=? AND status='pending'",
-                (time.time(), key),
-            ).rowcount
-            if changed:
-                return {"confirmed": key}
-            row = db.execute(
-                f"SELECT status FROM {self._reservations} WHERE key=?", (key,)
-            ).fetchone()
-        if row is not None and row[0] == "confirmed":
+        db = self._db()
+        changed = db.execute(
+            f"UPDATE {self._reservations} SET status='confirmed', updated_at=?"
+            " WHERE key=? AND status='pending'",
+            (time.time(), key),
+        )
+        if changed:
+            return {"confirmed": key}
+        rows = db.query(f"SELECT status FROM {self._reservations} WHERE key=?", (key,))
+        if rows and rows[0][0] == "confirmed":
             return {"confirmed": key, "already": True}
-        raise TransientError(f"{self.name} reservation {key} is {row[0] if row else 'missing'}")
+        raise TransientError(
+            f"{self.name} reservation {key} is {rows[0][0] if rows else 'missing'}"
+        )
 
     def resource_codes(self) -> list[str]:
         """Codes of the resources this service offers."""
-        with translate_errors(self._path):
-            rows = self._db().execute(f"SELECT code FROM {self._resources} ORDER BY code")
-            return [r[0] for r in rows]
+        rows = self._db().query(f"SELECT code FROM {self._resources} ORDER BY code")
+        return [r[0] for r in rows]
 
     def inventory(self) -> list[InventoryRow]:
         """Capacity and where it went, per resource."""
@@ -236,18 +216,11 @@ class ReservationService(_Service):
             f"   WHERE v.resource = r.code AND v.status = 'confirmed')"
             f" FROM {self._resources} r ORDER BY r.code"
         )
-        with translate_errors(self._path):
-            rows = self._db().execute(sql).fetchall()
-        return [InventoryRow(self.name, *row) for row in rows]
+        return [InventoryRow(self.name, *row) for row in self._db().query(sql)]
 
     def reservations(self) -> list[tuple[str, str, str | None, str]]:
         """Every reservation as (key, saga_id, resource, status), tombstones included."""
-        with translate_errors(self._path):
-            return list(
-                self._db().execute(
-                    f"SELECT key, saga_id, resource, status FROM {self._reservations}"
-                )
-            )
+        return self._db().query(f"SELECT key, saga_id, resource, status FROM {self._reservations}")
 
     def restock(self, capacity: int) -> None:
         """Set every resource's capacity, keeping what is reserved.
@@ -255,7 +228,7 @@ class ReservationService(_Service):
         Raises:
             InvalidInputError: `capacity` is below what is already reserved.
         """
-        with self._transaction() as cur:
+        with self._db().transaction() as cur:
             held = cur.execute(
                 f"SELECT MAX(capacity - available) FROM {self._resources}"
             ).fetchone()[0]
@@ -275,7 +248,7 @@ class PaymentService(_Service):
 
     def charge(self, key: str, saga_id: str, customer: str, amount: int) -> dict[str, Any]:
         """Charge `amount` under `key`, once; a repeated key returns the first charge."""
-        with self._transaction() as cur:
+        with self._db().transaction() as cur:
             cur.execute(
                 "INSERT INTO payment_charge (key, saga_id, customer, amount, created_at)"
                 " VALUES (?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
@@ -288,8 +261,7 @@ class PaymentService(_Service):
 
     def charges(self) -> list[tuple[str, str, int]]:
         """Every charge as (key, saga_id, amount)."""
-        with translate_errors(self._path):
-            return list(self._db().execute("SELECT key, saga_id, amount FROM payment_charge"))
+        return self._db().query("SELECT key, saga_id, amount FROM payment_charge")
 
 
 class NotificationService(_Service):
@@ -297,26 +269,23 @@ class NotificationService(_Service):
 
     def send(self, key: str, saga_id: str, customer: str, message: str) -> dict[str, Any]:
         """Queue `message` for `customer` under `key`, once."""
-        with self._write_lock, translate_errors(self._path):
-            self._db().execute(
-                "INSERT INTO notification_outbox (key, saga_id, customer, message, created_at)"
-                " VALUES (?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
-                (key, saga_id, customer, message, time.time()),
-            )
+        self._db().execute(
+            "INSERT INTO notification_outbox (key, saga_id, customer, message, created_at)"
+            " VALUES (?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
+            (key, saga_id, customer, message, time.time()),
+        )
         return {"notified": customer}
 
     def sent(self) -> list[tuple[str, str]]:
         """Every message as (key, saga_id)."""
-        with translate_errors(self._path):
-            return list(self._db().execute("SELECT key, saga_id FROM notification_outbox"))
+        return self._db().query("SELECT key, saga_id FROM notification_outbox")
 
 
 class TravelServices:
     """The three reservation services, the payment and the notification.
 
     Args:
-        connect: opens a connection to the file of the in-process services.
-        path: that file's path.
+        database: the saga log's database, which hosts the in-process services.
         remote: reservation services reached elsewhere (over HTTP), by name;
             the ones named replace their in-process twins. Payment and
             notification always stay in-process.
@@ -324,20 +293,20 @@ class TravelServices:
 
     def __init__(
         self,
-        connect: Connect,
-        path: str,
+        database: DemoDatabase,
         remote: Mapping[str, ReservationParticipant] | None = None,
     ) -> None:
         remote = remote or {}
+        self.database = database
         self.by_name: dict[str, ReservationParticipant] = {
-            name: remote[name] if name in remote else ReservationService(name, connect, path)
+            name: remote[name] if name in remote else ReservationService(name, database)
             for name in SERVICES
         }
         self.flight = self.by_name["flight"]
         self.hotel = self.by_name["hotel"]
         self.car = self.by_name["car"]
-        self.payment = PaymentService(connect, path)
-        self.notification = NotificationService(connect, path)
+        self.payment = PaymentService(database)
+        self.notification = NotificationService(database)
 
     def endpoints(self) -> dict[str, str]:
         """URLs of the services reached over HTTP, by name (empty: all in-process)."""
@@ -599,12 +568,26 @@ def travel_saga(
     """
     faults = faults or FaultPlan()
 
+    # Each breaker is looked up at its first use, not here: a BreakerBoard
+    # reads the breakers' states from the log's database only then.
+    found: dict[str, CircuitBreaker] = {}
+
+    def breaker_of(service: str) -> CircuitBreaker:
+        assert breakers is not None
+        breaker = found.get(service)
+        if breaker is None:
+            breaker = found[service] = breakers[service]
+        return breaker
+
     def guarded(service: str, call: Callable[[StepContext], Any]) -> Callable[[StepContext], Any]:
         if breakers is None:
             return call
-        breaker = breakers[service]
+        breaker: CircuitBreaker | None = None
 
         def through_breaker(ctx: StepContext) -> Any:
+            nonlocal breaker
+            if breaker is None:
+                breaker = breaker_of(service)
             return breaker.call(call, ctx)
 
         return through_breaker
@@ -648,7 +631,7 @@ def travel_saga(
             if breakers is None:
                 services.by_name[name].confirm(key)
             else:
-                breakers[name].call(services.by_name[name].confirm, key)
+                (found.get(name) or breaker_of(name)).call(services.by_name[name].confirm, key)
         return {"confirmed": sorted(request.resources())}
 
     def notify(ctx: StepContext) -> Any:
@@ -811,22 +794,19 @@ def audit(
 
 
 def open_services(
-    store: Any, remote: Mapping[str, ReservationParticipant] | None = None
+    store: SagaStore, remote: Mapping[str, ReservationParticipant] | None = None
 ) -> TravelServices:
     """The travel services on the same database as `store` (separate connections).
 
+    Nothing is read or created until a service is first called: then the
+    demo's migration branch makes its tables, if the log has none yet.
+
     Args:
-        store: the saga log, whose file hosts the in-process services.
+        store: the saga log, whose database hosts the in-process services.
         remote: reservation services reached elsewhere, replacing their
             in-process twins (see TravelServices).
-
-    Raises:
-        StoreError: the store's backend cannot host the demo services.
     """
-    connect = getattr(store, "connect", None)
-    if connect is None:
-        raise StoreError("the travel services need a SQLite or PostgreSQL saga log")
-    return TravelServices(connect, store.url, remote)
+    return TravelServices(DemoDatabase(store), remote)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,20 @@
 """The saga log: the only package that talks SQL.
 
 :class:`SagaStore` is the contract the runner and the CLI program against;
-:func:`open_store` picks the backend from the URL.
+:func:`open_store` picks the backend from the URL. Applications that keep
+tables of their own in the log's database (the travel demo) reach them
+through the store's extension point: :meth:`SagaStore.participant` and
+:meth:`SagaStore.upgrade_branch`.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from saga_cli.breaker import BreakerSnapshot
 from saga_cli.domain import Event, SagaStatus
 from saga_cli.errors import ExecutionBusyError, InvalidInputError, SagaError
 
@@ -121,6 +124,71 @@ class WorkerRecord:
 # attempt, at, None), the shape timeline.pair_attempts reads, with the detail
 # JSON left unread (plain tuples: stats pairs tens of thousands of them).
 StepRecord = tuple[str | None, str, int, float, None]
+
+
+class ParticipantCursor(Protocol):
+    """The cursor of a participant's transaction: the part of DB-API every backend shares."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows the last statement changed."""
+        ...
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> ParticipantCursor:
+        """Run one statement (``?`` placeholders); returns the cursor, to fetch from."""
+        ...
+
+    def fetchone(self) -> Any:
+        """The next row of the last statement's result, or None."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """The remaining rows of the last statement's result."""
+        ...
+
+
+class Participant(abc.ABC):
+    """A connection to the saga log's database for an application's own tables.
+
+    Handed out by :meth:`SagaStore.participant`. Statements take ``?``
+    placeholders on every backend, and the database's errors come out as
+    StoreError. Not for concurrent use: open one per thread.
+    """
+
+    @abc.abstractmethod
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Return the rows of one read-only statement, run on its own.
+
+        Raises:
+            StoreError: the database failed.
+        """
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one writing statement as a transaction of its own; return the rows it changed.
+
+        Raises:
+            StoreError: the database failed or refused it (a constraint).
+        """
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[ParticipantCursor]:
+        """A write transaction: committed when the block ends, rolled back if it raises.
+
+        Participants' write transactions on one database run one at a time
+        (SQLite has one writer, taken at BEGIN IMMEDIATE; on PostgreSQL each
+        takes the same transaction-scoped advisory lock), so one that reads
+        and then writes cannot race another: a cancel that finds no
+        reservation and writes a tombstone never races a late reserve of the
+        same key.
+
+        Raises:
+            StoreError: the database failed; the transaction was rolled back.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection."""
 
 
 class SagaStore(abc.ABC):
@@ -366,13 +434,42 @@ class SagaStore(abc.ABC):
     def definition_versions(self, name: str | None = None) -> list[DefinitionRecord]:
         """Return the registered versions of one saga (or of all), newest first."""
 
-    @abc.abstractmethod
-    def breakers(self) -> list[BreakerSnapshot]:
-        """Return the last known state of every circuit breaker."""
+    # -- the extension point: applications' tables in the log's database ------------------
 
     @abc.abstractmethod
-    def save_breaker(self, snapshot: BreakerSnapshot) -> None:
-        """Store a breaker's new state (one commit; state changes are rare)."""
+    def participant(self) -> Participant:
+        """Open a new connection to the log's database for an application's own tables.
+
+        For participants that keep their state next to the saga log (the
+        travel demo's services and circuit breakers): their transactions are
+        their own, never the log's, and their tables come from their own
+        migration branch (see upgrade_branch). The connection shares nothing
+        with the store's: it may be opened after the store is closed, and the
+        caller closes it.
+
+        Raises:
+            StoreError: the database cannot be reached.
+        """
+
+    @abc.abstractmethod
+    def upgrade_branch(self, label: str) -> None:
+        """Apply an application's migration branch, or bring it to its newest revision.
+
+        A branch (Alembic ``branch_labels`` in migrations/versions) holds
+        tables the saga log itself does not need; an application applies it
+        when it is first used, so a log that never runs the application holds
+        only the saga tables. Once this store has seen the branch at its head,
+        a call is a no-op without a query.
+
+        Raises:
+            InvalidInputError: no migration branch has this label.
+            SchemaTooNewError: a newer saga migrated the log.
+            MigrationError: a revision failed; its transaction was rolled back.
+        """
+
+    @abc.abstractmethod
+    def branches(self) -> tuple[str, ...]:
+        """Labels of the migration branches applied to the log (see upgrade_branch); one query."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -414,7 +511,20 @@ def read_revision(url: str) -> tuple[str, str | None]:
     """Return (where, schema revision) of the log at `url` without writing anything.
 
     `where` names the log for messages (a path, or the URL without its
-    password); the revision is None for an empty or missing database.
+    password); the revision is the saga log's own (the main line's, see
+    store/migrate.py), None for an empty or missing database.
+
+    Raises:
+        StoreError: the database cannot be read.
+    """
+    from saga_cli.store import migrate
+
+    where, revisions = read_revisions(url)
+    return where, migrate.main_revision(revisions)
+
+
+def read_revisions(url: str) -> tuple[str, tuple[str, ...]]:
+    """Return (where, every applied revision: the main line's and each branch's), read-only.
 
     Raises:
         StoreError: the database cannot be read.
@@ -424,7 +534,7 @@ def read_revision(url: str) -> tuple[str, str | None]:
     if is_postgres_url(url):
         from saga_cli.store import postgres
 
-        return postgres.read_revision(url)
+        return postgres.read_revisions(url)
     from saga_cli.store import sqlite
 
-    return sqlite.read_revision(url)
+    return sqlite.read_revisions(url)

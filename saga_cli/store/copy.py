@@ -2,8 +2,9 @@
 
 Everything moves: every execution with its events (in-flight ones too, with
 their owners and leases, so ``saga resume --all`` on the new log picks them
-up once the leases run out), definition versions, concurrency keys, circuit
-breakers, and the demo services' tables. The source is read in one snapshot
+up once the leases run out), definition versions, concurrency keys, and the
+tables of the migration branches the source has (the demo's services and
+circuit breakers, if it ran the demo), which the target gets too. The source is read in one snapshot
 and the target written in one transaction, which commits only after every
 table's row count and checksum read back from the target match the source's;
 otherwise it rolls back and the target stays empty.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from saga_cli.errors import InvalidInputError, StoreError
-from saga_cli.store import open_store, read_revision
+from saga_cli.store import open_store, read_revisions
 from saga_cli.store.postgres import is_postgres_url, safe_url
 
 # Parents first: saga_event and saga_key_lock reference saga_execution.
@@ -164,14 +165,24 @@ def copy_log(source_url: str, target_url: str) -> CopyReport:
     """
     if source_url == target_url:
         raise InvalidInputError("the copy's target is its source; give another --to")
-    open_store(source_url, create=False).close()  # migrates the source to head
-    open_store(target_url).close()  # creates and migrates the target
-    source_name, source_revision = read_revision(source_url)
-    target_name, target_revision = read_revision(target_url)
-    if source_revision != target_revision:
+    opened = open_store(source_url, create=False)  # migrates the source to head
+    try:
+        branches = opened.branches()
+    finally:
+        opened.close()
+    opened = open_store(target_url)  # creates and migrates the target
+    try:
+        for label in branches:  # and gives it the source's application tables (the demo's)
+            opened.upgrade_branch(label)
+    finally:
+        opened.close()
+    source_name, source_revisions = read_revisions(source_url)
+    target_name, target_revisions = read_revisions(target_url)
+    if sorted(source_revisions) != sorted(target_revisions):
         raise StoreError(
-            f"{source_name} is at schema revision {source_revision} but {target_name} at "
-            f"{target_revision}; run `saga db upgrade` on both with the same saga version"
+            f"{source_name} is at schema revision {', '.join(sorted(source_revisions))} but "
+            f"{target_name} at {', '.join(sorted(target_revisions))}; run `saga db upgrade` on "
+            "both with the same saga version"
         )
     source, target = _Side(source_url), _Side(target_url)
     try:

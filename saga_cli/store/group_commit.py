@@ -17,9 +17,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
+from saga_cli.store.sql import Rollback
 
-Work = Callable[[sqlite3.Cursor], Any]
+T = TypeVar("T")
 
 
 class _Write(Generic[T]):
@@ -73,7 +73,8 @@ class GroupCommitter:
         """Run `work` inside a committed transaction and return its result.
 
         Returns only once the transaction holding `work` has committed (and,
-        on a FULL log, is on disk).
+        on a FULL log, is on disk). If `work` raises :class:`Rollback`, its
+        writes are rolled back and the Rollback's result is returned.
 
         Raises:
             Exception: whatever `work` raised (its writes are rolled back), or
@@ -111,23 +112,30 @@ class GroupCommitter:
             try:
                 cursor.execute("BEGIN IMMEDIATE")
                 if len(batch) == 1:
+                    # The sequential path: no savepoint, the transaction is the write's.
                     only = batch[0]
+                    undo = False
                     try:
                         only.result = only.work(cursor)
+                    except Rollback as stop:
+                        only.result = stop.result
+                        undo = True
                     except Exception as exc:
                         only.error = exc
+                        undo = True
+                    cursor.execute("ROLLBACK" if undo else "COMMIT")
                 else:
                     for item in batch:
                         cursor.execute("SAVEPOINT write")
                         try:
                             item.result = item.work(cursor)
+                        except Rollback as stop:
+                            item.result = stop.result
+                            cursor.execute("ROLLBACK TO write")
                         except Exception as exc:
                             item.error = exc
                             cursor.execute("ROLLBACK TO write")
                         cursor.execute("RELEASE write")
-                if len(batch) == 1 and batch[0].error is not None:
-                    cursor.execute("ROLLBACK")
-                else:
                     cursor.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 if self._db.in_transaction:

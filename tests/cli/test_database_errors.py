@@ -13,6 +13,10 @@ import pytest
 from conftest import SagaCli, cli_env, saga_executable
 from support import BOOKING, assert_one_line_error, dump, execute, query, run_saga
 
+from saga_cli.store.migrate import BRANCHES, HEAD_REVISION
+
+DEMO_HEAD = BRANCHES["demo"][-1]
+
 COMMANDS = [
     pytest.param(("list",), id="list"),
     pytest.param(("show", "abc"), id="show"),
@@ -144,13 +148,46 @@ def test_a_log_with_a_newer_schema_is_refused_with_exit_2_and_left_alone(
     migrated: SagaCli, args: tuple[str, ...]
 ) -> None:
     assert migrated("book", *BOOKING).code == 0
-    execute(migrated.db, "UPDATE alembic_version SET version_num='9999'")
+    execute(
+        migrated.db,
+        "UPDATE alembic_version SET version_num='9999' WHERE version_num=?",
+        (HEAD_REVISION,),
+    )
     before = dump(migrated.db)
 
     result = migrated(*args)
 
     assert_one_line_error(result, 2, "newer")
-    assert query(migrated.db, "SELECT version_num FROM alembic_version") == [("9999",)]
+    assert query(migrated.db, "SELECT version_num FROM alembic_version ORDER BY 1") == [
+        ("9999",),
+        (DEMO_HEAD,),
+    ]
+    assert dump(migrated.db) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(("list", "--json"), id="list"),
+        pytest.param(("book", *BOOKING), id="book"),
+        pytest.param(("db", "upgrade"), id="db-upgrade"),
+        pytest.param(("db", "status"), id="db-status"),
+    ],
+)
+def test_a_log_whose_demo_tables_a_newer_saga_migrated_is_refused_with_exit_2(
+    migrated: SagaCli, args: tuple[str, ...]
+) -> None:
+    assert migrated("book", *BOOKING).code == 0
+    execute(
+        migrated.db,
+        "UPDATE alembic_version SET version_num='demo_9999' WHERE version_num=?",
+        (DEMO_HEAD,),
+    )
+    before = dump(migrated.db)
+
+    result = migrated(*args)
+
+    assert_one_line_error(result, 2, "newer", "demo_9999")
     assert dump(migrated.db) == before
 
 

@@ -13,13 +13,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from support import CATALOGUE, table_columns, table_foreign_keys, table_indexes
 
-from saga_cli.errors import MigrationError, NotADatabaseError, SchemaTooNewError
+from saga_cli.errors import (
+    InvalidInputError,
+    MigrationError,
+    NotADatabaseError,
+    SchemaTooNewError,
+)
 from saga_cli.store import migrate, open_store
 
 SERVICE_TABLES = [
     f"{s}_{t}" for s in ("flight", "hotel", "car") for t in ("resource", "reservation")
 ]
+DEMO_TABLES = [*SERVICE_TABLES, "payment_charge", "notification_outbox", "circuit_breaker"]
 LOG_TABLES = ["saga_execution", "saga_event", "saga_definition", "saga_key_lock", "saga_worker"]
+DEMO_HEAD = migrate.BRANCHES["demo"][-1]
 
 
 def tables(path: Path) -> set[str]:
@@ -28,23 +35,40 @@ def tables(path: Path) -> set[str]:
     return {r[0] for r in rows}
 
 
-def revision(path: Path) -> str | None:
+def revisions(path: Path) -> set[str]:
     db = sqlite3.connect(path)
     try:
-        row = db.execute("SELECT version_num FROM alembic_version").fetchall()
+        return {row[0] for row in db.execute("SELECT version_num FROM alembic_version")}
     finally:
         db.close()
-    assert len(row) <= 1, "alembic_version must hold one row"
-    return row[0][0] if row else None
+
+
+def revision(path: Path) -> str | None:
+    """The revision of a log without migration branches."""
+    found = revisions(path)
+    assert len(found) <= 1, "alembic_version must hold one row"
+    return next(iter(found), None)
 
 
 def migrated(path: Path) -> None:
     open_store(str(path)).close()
 
 
-@pytest.fixture
-def engine(db_path: Path) -> Iterator[Engine]:
-    migrated(db_path)
+def migrated_with_demo(path: Path) -> None:
+    store = open_store(str(path))
+    try:
+        store.upgrade_branch("demo")
+    finally:
+        store.close()
+
+
+@pytest.fixture(params=["saga", "saga+demo"])
+def engine(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Engine]:
+    """An engine on a migrated log, without and with the demo's branch (it leaves them alone)."""
+    if request.param == "saga":
+        migrated(db_path)
+    else:
+        migrated_with_demo(db_path)
     created = sa.create_engine(f"sqlite:///{db_path}")
     try:
         yield created
@@ -52,10 +76,32 @@ def engine(db_path: Path) -> Iterator[Engine]:
         created.dispose()
 
 
-def test_empty_file_is_migrated_to_head_with_every_table(db_path: Path) -> None:
+def test_empty_file_is_migrated_to_head_with_the_saga_tables_only(db_path: Path) -> None:
     migrated(db_path)
-    assert tables(db_path) >= {*LOG_TABLES, *SERVICE_TABLES, "alembic_version"}
+    assert tables(db_path) == {*LOG_TABLES, "alembic_version"}
     assert revision(db_path) == migrate.HEAD_REVISION
+
+
+def test_the_demo_branch_adds_the_demo_tables_and_records_its_head(db_path: Path) -> None:
+    migrated_with_demo(db_path)
+    assert tables(db_path) == {*LOG_TABLES, *DEMO_TABLES, "alembic_version"}
+    assert revisions(db_path) == {migrate.HEAD_REVISION, DEMO_HEAD}
+    store = open_store(str(db_path))
+    try:
+        assert store.branches() == ("demo",)
+    finally:
+        store.close()
+
+
+def test_an_unknown_branch_label_is_refused_and_changes_nothing(db_path: Path) -> None:
+    store = open_store(str(db_path))
+    try:
+        with pytest.raises(InvalidInputError, match="no migration branch is labelled 'nope'"):
+            store.upgrade_branch("nope")
+        assert store.branches() == ()
+    finally:
+        store.close()
+    assert tables(db_path) == {*LOG_TABLES, "alembic_version"}
 
 
 def test_zero_byte_file_is_migrated_like_a_missing_one(db_path: Path) -> None:
@@ -65,7 +111,7 @@ def test_zero_byte_file_is_migrated_like_a_missing_one(db_path: Path) -> None:
 
 
 def test_catalogue_is_seeded_with_full_availability(db_path: Path) -> None:
-    migrated(db_path)
+    migrated_with_demo(db_path)
     with sqlite3.connect(db_path) as db:
         for service, expected in CATALOGUE.items():
             rows = db.execute(
@@ -77,7 +123,7 @@ def test_catalogue_is_seeded_with_full_availability(db_path: Path) -> None:
 
 
 def test_reopening_a_migrated_log_is_a_no_op(db_path: Path) -> None:
-    migrated(db_path)
+    migrated_with_demo(db_path)
 
     def snapshot() -> list[Any]:
         with sqlite3.connect(db_path) as db:
@@ -88,49 +134,63 @@ def test_reopening_a_migrated_log_is_a_no_op(db_path: Path) -> None:
                 db.execute(f"SELECT * FROM {s}_resource ORDER BY code").fetchall()
                 for s in CATALOGUE
             ]
-            versions = db.execute("SELECT version_num FROM alembic_version").fetchall()
+            versions = db.execute(
+                "SELECT version_num FROM alembic_version ORDER BY version_num"
+            ).fetchall()
         return [schema, rows, versions]
 
     before = snapshot()
     for _ in range(3):
         migrated(db_path)
+        migrated_with_demo(db_path)
     assert snapshot() == before
-    assert revision(db_path) == migrate.HEAD_REVISION
+    assert revisions(db_path) == {migrate.HEAD_REVISION, DEMO_HEAD}
 
 
 def test_upgrade_of_a_log_at_head_changes_nothing(db_path: Path) -> None:
-    migrated(db_path)
+    migrated_with_demo(db_path)
     with sqlite3.connect(db_path) as db:
         before = db.execute("SELECT COUNT(*) FROM flight_resource").fetchone()
     migrate.upgrade(str(db_path))
+    migrate.upgrade(str(db_path), branches=["demo"])
     with sqlite3.connect(db_path) as db:
         assert db.execute("SELECT COUNT(*) FROM flight_resource").fetchone() == before
-    assert revision(db_path) == migrate.HEAD_REVISION
+    assert revisions(db_path) == {migrate.HEAD_REVISION, DEMO_HEAD}
 
 
 def test_known_revisions_equal_the_migration_scripts() -> None:
     assert list(migrate.KNOWN_REVISIONS) == migrate.script_revisions()
     assert migrate.HEAD_REVISION == migrate.script_revisions()[-1]
+    for label, line in migrate.BRANCHES.items():
+        assert list(line) == migrate.script_revisions(label), label
 
 
-def test_log_at_an_older_revision_is_upgraded_to_head(db_path: Path) -> None:
+def upgraded_by_alembic(path: Path, target: str) -> None:
+    """Migrate the log at `path` to `target` with the scripts alone, as an older saga did."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(migrate.migrations_dir()))
-    config.set_main_option("sqlalchemy.url", f"sqlite:///{db_path}")
-    eng = sa.create_engine(f"sqlite:///{db_path}")
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{path}")
+    eng = sa.create_engine(f"sqlite:///{path}")
     try:
         with eng.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, migrate.KNOWN_REVISIONS[0])
+            command.upgrade(config, target)
     finally:
         eng.dispose()
+
+
+def test_log_at_an_older_revision_is_upgraded_to_head(db_path: Path) -> None:
+    upgraded_by_alembic(db_path, migrate.KNOWN_REVISIONS[0])
     assert revision(db_path) == migrate.KNOWN_REVISIONS[0]
     assert "flight_resource" not in tables(db_path)
     migrated(db_path)
     assert revision(db_path) == migrate.HEAD_REVISION
+    # 0002 made the demo's tables and 0008 dropped them again, never used
+    assert tables(db_path) == {*LOG_TABLES, "alembic_version"}
+    migrated_with_demo(db_path)
     assert "flight_resource" in tables(db_path)
 
 

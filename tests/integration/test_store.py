@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import BACKENDS
 
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import (
@@ -18,7 +20,7 @@ from saga_cli.errors import (
     StoreError,
     UnknownExecutionError,
 )
-from saga_cli.store import ExecutionRecord, SagaStore, Transition, open_store
+from saga_cli.store import ExecutionRecord, Participant, SagaStore, Transition, open_store
 
 
 def record(
@@ -275,6 +277,147 @@ def test_a_second_store_on_the_same_log_sees_committed_writes(store: SagaStore) 
         assert len(store.events(ID)) == 3
     finally:
         other.close()
+
+
+# -- the extension point: an application's tables in the log's database ---------------------
+
+
+@pytest.fixture
+def demo(store: SagaStore) -> SagaStore:
+    """The store with the demo's migration branch applied (its tables are the test's)."""
+    store.upgrade_branch("demo")
+    return store
+
+
+def suv_available(db: Participant) -> int:
+    (row,) = db.query("SELECT available FROM car_resource WHERE code=?", ("SUV",))
+    return int(row[0])
+
+
+@pytest.fixture(params=BACKENDS)
+def new_log(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """The URL of a log that does not exist yet (SQLite) or an empty database (PostgreSQL)."""
+    return (
+        str(db_path) if request.param == "sqlite" else str(request.getfixturevalue("pg_empty_url"))
+    )
+
+
+def test_upgrade_branch_applies_a_branch_once_and_branches_lists_it(new_log: str) -> None:
+    store = open_store(new_log)
+    try:
+        assert store.branches() == ()
+        store.upgrade_branch("demo")
+        store.upgrade_branch("demo")
+        assert store.branches() == ("demo",)
+        other = open_store(new_log)
+        try:
+            assert other.branches() == ("demo",)
+            other.upgrade_branch("demo")  # already at its head: nothing to do
+        finally:
+            other.close()
+        with pytest.raises(InvalidInputError, match="no migration branch"):
+            store.upgrade_branch("nope")
+    finally:
+        store.close()
+
+
+def test_a_participant_reads_and_writes_with_question_marks_and_literal_percents(
+    demo: SagaStore,
+) -> None:
+    db = demo.participant()
+    try:
+        assert db.execute("UPDATE car_resource SET name=? WHERE code=?", ("SUV 100%", "SUV")) == 1
+        assert db.query("SELECT name FROM car_resource WHERE code=?", ("SUV",)) == [("SUV 100%",)]
+        assert db.query("SELECT COUNT(*) FROM car_resource WHERE name LIKE '%100%%'") == [(1,)]
+        assert db.execute("UPDATE car_resource SET name='x' WHERE code=?", ("nothing",)) == 0
+    finally:
+        db.close()
+
+
+def test_a_participant_transaction_commits_at_the_end_and_rolls_back_if_it_raises(
+    demo: SagaStore,
+) -> None:
+    db, other = demo.participant(), demo.participant()
+    try:
+        with db.transaction() as cursor:
+            assert (
+                cursor.execute(
+                    "UPDATE car_resource SET available=available-1 WHERE code=?", ("SUV",)
+                ).rowcount
+                == 1
+            )
+            assert cursor.execute(
+                "SELECT available FROM car_resource WHERE code=?", ("SUV",)
+            ).fetchone() == (0,)
+        assert suv_available(other) == 0
+        with pytest.raises(ZeroDivisionError), db.transaction() as cursor:
+            cursor.execute("UPDATE car_resource SET available=1 WHERE code=?", ("SUV",))
+            raise ZeroDivisionError
+        assert suv_available(other) == 0
+        assert suv_available(db) == 0  # the connection is usable after a rollback
+    finally:
+        db.close()
+        other.close()
+
+
+def test_participant_transactions_on_one_database_run_one_at_a_time(demo: SagaStore) -> None:
+    first, second = demo.participant(), demo.participant()
+    inside, release, entered = threading.Event(), threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with first.transaction() as cursor:
+            cursor.execute("UPDATE car_resource SET available=0 WHERE code=?", ("SUV",))
+            inside.set()
+            release.wait(30)
+
+    def follow() -> None:
+        with second.transaction() as cursor:
+            entered.set()
+            # it sees the first transaction's committed write, never its middle
+            assert cursor.execute(
+                "SELECT available FROM car_resource WHERE code=?", ("SUV",)
+            ).fetchone() == (0,)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert inside.wait(30)
+        follower = threading.Thread(target=follow)
+        follower.start()
+        assert not entered.wait(0.3), "a second transaction began while the first was open"
+    finally:
+        release.set()
+        holder.join(30)
+    follower.join(30)
+    assert entered.is_set()
+    first.close()
+    second.close()
+
+
+def test_a_participant_reports_the_databases_errors_as_store_errors(demo: SagaStore) -> None:
+    db = demo.participant()
+    try:
+        with pytest.raises(StoreError, match="(?i)check"):
+            db.execute("UPDATE car_resource SET available=-1 WHERE code=?", ("SUV",))
+        with pytest.raises(StoreError, match="no_such_table"):
+            db.query("SELECT * FROM no_such_table")
+        with pytest.raises(StoreError), db.transaction() as cursor:
+            cursor.execute("INSERT INTO car_resource (code) VALUES (?)", ("NEW",))
+        assert suv_available(db) == 1
+    finally:
+        db.close()
+
+
+def test_a_participant_connection_shares_nothing_with_the_store(demo: SagaStore) -> None:
+    url = demo.url
+    own = open_store(url)
+    own.upgrade_branch("demo")
+    own.close()
+    db = own.participant()  # opened after its store was closed
+    try:
+        assert suv_available(db) == 1
+    finally:
+        db.close()
 
 
 # -- locking ----------------------------------------------------------------------------------

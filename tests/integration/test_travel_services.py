@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from saga_cli.services.travel import (
     audit,
     open_services,
 )
-from saga_cli.store import SagaStore, open_store
+from saga_cli.store import Participant, SagaStore, open_store
 
 
 @pytest.fixture
@@ -31,9 +30,10 @@ def store(any_store: SagaStore) -> SagaStore:
 
 
 @contextmanager
-def tampering(store: SagaStore) -> Iterator[Any]:
+def tampering(store: SagaStore) -> Iterator[Participant]:
     """A connection to the log's database whose statements commit one by one."""
-    db = store.connect()  # type: ignore[attr-defined]
+    store.upgrade_branch("demo")
+    db = store.participant()
     try:
         yield db
     finally:
@@ -182,12 +182,8 @@ def test_capacity_never_goes_negative_under_concurrent_reserves(store: SagaStore
 
 
 def test_the_database_refuses_negative_availability(store: SagaStore) -> None:
-    db = store.connect()  # type: ignore[attr-defined]
-    try:
-        with pytest.raises((sqlite3.IntegrityError, StoreError), match="(?i)check"):
-            db.execute("UPDATE car_resource SET available = -1 WHERE code='SUV'")
-    finally:
-        db.close()
+    with tampering(store) as db, pytest.raises(StoreError, match="(?i)check"):
+        db.execute("UPDATE car_resource SET available = -1 WHERE code='SUV'")
 
 
 def test_restock_keeps_what_is_reserved(services: TravelServices) -> None:

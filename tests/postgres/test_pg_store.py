@@ -227,7 +227,11 @@ def test_a_busy_key_in_a_batch_leaves_the_other_writes_intact(pg: PostgresStore)
 
 
 def test_processes_migrating_one_empty_database_at_once_serialize(pg_empty_url: str) -> None:
-    script = "import sys; from saga_cli.store import open_store; open_store(sys.argv[1]).close()"
+    # Each opens the log (the main line) and then applies the demo's branch.
+    script = (
+        "import sys; from saga_cli.store import open_store; s = open_store(sys.argv[1]);"
+        " s.upgrade_branch('demo'); s.close()"
+    )
     procs = [
         subprocess.Popen([sys.executable, "-c", script, pg_empty_url], stderr=subprocess.PIPE)
         for _ in range(3)
@@ -235,9 +239,9 @@ def test_processes_migrating_one_empty_database_at_once_serialize(pg_empty_url: 
     outcomes = [(p.wait(timeout=120), p.stderr.read() if p.stderr else b"") for p in procs]
     assert all(code == 0 for code, _ in outcomes), outcomes
     with psycopg.connect(libpq_url(pg_empty_url)) as db:
-        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [
-            (migrate.HEAD_REVISION,)
-        ]
+        assert db.execute(
+            "SELECT version_num FROM alembic_version ORDER BY version_num"
+        ).fetchall() == [(migrate.HEAD_REVISION,), (migrate.BRANCHES["demo"][-1],)]
         assert db.execute("SELECT COUNT(*) FROM car_resource").fetchone() == (3,)
 
 
@@ -255,7 +259,10 @@ def test_a_database_with_tables_of_its_own_is_refused_and_untouched(pg_empty_url
 
 def test_a_newer_schema_is_refused(pg_url: str) -> None:
     with psycopg.connect(libpq_url(pg_url)) as db:
-        db.execute("UPDATE alembic_version SET version_num='9999'")
+        db.execute(
+            "UPDATE alembic_version SET version_num='9999' WHERE version_num=%s",
+            (migrate.HEAD_REVISION,),
+        )
     with pytest.raises(SchemaTooNewError, match="9999"):
         open_store(pg_url)
 
