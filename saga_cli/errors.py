@@ -70,6 +70,10 @@ class DatabaseLockedError(StoreError):
     """Raised when another writer held the database past the busy timeout."""
 
 
+class WouldBlockError(SagaError):
+    """Raised by Participant.try_transaction when starting would wait (nothing was done)."""
+
+
 class MigrationError(StoreError):
     """Raised when applying the schema migrations fails (the version is left unchanged)."""
 

@@ -1,7 +1,8 @@
-"""A travel service reached over HTTP: the participant interface on httpx.
+"""A travel service reached over HTTP: the participant interface on saga_cli.http.
 
 :class:`HttpReservationService` speaks to a ``saga serve`` process (see
-``http_app``) and maps what the network does onto the engine's errors:
+``http_app``) through the helper any saga's steps use, and maps what the
+network does onto the engine's errors:
 
 * 409 and 422 are the service's answer: business failures (compensate);
 * a connection error (refused, reset, dropped mid-reply) and a 5xx are
@@ -12,19 +13,24 @@
   the reserve has not landed yet. A confirm or cancel that times out is
   merely transient: both are safe to repeat.
 
-Only this module imports httpx; the CLI imports it when ``--services`` is given.
+The CLI imports this module (and so httpx) only when ``--services`` is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
-from saga_cli.errors import BusinessError, InvalidInputError, StepTimeoutError, TransientError
+from saga_cli.errors import BusinessError, InvalidInputError
+from saga_cli.http import (
+    HttpService,
+    RemoteRefusalError,
+    ServiceTimeoutError,
+    ServiceUnavailableError,
+)
 from saga_cli.services.travel import (
     SERVICES,
     InventoryRow,
@@ -32,23 +38,9 @@ from saga_cli.services.travel import (
     ReservationRefusedError,
 )
 
-KEY_HEADER = "Idempotency-Key"
 # Seconds a remote reservation call may take before the step counts as timed
 # out (its effect unknown). Loopback calls answer in a few milliseconds.
 DEFAULT_TIMEOUT = 2.0
-
-
-class ServiceUnavailableError(TransientError):
-    """Raised when a remote service cannot be reached or answers 5xx (retried)."""
-
-
-class ServiceTimeoutError(StepTimeoutError):
-    """Raised when a remote reserve gets no reply within its timeout (effect unknown)."""
-
-
-class RemoteRefusalError(BusinessError):
-    """Raised when a remote service refuses a request (a 409 or 422 with no known kind)."""
-
 
 _REFUSALS: dict[str, type[BusinessError]] = {
     "NoAvailabilityError": NoAvailabilityError,
@@ -58,6 +50,12 @@ _REFUSALS: dict[str, type[BusinessError]] = {
 
 class HttpReservationService:
     """A flight, hotel or car service in another process (a ReservationParticipant).
+
+    Built on :class:`saga_cli.http.HttpService`, the helper any saga's steps
+    use: pooled connections, the key in ``Idempotency-Key``, the status
+    mapping. What it adds is the demo's: the service's refusal kinds become
+    the in-process services' exceptions, and a confirm that is refused or
+    times out is transient (the saga, past its pivot, retries it).
 
     Args:
         name: flight, hotel or car.
@@ -73,67 +71,53 @@ class HttpReservationService:
         self.name = name
         self.url = url.rstrip("/")
         self.timeout: float | None = timeout
-        # trust_env=False: no proxy from the environment may sit between the
-        # orchestrator and its participants (the demo stays on loopback).
-        self._client = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
-
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        key: str | None = None,
-        body: Mapping[str, Any] | None = None,
-        uncertain_on_timeout: bool = False,
-    ) -> Any:
-        headers = {KEY_HEADER: key} if key is not None else None
-        where = f"{self.name} service at {self.url}"
-        try:
-            response = self._client.request(method, path, headers=headers, json=body)
-        except httpx.TimeoutException as exc:
-            if uncertain_on_timeout and not isinstance(exc, httpx.ConnectTimeout):
-                raise ServiceTimeoutError(
-                    f"{where} did not answer {path} within {self.timeout:g}s"
-                ) from None
-            raise ServiceUnavailableError(f"{where} timed out ({path})") from None
-        except httpx.TransportError as exc:
-            raise ServiceUnavailableError(
-                f"{where} unreachable ({type(exc).__name__}: {exc})"
-            ) from None
-        if response.status_code >= 500:
-            raise ServiceUnavailableError(f"{where} answered {response.status_code} to {path}")
-        if response.status_code in (409, 422):
-            detail, kind = _problem(response)
-            if path == "/confirm":
-                # As in-process: the saga cannot confirm what it does not
-                # hold; retried, then stuck for an operator.
-                raise ServiceUnavailableError(detail)
-            raise _REFUSALS.get(kind, RemoteRefusalError)(detail)
-        if response.status_code >= 400:
-            raise ServiceUnavailableError(f"{where} answered {response.status_code} to {path}")
-        return response.json()
+        self._http = HttpService(f"{name} service", self.url, timeout=timeout)
 
     def reserve(self, key: str, saga_id: str, resource: str, customer: str) -> dict[str, Any]:
         """Hold one unit of `resource` under `key` (see the module docstring for the errors)."""
         body = {"saga_id": saga_id, "resource": resource, "customer": customer}
-        result: dict[str, Any] = self._send(
-            "POST", "/reserve", key=key, body=body, uncertain_on_timeout=True
-        )
+        with _refusals():
+            result: dict[str, Any] = self._http.post(key, "/reserve", json=body)
+        return result
+
+    async def reserve_async(
+        self, key: str, saga_id: str, resource: str, customer: str
+    ) -> dict[str, Any]:
+        """:meth:`reserve` without a thread."""
+        body = {"saga_id": saga_id, "resource": resource, "customer": customer}
+        with _refusals():
+            result: dict[str, Any] = await self._http.post_async(key, "/reserve", json=body)
         return result
 
     def confirm(self, key: str) -> dict[str, Any]:
         """Confirm the pending reservation under `key`."""
-        result: dict[str, Any] = self._send("POST", "/confirm", key=key)
+        with _confirming():
+            result: dict[str, Any] = self._http.post(key, "/confirm")
+        return result
+
+    async def confirm_async(self, key: str) -> dict[str, Any]:
+        """:meth:`confirm` without a thread."""
+        with _confirming():
+            result: dict[str, Any] = await self._http.post_async(key, "/confirm")
         return result
 
     def cancel(self, key: str, saga_id: str) -> dict[str, Any]:
         """Cancel the reservation under `key` once (a tombstone if it never arrived)."""
-        result: dict[str, Any] = self._send("POST", "/cancel", key=key, body={"saga_id": saga_id})
+        with _refusals():
+            result: dict[str, Any] = self._http.post(key, "/cancel", json={"saga_id": saga_id})
+        return result
+
+    async def cancel_async(self, key: str, saga_id: str) -> dict[str, Any]:
+        """:meth:`cancel` without a thread."""
+        with _refusals():
+            result: dict[str, Any] = await self._http.post_async(
+                key, "/cancel", json={"saga_id": saga_id}
+            )
         return result
 
     def inventory(self) -> list[InventoryRow]:
         """The service's inventory, read through its endpoint."""
-        return [InventoryRow(**row) for row in self._send("GET", "/inventory")]
+        return [InventoryRow(**row) for row in self._http.get("/inventory")]
 
     def resource_codes(self) -> list[str]:
         """Codes of the resources the service offers."""
@@ -143,32 +127,43 @@ class HttpReservationService:
         """Every reservation as (key, saga_id, resource, status), tombstones included."""
         return [
             (r["key"], r["saga_id"], r["resource"], r["status"])
-            for r in self._send("GET", "/reservations")
+            for r in self._http.get("/reservations")
         ]
 
     def restock(self, capacity: int) -> None:
         """Set every resource's capacity, keeping what is reserved."""
         try:
-            self._send("POST", "/restock", body={"capacity": capacity})
+            self._http.post(None, "/restock", json={"capacity": capacity})
         except RemoteRefusalError as exc:
             raise InvalidInputError(str(exc)) from None
 
     def close(self) -> None:
         """Close the connection pool."""
-        self._client.close()
+        self._http.close()
 
 
-def _problem(response: httpx.Response) -> tuple[str, str]:
-    """(detail, kind) of an error response; FastAPI's validation errors have a list detail."""
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """A service's refusal as the in-process services raise it (same kinds, same message)."""
     try:
-        body = response.json()
-    except ValueError:
-        return response.text or f"HTTP {response.status_code}", ""
-    detail = body.get("detail") if isinstance(body, dict) else body
-    if not isinstance(detail, str):
-        detail = f"invalid request: {detail}"
-    kind = body.get("error", "") if isinstance(body, dict) else ""
-    return detail, str(kind)
+        yield
+    except RemoteRefusalError as exc:
+        detail = exc.body.get("detail") if isinstance(exc.body, dict) else None
+        kind = _REFUSALS.get(exc.kind)
+        if kind is None:
+            raise
+        raise kind(detail if isinstance(detail, str) else str(exc)) from None
+
+
+@contextlib.contextmanager
+def _confirming() -> Iterator[None]:
+    """A confirm the saga cannot complete now is retried: refused, or with no reply in time."""
+    try:
+        yield
+    except RemoteRefusalError as exc:
+        raise ServiceUnavailableError(str(exc)) from None
+    except ServiceTimeoutError as exc:
+        raise ServiceUnavailableError(str(exc)) from None
 
 
 def parse_services(text: str) -> dict[str, str]:

@@ -34,6 +34,20 @@ class ReservationParticipant(Protocol):
         """Hold one unit of `resource` as a pending reservation under `key` (once per key)."""
         ...
 
+    async def reserve_async(
+        self, key: str, saga_id: str, resource: str, customer: str
+    ) -> dict[str, Any]:
+        """:meth:`reserve` for a step on an event loop (it never blocks the loop)."""
+        ...
+
+    async def confirm_async(self, key: str) -> dict[str, Any]:
+        """:meth:`confirm` for a step on an event loop."""
+        ...
+
+    async def cancel_async(self, key: str, saga_id: str) -> dict[str, Any]:
+        """:meth:`cancel` for a step on an event loop."""
+        ...
+
     def confirm(self, key: str) -> dict[str, Any]:
         """Turn the pending reservation under `key` into a confirmed one (once per key)."""
         ...

@@ -23,11 +23,14 @@ own migration branch, which creates their tables on first use.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from saga_cli.breaker import CircuitBreaker
 from saga_cli.domain import (
@@ -39,7 +42,7 @@ from saga_cli.domain import (
     StepContext,
     StepKind,
 )
-from saga_cli.errors import BusinessError, InvalidInputError, TransientError
+from saga_cli.errors import BusinessError, InvalidInputError, TransientError, WouldBlockError
 from saga_cli.faults import (
     CrashPoint,
     InjectedFailureError,
@@ -51,7 +54,9 @@ from saga_cli.faults import (
 )
 from saga_cli.services.database import DemoDatabase
 from saga_cli.services.participants import ReservationParticipant
-from saga_cli.store import Participant, SagaStore
+from saga_cli.store import Participant, ParticipantCursor, SagaStore
+
+T = TypeVar("T")
 
 SERVICES = ("flight", "hotel", "car")
 SAGA_NAME = "travel-booking"
@@ -83,7 +88,14 @@ class InventoryRow:
 
 
 class _Service:
-    """A microservice's plumbing: its own connection per thread and its own transactions."""
+    """A microservice's plumbing: its own connection per thread and its own transactions.
+
+    Every write is one transaction (``body(cursor)``), run two ways: plainly
+    (:meth:`_write`), or from a step on the event loop (:meth:`_write_async`),
+    which runs it right there when the database is free now (a local write
+    takes microseconds) and otherwise on a thread, so the loop never waits
+    for another writer's fsync.
+    """
 
     def __init__(self, database: DemoDatabase) -> None:
         self._database = database
@@ -94,6 +106,18 @@ class _Service:
         if db is None:
             db = self._local.db = self._database.connect()
         return db
+
+    def _write(self, body: Callable[[ParticipantCursor], T]) -> T:
+        with self._db().transaction() as cursor:
+            return body(cursor)
+
+    async def _write_async(self, body: Callable[[ParticipantCursor], T]) -> T:
+        try:
+            with self._db().try_transaction() as cursor:
+                return body(cursor)
+        except WouldBlockError:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self._write, body)
 
     def close(self) -> None:
         """Close this thread's connection."""
@@ -124,59 +148,21 @@ class ReservationService(_Service):
             NoAvailabilityError: nothing left.
             ReservationRefusedError: `key` was cancelled before this arrived.
         """
-        now = time.time()
-        with self._db().transaction() as cur:
-            # Insert first: a new key (the usual case) then costs one more
-            # statement; a repeated key falls through to reading what is there.
-            inserted = cur.execute(
-                f"INSERT INTO {self._reservations}"
-                " (key, saga_id, resource, customer, status, created_at, updated_at)"
-                " VALUES (?,?,?,?,'pending',?,?) ON CONFLICT (key) DO NOTHING",
-                (key, saga_id, resource, customer, now, now),
-            ).rowcount
-            if inserted:
-                taken = cur.execute(
-                    f"UPDATE {self._resources} SET available = available - 1"
-                    " WHERE code=? AND available > 0",
-                    (resource,),
-                ).rowcount
-                if taken != 1:  # rolls the insert back too
-                    raise NoAvailabilityError(f"no {self.name} availability for {resource}")
-                return {"reservation": key, "resource": resource}
-            status, held = cur.execute(
-                f"SELECT status, resource FROM {self._reservations} WHERE key=?", (key,)
-            ).fetchone()
-        if status == "canceled":
-            raise ReservationRefusedError(
-                f"{self.name} reservation {key} was cancelled before the request arrived"
-            )
-        return {"reservation": key, "resource": held}
+        return self._write(partial(self._reserve, key, saga_id, resource, customer))
+
+    async def reserve_async(
+        self, key: str, saga_id: str, resource: str, customer: str
+    ) -> dict[str, Any]:
+        """:meth:`reserve` from a step on the event loop."""
+        return await self._write_async(partial(self._reserve, key, saga_id, resource, customer))
 
     def cancel(self, key: str, saga_id: str) -> dict[str, Any]:
         """Release the reservation under `key`, once; tombstone it if it never arrived."""
-        with self._db().transaction() as cur:
-            row = cur.execute(
-                f"SELECT status, resource FROM {self._reservations} WHERE key=?", (key,)
-            ).fetchone()
-            now = time.time()
-            if row is None:
-                cur.execute(
-                    f"INSERT INTO {self._reservations}"
-                    " (key, saga_id, resource, customer, status, created_at, updated_at)"
-                    " VALUES (?,?,NULL,NULL,'canceled',?,?)",
-                    (key, saga_id, now, now),
-                )
-                return {"canceled": key, "tombstone": True}
-            if row[0] == "canceled":
-                return {"canceled": key, "already": True}
-            cur.execute(
-                f"UPDATE {self._reservations} SET status='canceled', updated_at=? WHERE key=?",
-                (now, key),
-            )
-            cur.execute(
-                f"UPDATE {self._resources} SET available = available + 1 WHERE code=?", (row[1],)
-            )
-        return {"canceled": key}
+        return self._write(partial(self._cancel, key, saga_id))
+
+    async def cancel_async(self, key: str, saga_id: str) -> dict[str, Any]:
+        """:meth:`cancel` from a step on the event loop."""
+        return await self._write_async(partial(self._cancel, key, saga_id))
 
     def confirm(self, key: str) -> dict[str, Any]:
         """Turn a pending reservation into a confirmed one (releases the semantic lock).
@@ -185,21 +171,78 @@ class ReservationService(_Service):
             TransientError: the reservation is missing or cancelled; the saga
                 cannot confirm what it does not hold (an operator must look).
         """
-        # One statement, so it runs as its own (autocommit) transaction.
-        db = self._db()
-        changed = db.execute(
+        return self._write(partial(self._confirm, key))
+
+    async def confirm_async(self, key: str) -> dict[str, Any]:
+        """:meth:`confirm` from a step on the event loop."""
+        return await self._write_async(partial(self._confirm, key))
+
+    def _reserve(
+        self, key: str, saga_id: str, resource: str, customer: str, cur: ParticipantCursor
+    ) -> dict[str, Any]:
+        now = time.time()
+        # Insert first: a new key (the usual case) then costs one more
+        # statement; a repeated key falls through to reading what is there.
+        inserted = cur.execute(
+            f"INSERT INTO {self._reservations}"
+            " (key, saga_id, resource, customer, status, created_at, updated_at)"
+            " VALUES (?,?,?,?,'pending',?,?) ON CONFLICT (key) DO NOTHING",
+            (key, saga_id, resource, customer, now, now),
+        ).rowcount
+        if inserted:
+            taken = cur.execute(
+                f"UPDATE {self._resources} SET available = available - 1"
+                " WHERE code=? AND available > 0",
+                (resource,),
+            ).rowcount
+            if taken != 1:  # rolls the insert back too
+                raise NoAvailabilityError(f"no {self.name} availability for {resource}")
+            return {"reservation": key, "resource": resource}
+        status, held = cur.execute(
+            f"SELECT status, resource FROM {self._reservations} WHERE key=?", (key,)
+        ).fetchone()
+        if status == "canceled":  # nothing was written: the rollback changes nothing
+            raise ReservationRefusedError(
+                f"{self.name} reservation {key} was cancelled before the request arrived"
+            )
+        return {"reservation": key, "resource": held}
+
+    def _cancel(self, key: str, saga_id: str, cur: ParticipantCursor) -> dict[str, Any]:
+        row = cur.execute(
+            f"SELECT status, resource FROM {self._reservations} WHERE key=?", (key,)
+        ).fetchone()
+        now = time.time()
+        if row is None:
+            cur.execute(
+                f"INSERT INTO {self._reservations}"
+                " (key, saga_id, resource, customer, status, created_at, updated_at)"
+                " VALUES (?,?,NULL,NULL,'canceled',?,?)",
+                (key, saga_id, now, now),
+            )
+            return {"canceled": key, "tombstone": True}
+        if row[0] == "canceled":
+            return {"canceled": key, "already": True}
+        cur.execute(
+            f"UPDATE {self._reservations} SET status='canceled', updated_at=? WHERE key=?",
+            (now, key),
+        )
+        cur.execute(
+            f"UPDATE {self._resources} SET available = available + 1 WHERE code=?", (row[1],)
+        )
+        return {"canceled": key}
+
+    def _confirm(self, key: str, cur: ParticipantCursor) -> dict[str, Any]:
+        changed = cur.execute(
             f"UPDATE {self._reservations} SET status='confirmed', updated_at=?"
             " WHERE key=? AND status='pending'",
             (time.time(), key),
-        )
+        ).rowcount
         if changed:
             return {"confirmed": key}
-        rows = db.query(f"SELECT status FROM {self._reservations} WHERE key=?", (key,))
-        if rows and rows[0][0] == "confirmed":
+        row = cur.execute(f"SELECT status FROM {self._reservations} WHERE key=?", (key,)).fetchone()
+        if row is not None and row[0] == "confirmed":
             return {"confirmed": key, "already": True}
-        raise TransientError(
-            f"{self.name} reservation {key} is {rows[0][0] if rows else 'missing'}"
-        )
+        raise TransientError(f"{self.name} reservation {key} is {row[0] if row else 'missing'}")
 
     def resource_codes(self) -> list[str]:
         """Codes of the resources this service offers."""
@@ -248,16 +291,25 @@ class PaymentService(_Service):
 
     def charge(self, key: str, saga_id: str, customer: str, amount: int) -> dict[str, Any]:
         """Charge `amount` under `key`, once; a repeated key returns the first charge."""
-        with self._db().transaction() as cur:
-            cur.execute(
-                "INSERT INTO payment_charge (key, saga_id, customer, amount, created_at)"
-                " VALUES (?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
-                (key, saga_id, customer, amount, time.time()),
-            )
-            charged = cur.execute(
-                "SELECT amount FROM payment_charge WHERE key=?", (key,)
-            ).fetchone()[0]
-        return {"charge": key, "amount": charged}
+        return self._write(partial(self._charge, key, saga_id, customer, amount))
+
+    async def charge_async(
+        self, key: str, saga_id: str, customer: str, amount: int
+    ) -> dict[str, Any]:
+        """:meth:`charge` from a step on the event loop."""
+        return await self._write_async(partial(self._charge, key, saga_id, customer, amount))
+
+    @staticmethod
+    def _charge(
+        key: str, saga_id: str, customer: str, amount: int, cur: ParticipantCursor
+    ) -> dict[str, Any]:
+        cur.execute(
+            "INSERT INTO payment_charge (key, saga_id, customer, amount, created_at)"
+            " VALUES (?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
+            (key, saga_id, customer, amount, time.time()),
+        )
+        charged = cur.execute("SELECT amount FROM payment_charge WHERE key=?", (key,)).fetchone()
+        return {"charge": key, "amount": charged[0]}
 
     def charges(self) -> list[tuple[str, str, int]]:
         """Every charge as (key, saga_id, amount)."""
@@ -269,7 +321,19 @@ class NotificationService(_Service):
 
     def send(self, key: str, saga_id: str, customer: str, message: str) -> dict[str, Any]:
         """Queue `message` for `customer` under `key`, once."""
-        self._db().execute(
+        return self._write(partial(self._send, key, saga_id, customer, message))
+
+    async def send_async(
+        self, key: str, saga_id: str, customer: str, message: str
+    ) -> dict[str, Any]:
+        """:meth:`send` from a step on the event loop."""
+        return await self._write_async(partial(self._send, key, saga_id, customer, message))
+
+    @staticmethod
+    def _send(
+        key: str, saga_id: str, customer: str, message: str, cur: ParticipantCursor
+    ) -> dict[str, Any]:
+        cur.execute(
             "INSERT INTO notification_outbox (key, saga_id, customer, message, created_at)"
             " VALUES (?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
             (key, saga_id, customer, message, time.time()),
@@ -414,6 +478,21 @@ class BookingRequest:
         except (KeyError, TypeError, AttributeError) as exc:
             raise InvalidInputError(f"malformed booking payload: {exc}") from None
 
+    @classmethod
+    def of(cls, ctx: StepContext) -> BookingRequest:
+        """The request of the execution `ctx` belongs to, parsed once for all its steps."""
+        request = _PARSED.get(ctx.execution_id)
+        if request is None:
+            request = _PARSED[ctx.execution_id] = cls.from_payload(ctx.payload)
+            if len(_PARSED) > 4096:  # executions in flight are far fewer: drop the oldest
+                with contextlib.suppress(RuntimeError, StopIteration, KeyError):
+                    del _PARSED[next(iter(_PARSED))]
+        return request
+
+
+# An execution's payload never changes: its request is parsed at its first step.
+_PARSED: dict[str, BookingRequest] = {}
+
 
 # -- crash points and the saga definition ------------------------------------------
 
@@ -518,7 +597,7 @@ class FaultPlan:
 
 
 def _unreachable(services: list[str]) -> Callable[[StepContext], Any]:
-    def down(ctx: StepContext) -> Any:
+    async def down(ctx: StepContext) -> Any:
         raise ServiceOutageError(f"{', '.join(services)} service unreachable (--outage)")
 
     return down
@@ -584,11 +663,11 @@ def travel_saga(
             return call
         breaker: CircuitBreaker | None = None
 
-        def through_breaker(ctx: StepContext) -> Any:
+        async def through_breaker(ctx: StepContext) -> Any:
             nonlocal breaker
             if breaker is None:
                 breaker = breaker_of(service)
-            return breaker.call(call, ctx)
+            return await breaker.call_async(call, ctx)
 
         return through_breaker
 
@@ -598,48 +677,56 @@ def travel_saga(
                 raise TransientError(f"{ctx.step} failed (--fail {ctx.step})")
             raise InjectedFailureError(f"{ctx.step} declined the booking (--fail)")
 
+    # The steps are ``async def``: in-process services write right on the
+    # event loop when the database is free (else on a thread), remote ones are
+    # awaited over HTTP, so many bookings wait on their services at once.
     def reserver(service: ReservationParticipant) -> Callable[[StepContext], Any]:
-        def reserve(ctx: StepContext) -> Any:
-            request = BookingRequest.from_payload(ctx.payload)
+        async def reserve(ctx: StepContext) -> Any:
+            request = BookingRequest.of(ctx)
             code = request.resources().get(service.name)
             if code is None:
                 return {"skipped": True}
             declined(ctx, request)
-            return service.reserve(ctx.key, ctx.execution_id, code, request.customer)
+            return await service.reserve_async(ctx.key, ctx.execution_id, code, request.customer)
 
         return reserve
 
     def canceller(service: ReservationParticipant) -> Callable[[StepContext], Any]:
-        def cancel(ctx: StepContext) -> Any:
-            if service.name not in BookingRequest.from_payload(ctx.payload).resources():
+        async def cancel(ctx: StepContext) -> Any:
+            if service.name not in BookingRequest.of(ctx).resources():
                 return {"skipped": True}
-            return service.cancel(ctx.action_key, ctx.execution_id)
+            return await service.cancel_async(ctx.action_key, ctx.execution_id)
 
         return cancel
 
-    def charge(ctx: StepContext) -> Any:
-        request = BookingRequest.from_payload(ctx.payload)
+    async def charge(ctx: StepContext) -> Any:
+        request = BookingRequest.of(ctx)
         declined(ctx, request)
         amount = sum(FARES[name] for name in request.resources())
-        return services.payment.charge(ctx.key, ctx.execution_id, request.customer, amount)
+        return await services.payment.charge_async(
+            ctx.key, ctx.execution_id, request.customer, amount
+        )
 
-    def confirm(ctx: StepContext) -> Any:
-        request = BookingRequest.from_payload(ctx.payload)
+    async def confirm(ctx: StepContext) -> Any:
+        request = BookingRequest.of(ctx)
         declined(ctx, request)
         for name in request.resources():
             key = f"{ctx.execution_id}:{name}"
+            service = services.by_name[name]
             if breakers is None:
-                services.by_name[name].confirm(key)
+                await service.confirm_async(key)
             else:
-                (found.get(name) or breaker_of(name)).call(services.by_name[name].confirm, key)
+                await (found.get(name) or breaker_of(name)).call_async(service.confirm_async, key)
         return {"confirmed": sorted(request.resources())}
 
-    def notify(ctx: StepContext) -> Any:
-        request = BookingRequest.from_payload(ctx.payload)
+    async def notify(ctx: StepContext) -> Any:
+        request = BookingRequest.of(ctx)
         declined(ctx, request)
         booked = ", ".join(f"{k} {v}" for k, v in request.resources().items())
         message = f"Your trip is booked: {booked}."
-        return services.notification.send(ctx.key, ctx.execution_id, request.customer, message)
+        return await services.notification.send_async(
+            ctx.key, ctx.execution_id, request.customer, message
+        )
 
     steps = [
         Step(

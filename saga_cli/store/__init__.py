@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from saga_cli.domain import Event, SagaStatus
-from saga_cli.errors import ExecutionBusyError, InvalidInputError, SagaError
+from saga_cli.errors import ExecutionBusyError, InvalidInputError, SagaError, WouldBlockError
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +185,19 @@ class Participant(abc.ABC):
         Raises:
             StoreError: the database failed; the transaction was rolled back.
         """
+
+    def try_transaction(self) -> AbstractContextManager[ParticipantCursor]:
+        """:meth:`transaction`, only if it can start at once: for callers on an event loop.
+
+        Where starting would wait (another writer holds the database, or the
+        backend only talks over the network), it raises at once and nothing
+        is done; the caller runs :meth:`transaction` on a thread instead.
+
+        Raises:
+            WouldBlockError: starting would wait.
+            StoreError: the database failed; the transaction was rolled back.
+        """
+        raise WouldBlockError("this backend's transactions may wait")
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -29,6 +29,7 @@ from saga_cli.errors import (
     InvalidInputError,
     NotADatabaseError,
     StoreError,
+    WouldBlockError,
 )
 from saga_cli.store import ExecutionRecord, Participant, migrate
 from saga_cli.store.group_commit import GroupCommitter
@@ -389,6 +390,7 @@ class SqliteParticipant(Participant):
         with self._errors:
             self._db = settings.connect(participant=True)
         self._write_lock = write_lock(settings.path)
+        self._busy_timeout_ms = settings.busy_timeout_ms
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read-only statement (WAL: it never waits for a writer)."""
@@ -412,6 +414,33 @@ class SqliteParticipant(Participant):
                 cursor.execute("ROLLBACK")
                 raise
             cursor.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def try_transaction(self) -> Iterator[sqlite3.Cursor]:
+        """:meth:`transaction` if no writer holds the file now, else WouldBlockError at once."""
+        if not self._write_lock.acquire(blocking=False):  # a writer of this process
+            raise WouldBlockError("another writer of this process holds the log")
+        try:
+            with self._errors:
+                cursor = self._db.cursor()
+                # A writer of another process: SQLITE_BUSY at once, not after the busy timeout.
+                cursor.execute("PRAGMA busy_timeout=0")
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    raise WouldBlockError("another process holds the log's write lock") from None
+                finally:
+                    cursor.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+                try:
+                    yield cursor
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+                cursor.execute("COMMIT")
+        finally:
+            self._write_lock.release()
 
     def close(self) -> None:
         """Close the connection."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -74,17 +75,17 @@ def interrupt(
 ) -> str:
     """Book `request` and die inside `service`'s reserve (before or after it took effect)."""
     target = booking.services.by_name[service]
-    original = target.reserve
+    original = target.reserve_async  # the saga's steps are async: they await this
 
-    def dying(key: str, saga_id: str, resource: str, customer: str) -> dict[str, Any]:
+    async def dying(key: str, saga_id: str, resource: str, customer: str) -> dict[str, Any]:
         if after:
-            original(key, saga_id, resource, customer)
+            await original(key, saga_id, resource, customer)
         raise Crash
 
-    monkeypatch.setattr(target, "reserve", dying)
+    monkeypatch.setattr(target, "reserve_async", dying)
     with pytest.raises(Crash):
         booking.book(request)
-    monkeypatch.setattr(target, "reserve", original)
+    monkeypatch.setattr(target, "reserve_async", original)
     (record,) = booking.store.list_executions(limit=1)
     assert record.status is SagaStatus.RUNNING
     return record.id
@@ -392,17 +393,19 @@ def test_a_fenced_runner_cannot_write_after_another_claimed_the_execution(
     rival = TravelBooking(store)
     rival.runner.owner = "otherhost:2:2"
     hotel = booking.services.hotel
-    original = hotel.reserve
+    original = hotel.reserve_async
     taken_over: list[str] = []
 
-    def slow_reserve(key: str, saga_id: str, resource: str, customer: str) -> dict[str, Any]:
-        result = original(key, saga_id, resource, customer)
+    async def slow_reserve(key: str, saga_id: str, resource: str, customer: str) -> Any:
+        result = await original(key, saga_id, resource, customer)
         if not taken_over:
             taken_over.append(saga_id)
-            assert rival.resume(saga_id).status is SagaStatus.COMPLETED
+            # the rival is another process: here, another thread with its own event loop
+            resumed = await asyncio.to_thread(rival.resume, saga_id)
+            assert resumed.status is SagaStatus.COMPLETED
         return result
 
-    monkeypatch.setattr(hotel, "reserve", slow_reserve)
+    monkeypatch.setattr(hotel, "reserve_async", slow_reserve)
     try:
         with pytest.raises(LeaseLostError):
             booking.book(TRIP)
@@ -425,16 +428,16 @@ def test_a_runner_whose_execution_was_claimed_stops_before_its_next_call(
     calls: list[str] = []
     for name in ("hotel", "car"):
         service = booking.services.by_name[name]
-        monkeypatch.setattr(service, "reserve", recorder(service.reserve, calls, name))
+        monkeypatch.setattr(service, "reserve_async", recorder(service.reserve_async, calls, name))
     flight = booking.services.flight
-    original = flight.reserve
+    original = flight.reserve_async
 
-    def stolen(key: str, saga_id: str, resource: str, customer: str) -> dict[str, Any]:
-        result = original(key, saga_id, resource, customer)
+    async def stolen(key: str, saga_id: str, resource: str, customer: str) -> dict[str, Any]:
+        result = await original(key, saga_id, resource, customer)
         take_lease(store, saga_id, "otherhost:3:3")
         return result
 
-    monkeypatch.setattr(flight, "reserve", stolen)
+    monkeypatch.setattr(flight, "reserve_async", stolen)
     with pytest.raises(LeaseLostError):
         booking.book(TRIP)
     assert calls == []  # the hotel was never called by the fenced runner
@@ -444,11 +447,11 @@ def test_a_runner_whose_execution_was_claimed_stops_before_its_next_call(
 
 
 def recorder(
-    call: Callable[[str, str, str, str], dict[str, Any]], calls: list[str], name: str
-) -> Callable[[str, str, str, str], dict[str, Any]]:
-    def wrapped(key: str, saga_id: str, resource: str, customer: str) -> dict[str, Any]:
+    call: Callable[[str, str, str, str], Awaitable[dict[str, Any]]], calls: list[str], name: str
+) -> Callable[[str, str, str, str], Awaitable[dict[str, Any]]]:
+    async def wrapped(key: str, saga_id: str, resource: str, customer: str) -> dict[str, Any]:
         calls.append(name)
-        return call(key, saga_id, resource, customer)
+        return await call(key, saga_id, resource, customer)
 
     return wrapped
 
