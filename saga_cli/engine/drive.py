@@ -80,7 +80,14 @@ class Driver:
         self.clock = clock
         self.rng = rng
         self.sleep = sleep
-        self.driving = 0  # executions on this loop between their first record and rest
+        # Executions taken by the windows on this loop and not yet at rest: while
+        # it is 1, nothing else could use the loop during a commit's fsync, so
+        # the writer commits inline rather than hand each commit to its thread.
+        self.driving = 0
+        # Executions inside a participant call: while none is, every execution
+        # in hand reaches its next commit in this pass of the loop (they advance
+        # in step), so a commit waits for them all; while some are, it goes at once.
+        self.calling = 0
 
     async def drive(self, run: Execution, stop: Stop) -> Outcome | None:
         """Run `run` until it is completed, compensated or stuck; its last records may be pending.
@@ -178,6 +185,13 @@ class Driver:
 
     async def _make_calls(self, run: Execution, calls: list[Call]) -> None:
         """Call the participants of `calls` (concurrently if several) and record the outcomes."""
+        self.calling += 1
+        try:
+            await self._call_and_record(run, calls)
+        finally:
+            self.calling -= 1
+
+    async def _call_and_record(self, run: Execution, calls: list[Call]) -> None:
         steps = run.definition.steps
         if len(calls) == 1:
             call = calls[0]

@@ -732,17 +732,17 @@ class SagaRunner:
         loop = asyncio.get_running_loop()
         driver = self._drivers.get(loop)
         if driver is None:
-            own = loop in self._own_loops
-
-            def inline() -> bool:
-                # Alone on a loop of ours: no other execution could use the
-                # loop while the disk syncs, and a thread hand-off costs more.
-                return own and driver_ref.driving <= 1
-
             writer = LogWriter(
-                loop, self._commits, self.store, self._write_for, self._committed, inline
+                loop,
+                self._commits,
+                self.store,
+                self._write_for,
+                self._committed,
+                own=loop in self._own_loops,
+                driving=lambda: driving.driving,
+                calling=lambda: driving.calling,
             )
-            driver_ref = driver = Driver(writer, self.caller, self.clock, self.rng, self._sleep)
+            driving = driver = Driver(writer, self.caller, self.clock, self.rng, self._sleep)
             self._drivers[loop] = driver
         return driver
 

@@ -160,6 +160,9 @@ class Window:
                 self._busy -= 1
                 raise
             if isinstance(item, Execution):
+                # Counted now, not when its task first runs: the writer commits
+                # inline only while one execution is in hand (see Driver.driving).
+                self.driver.driving += 1
                 task = asyncio.ensure_future(self._drive(item))
                 self._tasks.add(task)
                 task.add_done_callback(self._forget)
@@ -170,7 +173,6 @@ class Window:
 
     async def _drive(self, run: Execution) -> None:
         driver = self.driver
-        driver.driving += 1
         freed = False
 
         def free() -> None:

@@ -94,6 +94,15 @@ class CommitThread:
 class LogWriter:
     """Groups the records of the executions driven on one event loop into shared commits.
 
+    A commit starts at once, unless the executions advance in step (none is
+    waiting on a participant): then once every one that could reach it in
+    the same pass of the loop has (a callback queued behind them). It runs
+    inline, on the loop's thread, when
+    every execution in hand is waiting for it (nothing else could use the
+    loop during the fsync: the sequential case, and a CPU-bound window whose
+    executions advance in step); otherwise on the commit thread, so the loop
+    keeps driving the executions that wait on their participants.
+
     Args:
         loop: the event loop whose executions this writer serves.
         commit_thread: where batches are committed when not inline.
@@ -101,7 +110,10 @@ class LogWriter:
         build: the store write for an execution's events (its row's new projection).
         committed: called for each execution whose write committed, with its
             events and new version (on the loop's thread).
-        inline: returns whether a commit may run on the loop's thread now.
+        own: whether the loop is the engine's own (a caller's loop is never
+            blocked by an inline commit).
+        driving: how many executions the windows on this loop have in hand.
+        calling: how many of them are inside a participant call now.
     """
 
     def __init__(
@@ -111,16 +123,22 @@ class LogWriter:
         store: SagaStore,
         build: Callable[[Execution, list[Event]], Write],
         committed: Callable[[Execution, list[Event], int], None],
-        inline: Callable[[], bool],
+        own: bool,
+        driving: Callable[[], int],
+        calling: Callable[[], int],
     ) -> None:
         self._loop = loop
         self._thread = commit_thread
         self._store = store
         self._build = build
         self._committed = committed
-        self._inline = inline
+        self._own = own
+        self._driving = driving
+        self._calling = calling
         self._dirty: dict[str, Execution] = {}
+        self._eager: set[str] = set()  # executions blocked until their records are durable
         self._busy = False  # a batch is being committed
+        self._flush_queued = False
         self._timer: asyncio.TimerHandle | None = None
 
     async def commit(self, run: Execution) -> None:
@@ -133,8 +151,17 @@ class LogWriter:
         if not (run.pending or run.writing or run.release):
             return
         waiter = self._wait_for(run)
+        self._eager.add(run.id)
         if not self._busy:
-            self._send()
+            if self._driving() > 1 and not self._calling():
+                # In step (no execution waits on a participant): the others
+                # reach their commits in this pass of the loop; take them all.
+                self._queue_flush()
+            else:
+                # Alone, or the others wait on their participants and come in
+                # their own time: holding this commit back would only make the
+                # executions fall into step behind one another.
+                self._send()
         await waiter
 
     async def settle(self, run: Execution) -> None:
@@ -144,12 +171,6 @@ class LogWriter:
         waiter = self._wait_for(run)
         self._soon()
         await waiter
-
-    def note(self, run: Execution) -> None:
-        """Commit what `run` recorded with the next batch (nobody waits for it)."""
-        if run.pending:
-            self._dirty[run.id] = run
-            self._soon()
 
     def flush(self) -> None:
         """Start a commit of whatever is recorded, if none is in progress."""
@@ -162,6 +183,17 @@ class LogWriter:
         self._dirty[run.id] = run
         return waiter
 
+    def _queue_flush(self) -> None:
+        """Commit after the executions already runnable in this pass of the loop had their turn."""
+        if not self._flush_queued:
+            self._flush_queued = True
+            self._loop.call_soon(self._flush_queued_now)
+
+    def _flush_queued_now(self) -> None:
+        self._flush_queued = False
+        if self._eager and not self._busy:
+            self._send()
+
     def _soon(self) -> None:
         if self._timer is None and not self._busy:
             self._timer = self._loop.call_later(LAZY_DELAY, self._on_timer)
@@ -172,59 +204,43 @@ class LogWriter:
 
     def _send(self) -> None:
         """Commit the recorded writes of every execution not already being written."""
-        while True:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            batch: list[_Entry] = []
-            for execution_id, run in list(self._dirty.items()):
-                if run.writing:
-                    continue  # its next write must compare-and-set this one's result
-                del self._dirty[execution_id]
-                waiters, run.waiters = run.waiters, []
-                if not (run.pending or run.release):
-                    _resolve(waiters, None)
-                    continue
-                events, run.pending = run.pending, []
-                run.writing = True
-                batch.append((run, events, waiters))
-            if not batch:
-                return
-            writes = [self._build(run, events) for run, events, _w in batch]
-            self._busy = True
-            if not self._inline():
-                self._thread.submit(writes, partial(self._hand_back, batch))
-                return
-            try:
-                results: Results = self._store.commit_all(writes)
-            except Exception as exc:  # handed to every waiter, as from the commit thread
-                results = exc
-            self._settle(batch, results)
-            if not any(run.waiters for run in self._dirty.values()):
-                if self._dirty:
-                    self._soon()
-                return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch: list[_Entry] = []
+        blocked = 0
+        for execution_id, run in list(self._dirty.items()):
+            if run.writing:
+                continue  # its next write must compare-and-set this one's result
+            del self._dirty[execution_id]
+            if execution_id in self._eager:
+                self._eager.discard(execution_id)
+                blocked += 1
+            waiters, run.waiters = run.waiters, []
+            if not (run.pending or run.release):
+                _resolve(waiters, None)
+                continue
+            events, run.pending = run.pending, []
+            run.writing = True
+            batch.append((run, events, waiters))
+        if not batch:
+            return
+        writes = [self._build(run, events) for run, events, _w in batch]
+        self._busy = True
+        if not (self._own and blocked >= self._driving()):
+            self._thread.submit(writes, partial(self._hand_back, batch))
+            return
+        try:
+            results: Results = self._store.commit_all(writes)
+        except Exception as exc:  # handed to every waiter, as from the commit thread
+            results = exc
+        self._settled(batch, results)
 
     def _hand_back(self, batch: list[_Entry], results: Results) -> None:
         """Called on the commit thread: settle the batch on the loop's thread."""
         self._loop.call_soon_threadsafe(self._settled, batch, results)
 
-    def _settled(
-        self,
-        batch: list[_Entry],
-        results: Results,
-    ) -> None:
-        self._settle(batch, results)
-        if any(run.waiters for run in self._dirty.values()):
-            self._send()
-        elif self._dirty:
-            self._soon()
-
-    def _settle(
-        self,
-        batch: list[_Entry],
-        results: Results,
-    ) -> None:
+    def _settled(self, batch: list[_Entry], results: Results) -> None:
         self._busy = False
         for index, (run, events, waiters) in enumerate(batch):
             run.writing = False
@@ -234,6 +250,12 @@ class LogWriter:
                 continue
             self._committed(run, events, result)
             _resolve(waiters, None)
+        if self._eager:
+            # Executions this commit just released run first: what they record
+            # on their way to their next call joins the next commit.
+            self._queue_flush()
+        elif self._dirty:
+            self._soon()
 
 
 def _resolve(waiters: Sequence[asyncio.Future[None]], error: BaseException | None) -> None:

@@ -23,7 +23,6 @@ own migration branch, which creates their tables on first use.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
@@ -42,7 +41,7 @@ from saga_cli.domain import (
     StepContext,
     StepKind,
 )
-from saga_cli.errors import BusinessError, InvalidInputError, TransientError, WouldBlockError
+from saga_cli.errors import BusinessError, InvalidInputError, TransientError
 from saga_cli.faults import (
     CrashPoint,
     InjectedFailureError,
@@ -91,10 +90,10 @@ class _Service:
     """A microservice's plumbing: its own connection per thread and its own transactions.
 
     Every write is one transaction (``body(cursor)``), run two ways: plainly
-    (:meth:`_write`), or from a step on the event loop (:meth:`_write_async`),
-    which runs it right there when the database is free now (a local write
-    takes microseconds) and otherwise on a thread, so the loop never waits
-    for another writer's fsync.
+    (:meth:`_write`), or from a step on the event loop (:meth:`_write_async`,
+    see Participant.run_async): on SQLite right there when the file is free
+    (a local write takes microseconds), else once the writer holding it lets
+    go, never blocking the loop meanwhile.
     """
 
     def __init__(self, database: DemoDatabase) -> None:
@@ -108,16 +107,10 @@ class _Service:
         return db
 
     def _write(self, body: Callable[[ParticipantCursor], T]) -> T:
-        with self._db().transaction() as cursor:
-            return body(cursor)
+        return self._db().run(body)
 
     async def _write_async(self, body: Callable[[ParticipantCursor], T]) -> T:
-        try:
-            with self._db().try_transaction() as cursor:
-                return body(cursor)
-        except WouldBlockError:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, self._write, body)
+        return await self._db().run_async(body)
 
     def close(self) -> None:
         """Close this thread's connection."""

@@ -10,13 +10,16 @@ through the store's extension point: :meth:`SagaStore.participant` and
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from saga_cli.domain import Event, SagaStatus
 from saga_cli.errors import ExecutionBusyError, InvalidInputError, SagaError, WouldBlockError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +188,27 @@ class Participant(abc.ABC):
         Raises:
             StoreError: the database failed; the transaction was rolled back.
         """
+
+    def run(self, body: Callable[[Any], T]) -> T:
+        """Run ``body(cursor)`` in a :meth:`transaction` and return what it returns.
+
+        Raises:
+            StoreError: the database failed; the transaction was rolled back.
+        """
+        with self.transaction() as cursor:
+            return body(cursor)
+
+    async def run_async(self, body: Callable[[Any], T]) -> T:
+        """:meth:`run` for a caller on an event loop: never blocks the loop.
+
+        By default on a thread; a backend whose transactions can start at
+        once (SQLite's, when no other writer holds the file) runs it right on
+        the loop, and otherwise waits for its turn without blocking it.
+
+        Raises:
+            StoreError: the database failed; the transaction was rolled back.
+        """
+        return await asyncio.to_thread(self.run, body)
 
     def try_transaction(self) -> AbstractContextManager[ParticipantCursor]:
         """:meth:`transaction`, only if it can start at once: for callers on an event loop.

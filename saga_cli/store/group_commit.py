@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
 from saga_cli.store.sql import Rollback
@@ -56,7 +57,7 @@ class GroupCommitter:
     def __init__(
         self,
         connection: sqlite3.Connection,
-        file_lock: threading.Lock,
+        file_lock: AbstractContextManager[Any],
         translate: Callable[[sqlite3.DatabaseError], Exception],
     ) -> None:
         self._db = connection

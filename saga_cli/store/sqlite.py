@@ -12,6 +12,7 @@ against the migrated schema.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -160,11 +161,68 @@ def translate_errors(path: str) -> ErrorTranslation:
     return ErrorTranslation(sqlite3.DatabaseError, translated, path)
 
 
-_file_locks: dict[str, threading.Lock] = {}
+class FileLock:
+    """The lock every writer of one SQLite file in this process takes (see write_lock).
+
+    A threading lock that an event loop can also wait on without blocking:
+    :meth:`acquire_or_wait` takes it, or gives a future that the holder's
+    release resolves, so a participant writing from an event loop takes its
+    turn between the log writer's commits instead of polling for it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._guard = threading.Lock()
+        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock (see threading.Lock.acquire)."""
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        """Release the lock and wake the event loops waiting for it."""
+        with self._guard:
+            waiting, self._waiting = self._waiting, []
+            self._lock.release()
+        for loop, future in waiting:
+            with contextlib.suppress(RuntimeError):  # a closed loop waits for nothing
+                loop.call_soon_threadsafe(_wake, future)
+
+    def locked(self) -> bool:
+        """Whether some thread holds the lock now."""
+        return self._lock.locked()
+
+    def acquire_or_wait(self) -> asyncio.Future[None] | None:
+        """Take the lock if it is free (None), else return a future that its next release resolves.
+
+        The future is of the running loop; once it resolves, try again (another
+        thread may have taken the lock first). Taking and waiting happen under
+        one guard with the release, so no release is missed in between.
+        """
+        with self._guard:
+            if self._lock.acquire(blocking=False):
+                return None
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append((asyncio.get_running_loop(), future))
+            return future
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_file_locks: dict[str, FileLock] = {}
 _file_locks_guard = threading.Lock()
 
 
-def write_lock(path: str) -> threading.Lock:
+def write_lock(path: str) -> FileLock:
     """The process-wide lock that every writer of the SQLite file at `path` takes.
 
     SQLite allows one writer at a time, and a writer that finds the file
@@ -174,7 +232,7 @@ def write_lock(path: str) -> threading.Lock:
     """
     key = os.path.realpath(path)
     with _file_locks_guard:
-        return _file_locks.setdefault(key, threading.Lock())
+        return _file_locks.setdefault(key, FileLock())
 
 
 def _level(query: dict[str, str], name: str, default: str) -> str:
@@ -418,29 +476,63 @@ class SqliteParticipant(Participant):
     @contextlib.contextmanager
     def try_transaction(self) -> Iterator[sqlite3.Cursor]:
         """:meth:`transaction` if no writer holds the file now, else WouldBlockError at once."""
-        if not self._write_lock.acquire(blocking=False):  # a writer of this process
+        if not self._write_lock.acquire(blocking=False):
             raise WouldBlockError("another writer of this process holds the log")
         try:
-            with self._errors:
-                cursor = self._db.cursor()
-                # A writer of another process: SQLITE_BUSY at once, not after the busy timeout.
-                cursor.execute("PRAGMA busy_timeout=0")
-                try:
-                    cursor.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
-                        raise
-                    raise WouldBlockError("another process holds the log's write lock") from None
-                finally:
-                    cursor.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-                try:
-                    yield cursor
-                except BaseException:
-                    cursor.execute("ROLLBACK")
-                    raise
-                cursor.execute("COMMIT")
+            with self._begin_nowait() as cursor:
+                yield cursor
         finally:
             self._write_lock.release()
+
+    @contextlib.contextmanager
+    def _begin_nowait(self) -> Iterator[sqlite3.Cursor]:
+        """The transaction of try_transaction, once the process's lock is held."""
+        with self._errors:
+            cursor = self._db.cursor()
+            # A writer of another process: SQLITE_BUSY at once, not after the busy timeout.
+            cursor.execute("PRAGMA busy_timeout=0")
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                raise WouldBlockError("another process holds the log's write lock") from None
+            finally:
+                cursor.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+
+    async def run_async(self, body: Callable[[Any], _T]) -> _T:
+        """Run ``body(cursor)`` in a write transaction without blocking the event loop.
+
+        A writer of this process (the log's, during its fsync) is waited for
+        until its release wakes the loop; one of another process, by polling
+        with back-off, and past the busy timeout on a thread, as plain calls wait.
+        """
+        pause = 0.001
+        waited = 0.0
+        lock = self._write_lock
+        while True:
+            wait = lock.acquire_or_wait()
+            if wait is not None:
+                await wait
+                continue
+            try:
+                with self._begin_nowait() as cursor:
+                    return body(cursor)
+            except WouldBlockError:
+                pass  # another process holds the file: poll below
+            finally:
+                lock.release()
+            if waited * 1000 >= self._busy_timeout_ms:
+                return await asyncio.to_thread(self.run, body)
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.05)
 
     def close(self) -> None:
         """Close the connection."""
