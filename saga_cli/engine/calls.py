@@ -122,22 +122,29 @@ class StepCaller:
         runs_async = self._async.get(function)
         if runs_async is None:
             runs_async = self._async[function] = is_async(function)
+        if timeout is None:  # asked for no limit
+            return await self._run(function, context, runs_async)
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = loop.time() + timeout
         try:
             async with asyncio.timeout_at(deadline):
-                if runs_async:
-                    return await function(context)
-                result = await self._on_thread(function, context)
-                if inspect.isawaitable(result):  # a plain function that returned a coroutine
-                    result = await result
-                return result
+                return await self._run(function, context, runs_async)
         except TimeoutError:
-            if deadline is not None and loop.time() >= deadline:
+            if loop.time() >= deadline:
                 raise StepTimeoutError(
                     f"{context.step} did not answer within {timeout:g}s"
                 ) from None
             raise
+
+    async def _run(
+        self, function: StepFunction, context: StepContext[Any], runs_async: bool
+    ) -> Any:
+        if runs_async:
+            return await function(context)
+        result = await self._on_thread(function, context)
+        if inspect.isawaitable(result):  # a plain function that returned a coroutine
+            result = await result
+        return result
 
     async def _on_thread(self, function: StepFunction, context: StepContext[Any]) -> Any:
         job, future = self.pool.call(function, context)

@@ -210,6 +210,10 @@ class Participant(abc.ABC):
         """
         return await asyncio.to_thread(self.run, body)
 
+    async def execute_async(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """:meth:`execute` for a caller on an event loop (see :meth:`run_async`)."""
+        return await asyncio.to_thread(self.execute, sql, params)
+
     def try_transaction(self) -> AbstractContextManager[ParticipantCursor]:
         """:meth:`transaction`, only if it can start at once: for callers on an event loop.
 

@@ -296,11 +296,13 @@ class _Planned:
         self.version = t.expected_version + 1
 
     def run(self, cursor: Any) -> int | SagaError:
-        """Run the write; a refused compare-and-set or a busy key is returned, not raised.
+        """Run the write but its events; a refused compare-and-set or a busy key is returned.
 
         A refused write may have written part of itself (the key is taken
         after the row), so the caller rolls it back: the whole transaction
-        for a single write, its savepoint in a batch.
+        for a single write, its savepoint in a batch (only a write that takes
+        a key needs one: a refused compare-and-set writes nothing). The
+        caller inserts the events of the accepted writes, all in one go.
         """
         sql = self.sql
         cursor.execute(self.statement, self.row)
@@ -318,8 +320,6 @@ class _Planned:
                     f"{holder[0] if holder else '(just released)'}; "
                     "try again when it ends, or wait for it"
                 )
-        if self.events:
-            cursor.executemany(sql.insert_event, self.events)
         if self.release_key is not None:
             cursor.execute(sql.release_key, (self.release_key, self.execution_id))
         if self.definition is not None:
@@ -426,18 +426,29 @@ class SqlStore(SagaStore):
 
         def work(cursor: Any) -> list[int | SagaError]:
             if len(statements) == 1:
-                result = statements[0].run(cursor)
+                (only,) = statements
+                result = only.run(cursor)
                 if isinstance(result, SagaError):
                     raise Rollback([result])
+                if only.events:
+                    cursor.executemany(sql.insert_event, only.events)
                 return [result]
             results: list[int | SagaError] = []
+            events: list[tuple[Any, ...]] = []
             for planned in statements:
-                cursor.execute("SAVEPOINT item")
+                guarded = planned.key is not None  # only a key is taken after a write
+                if guarded:
+                    cursor.execute("SAVEPOINT item")
                 outcome = planned.run(cursor)
-                if isinstance(outcome, SagaError):
-                    cursor.execute("ROLLBACK TO SAVEPOINT item")
-                cursor.execute("RELEASE SAVEPOINT item")
+                if guarded:
+                    if isinstance(outcome, SagaError):
+                        cursor.execute("ROLLBACK TO SAVEPOINT item")
+                    cursor.execute("RELEASE SAVEPOINT item")
+                if not isinstance(outcome, SagaError):
+                    events += planned.events
                 results.append(outcome)
+            if events:
+                cursor.executemany(sql.insert_event, events)
             return results
 
         return self._commit(work)

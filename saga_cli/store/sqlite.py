@@ -19,6 +19,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -449,6 +450,7 @@ class SqliteParticipant(Participant):
             self._db = settings.connect(participant=True)
         self._write_lock = write_lock(settings.path)
         self._busy_timeout_ms = settings.busy_timeout_ms
+        self._nowait = False  # the connection's busy timeout is 0 (see try_transaction)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read-only statement (WAL: it never waits for a writer)."""
@@ -458,13 +460,31 @@ class SqliteParticipant(Participant):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one writing statement in autocommit mode; the rows it changed."""
         with self._write_lock, self._errors:
-            return self._db.execute(sql, params).rowcount
+            cursor = self._db.cursor()
+            self._wait_when_busy(cursor)
+            return cursor.execute(sql, params).rowcount
+
+    def _no_busy_wait(self, cursor: sqlite3.Cursor) -> None:
+        """A writer of another process: SQLITE_BUSY at once, not after the busy timeout.
+
+        Kept so until a blocking write needs the busy timeout back.
+        """
+        if not self._nowait:
+            cursor.execute("PRAGMA busy_timeout=0")
+            self._nowait = True
+
+    def _wait_when_busy(self, cursor: sqlite3.Cursor) -> None:
+        """Give a blocking write the busy timeout back, if try_transaction took it away."""
+        if self._nowait:
+            cursor.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            self._nowait = False
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
         """BEGIN IMMEDIATE (the file's one writer) ... COMMIT, or ROLLBACK if the block raises."""
         with self._write_lock, self._errors:
             cursor = self._db.cursor()
+            self._wait_when_busy(cursor)
             cursor.execute("BEGIN IMMEDIATE")
             try:
                 yield cursor
@@ -489,16 +509,13 @@ class SqliteParticipant(Participant):
         """The transaction of try_transaction, once the process's lock is held."""
         with self._errors:
             cursor = self._db.cursor()
-            # A writer of another process: SQLITE_BUSY at once, not after the busy timeout.
-            cursor.execute("PRAGMA busy_timeout=0")
+            self._no_busy_wait(cursor)
             try:
                 cursor.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
                 raise WouldBlockError("another process holds the log's write lock") from None
-            finally:
-                cursor.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
             try:
                 yield cursor
             except BaseException:
@@ -513,6 +530,31 @@ class SqliteParticipant(Participant):
         until its release wakes the loop; one of another process, by polling
         with back-off, and past the busy timeout on a thread, as plain calls wait.
         """
+
+        def in_transaction() -> _T:
+            with self._begin_nowait() as cursor:
+                return body(cursor)
+
+        return await self._without_blocking(in_transaction, partial(self.run, body))
+
+    async def execute_async(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """:meth:`execute` without blocking the event loop (waiting as run_async does)."""
+
+        def alone() -> int:
+            with self._errors:
+                cursor = self._db.cursor()
+                self._no_busy_wait(cursor)
+                try:
+                    return cursor.execute(sql, params).rowcount
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    raise WouldBlockError("another process holds the log's write lock") from None
+
+        return await self._without_blocking(alone, partial(self.execute, sql, params))
+
+    async def _without_blocking(self, attempt: Callable[[], _T], blocking: Callable[[], _T]) -> _T:
+        """Run `attempt` holding the file's lock, taken without blocking the loop."""
         pause = 0.001
         waited = 0.0
         lock = self._write_lock
@@ -522,14 +564,13 @@ class SqliteParticipant(Participant):
                 await wait
                 continue
             try:
-                with self._begin_nowait() as cursor:
-                    return body(cursor)
+                return attempt()
             except WouldBlockError:
                 pass  # another process holds the file: poll below
             finally:
                 lock.release()
             if waited * 1000 >= self._busy_timeout_ms:
-                return await asyncio.to_thread(self.run, body)
+                return await asyncio.to_thread(blocking)
             await asyncio.sleep(pause)
             waited += pause
             pause = min(pause * 2, 0.05)
