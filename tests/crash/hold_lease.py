@@ -9,6 +9,7 @@ hotel reservation blocks until RELEASE_FILE exists, so a test can try a second
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from pathlib import Path
@@ -22,17 +23,17 @@ def main(db: str, execution_id: str, release: Path) -> None:
     store = open_store(db)
     booking = TravelBooking(store)
     hotel = booking.services.hotel
-    reserve = hotel.reserve
+    reserve = hotel.reserve_async  # the saga's steps are async: they await this
 
-    def reserve_when_released(*args: Any, **kwargs: Any) -> Any:
+    async def reserve_when_released(*args: Any, **kwargs: Any) -> Any:
         deadline = time.monotonic() + 120
         while not release.exists():
             if time.monotonic() > deadline:
                 raise SystemExit("the test never released the hotel service")
-            time.sleep(0.01)
-        return reserve(*args, **kwargs)
+            await asyncio.sleep(0.01)
+        return await reserve(*args, **kwargs)
 
-    setattr(hotel, "reserve", reserve_when_released)  # noqa: B010 (mypy: no method assignment)
+    setattr(hotel, "reserve_async", reserve_when_released)  # noqa: B010 (mypy: no method assignment)
     try:
         outcome = booking.resume(execution_id)
     finally:
