@@ -3,7 +3,7 @@
 Each service (flight, hotel, car) owns a resource table (capacity and what is
 still available) and a reservation table keyed by the idempotency key. The
 catalogue is small on purpose, cars the scarcest, so "no availability" happens
-naturally in a demo, as in the seed's example.
+naturally in a demo (examples/travel_booking.py: five customers, two compact cars).
 
 Revision ID: 0002
 Revises: 0001

@@ -633,7 +633,7 @@ def travel_saga(
     payment: bool = True,
     breakers: Mapping[str, CircuitBreaker] | None = None,
 ) -> SagaDefinition:
-    """The seed's travel booking, with a pivot.
+    """The travel booking, the saga pattern's classic example, with a pivot.
 
     Reserve flight, hotel and car (compensatable; held ``pending``, a
     semantic lock), charge the payment (the pivot: once it succeeds the saga
