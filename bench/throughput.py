@@ -481,6 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sagas", type=int, default=2000, help="sagas per scenario")
     parser.add_argument("--concurrency", default="1,2,4,8", help="comma-separated K values")
     parser.add_argument(
+        "--sequential-sagas",
+        type=int,
+        metavar="N",
+        help="sagas of the K=1 scenarios (default: --sagas); with --latency they take long",
+    )
+    parser.add_argument(
         "--failure-rates", default="0,0.2,0.3", help="car failure rates run sequentially"
     )
     parser.add_argument(
@@ -543,6 +549,10 @@ def main(argv: list[str] | None = None) -> int:
         (int(k), args.concurrent_failure_rate) for k in args.concurrency.split(",") if int(k) > 1
     ]
     full = args.saga == "full"
+
+    def count(k: int) -> int:
+        return args.sequential_sagas if k == 1 and args.sequential_sagas else args.sagas
+
     transports = ["in-process", "http"] if args.services == "http" else ["in-process"]
     services_root = Path(tempfile.mkdtemp(prefix="saga-bench-services-"))
 
@@ -565,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
                     with pg_database(db) as url, services_for(services, k, rate) as urls:
                         scenarios.append(
                             run_scenario(
-                                url, k, rate, args.sagas, args.seed, full, urls, args.latency
+                                url, k, rate, count(k), args.seed, full, urls, args.latency
                             )
                         )
             backend = f"PostgreSQL {safe_url(db).rsplit('/', 1)[0]}"
@@ -583,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
                                     f"sqlite:///{directory}/{name}.db?{query}",
                                     k,
                                     rate,
-                                    args.sagas,
+                                    count(k),
                                     args.seed,
                                     full,
                                     urls,
