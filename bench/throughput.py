@@ -551,7 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     full = args.saga == "full"
 
     def count(k: int) -> int:
-        return args.sequential_sagas if k == 1 and args.sequential_sagas else args.sagas
+        sequential: int | None = args.sequential_sagas
+        total: int = args.sagas
+        return sequential if k == 1 and sequential else total
 
     transports = ["in-process", "http"] if args.services == "http" else ["in-process"]
     services_root = Path(tempfile.mkdtemp(prefix="saga-bench-services-"))
