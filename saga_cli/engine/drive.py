@@ -125,7 +125,8 @@ class Driver:
                 if isinstance(decision, Rest):
                     return run.outcome()
                 if isinstance(decision, Abort):
-                    reason = {"reason": decision.reason}
+                    # deadline_at marks the engine's own request (an alert's cause)
+                    reason = {"reason": decision.reason, "deadline_at": run.state.deadline}
                     self.record(run, EventType.COMPENSATION_REQUESTED, None, 0, reason)
                 elif isinstance(decision, Finish):
                     self.record(run, decision.event, None)

@@ -37,6 +37,7 @@ from saga_cli.domain import (
     replay,
     resolution_of,
 )
+from saga_cli.engine.alerting import DEFAULT_POLICY, AlertPolicy, alerts_for
 from saga_cli.engine.calls import StepCaller
 from saga_cli.engine.claims import Leases
 from saga_cli.engine.drive import Driver, Sleep
@@ -90,6 +91,8 @@ class SagaRunner:
             its saga says (None: no limit).
         threads: how many plain ``def`` steps may run at once (at least the
             concurrency asked of a window).
+        alerts: when to write an alert with the event behind it (see
+            saga_cli.engine.alerting); None writes none.
         clock, sleep, rng: injectable for tests (`sleep` waits out retry
             back-offs; it may be a plain function or a coroutine function).
     """
@@ -103,6 +106,7 @@ class SagaRunner:
         on_event: EventListener | None = None,
         step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
         threads: int = DEFAULT_THREADS,
+        alerts: AlertPolicy | None = DEFAULT_POLICY,
         clock: Callable[[], float] = time.time,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
@@ -110,6 +114,7 @@ class SagaRunner:
         self.store = store
         self.definitions = definitions
         self.on_event = on_event
+        self.alerts = alerts
         self.clock = clock
         self.rng = rng or random.Random()
         self.leases = Leases(
@@ -843,6 +848,10 @@ class SagaRunner:
         resting = is_terminal(state.status) or state.status is SagaStatus.STUCK
         owner = None if resting or run.release else self.owner
         lease_until = None if owner is None else now + self.lease_seconds
+        definition = run.definition
+        alerts = (
+            () if self.alerts is None else alerts_for(self.alerts, run.id, definition.name, events)
+        )
         if run.created:
             return Transition(
                 run.id,
@@ -854,8 +863,8 @@ class SagaRunner:
                 lease_until,
                 now,
                 run.key if is_terminal(state.status) else None,
+                alerts,
             )
-        definition = run.definition
         registration = None
         if (definition.name, definition.version) not in self._registered:
             registration = DefinitionRecord(
@@ -879,7 +888,7 @@ class SagaRunner:
             definition_version=definition.version,
             concurrency_key=run.key,
         )
-        return Creation(record, list(events), registration)
+        return Creation(record, list(events), registration, alerts)
 
     def _committed(self, run: Execution, events: list[Event], version: int) -> None:
         """Take note of a committed write of `run` (on its loop's thread)."""

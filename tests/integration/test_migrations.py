@@ -25,7 +25,14 @@ SERVICE_TABLES = [
     f"{s}_{t}" for s in ("flight", "hotel", "car") for t in ("resource", "reservation")
 ]
 DEMO_TABLES = [*SERVICE_TABLES, "payment_charge", "notification_outbox", "circuit_breaker"]
-LOG_TABLES = ["saga_execution", "saga_event", "saga_definition", "saga_key_lock", "saga_worker"]
+LOG_TABLES = [
+    "saga_execution",
+    "saga_event",
+    "saga_definition",
+    "saga_key_lock",
+    "saga_worker",
+    "saga_alert",
+]
 DEMO_HEAD = migrate.BRANCHES["demo"][-1]
 
 
