@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from saga_cli.domain import Event, EventType, SagaStatus
+from saga_cli.timeline import failure_text
 
 if TYPE_CHECKING:  # types only: `saga list` must not pay for importing the engine
     from saga_cli.booking import SimulationReport
@@ -26,7 +28,7 @@ if TYPE_CHECKING:  # types only: `saga list` must not pay for importing the engi
     from saga_cli.stats import Stats
     from saga_cli.store import ExecutionRecord
     from saga_cli.timeline import Attempt, StepLine, Timeline
-    from saga_cli.views import ExecutionView
+    from saga_cli.views import ExecutionView, FailureView
     from saga_cli.watch import Snapshot
     from saga_cli.worker import WorkerView
 
@@ -96,7 +98,7 @@ def _detail(event: Event) -> str:
     detail = event.detail or {}
     if "error" in detail:
         retry = " (will retry)" if detail.get("retry_at") is not None else ""
-        return f"{detail['error']}{retry}"
+        return f"{failure_text(detail)}{retry}"
     if "reason" in detail:
         return str(detail["reason"])
     if "note" in detail:
@@ -160,6 +162,7 @@ def execution(console: Console, view: ExecutionView) -> None:
     console.print(header)
     console.print(f"payload: {record.payload}", style="dim", markup=False, highlight=False)
     timeline(console, view.timeline)
+    failures(console, view.failures)
     log = Table(title="Transition log")
     for column in ("seq", "time (UTC)", "step", "event", "attempt", "detail"):
         log.add_column(column)
@@ -173,6 +176,16 @@ def execution(console: Console, view: ExecutionView) -> None:
             _detail(event),
         )
     console.print(log)
+
+
+def failures(console: Console, found: Sequence[FailureView]) -> None:
+    """Each unexpected failure's exception and the user's frames of its traceback."""
+    for failure in found:
+        where = "compensation of " if failure.phase == "compensation" else ""
+        title = Text(f"{where}{failure.step}, attempt {failure.attempt}: ", style="bold red")
+        title.append(f"{failure.exception}: {failure.error}", style="red")
+        console.print(title)
+        console.print(Text(textwrap.indent(failure.traceback, "  "), style="dim"), soft_wrap=True)
 
 
 def definitions(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -41,6 +42,7 @@ from saga_cli.engine.execution import Execution, Outcome
 from saga_cli.engine.writer import LogWriter
 
 Sleep = Callable[[float], Awaitable[None] | None]
+log = logging.getLogger(__name__)
 
 
 class Stop(Protocol):
@@ -240,6 +242,17 @@ class Driver:
         )
         failed = EventType.COMPENSATION_FAILED if compensating else EventType.STEP_FAILED
         self.record(run, failed, step.name, attempt, detail)
+        if log.isEnabledFor(logging.INFO):  # -v
+            log.info(
+                "%s %s of %s failed (attempt %d): %s: %s%s",
+                "compensation of" if compensating else "step",
+                step.name,
+                run.id,
+                attempt,
+                detail.get("exception"),
+                detail["error"],
+                f"\n{detail['traceback']}" if "traceback" in detail else "",
+            )
         if "uncertain" in detail and step.kind is StepKind.PIVOT:
             # The pivot may have happened and nothing can undo it: stop here;
             # a resume asks again under the same key. (A call that gave up
