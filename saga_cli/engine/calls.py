@@ -42,6 +42,7 @@ from saga_cli.errors import (
     StepResultError,
     StepTimeoutError,
 )
+from saga_cli.tracing import Tracing
 
 # What a step may return, checked strictly: the log must hold it as JSON
 # (no NaN, no Infinity, nothing stringified), and later steps must see the
@@ -94,6 +95,8 @@ class StepCaller:
     def __init__(self, pool: CallPool, default_timeout: float | None) -> None:
         self.pool = pool
         self.default_timeout = default_timeout
+        # Spans of calls, when traces are wanted (None costs one check per call).
+        self.tracing: Tracing | None = None
         self._async: dict[Any, bool] = {}
 
     def timeout_of(self, definition: SagaDefinition, step: Step) -> float | None:
@@ -124,25 +127,68 @@ class StepCaller:
             compensating,
         )
         timeout = self.timeout_of(run.definition, step)
+        if self.tracing is not None:
+            return await self._traced(run, step, compensating, function, context, timeout)
         try:
             result = await self._invoke(function, context, timeout)
         except Exception as exc:
             return Failure(exc)
         return _as_json(result, step, compensating)
 
+    async def _traced(
+        self,
+        run: Execution,
+        step: Step,
+        compensating: bool,
+        function: StepFunction,
+        context: StepContext[Any],
+        timeout: float | None,
+    ) -> Any:
+        """:meth:`call` inside a span of its own, current while the step runs."""
+        tracing = self.tracing
+        assert tracing is not None
+        span = tracing.start_call(
+            run.span,
+            saga=run.definition.name,
+            execution_id=run.id,
+            step=step.name,
+            kind=step.kind.value,
+            attempt=context.attempt,
+            compensating=compensating,
+            key=context.key,
+        )
+        token = tracing.attach(span)
+        try:
+            result = await self._invoke(function, context, timeout, span)
+        except Exception as exc:
+            tracing.end_call(span, exc)
+            return Failure(exc)
+        except BaseException:
+            tracing.end_call(span, None, cancelled=True)
+            raise
+        finally:
+            tracing.detach(token)
+        outcome = _as_json(result, step, compensating)
+        tracing.end_call(span, outcome.error if isinstance(outcome, Failure) else None)
+        return outcome
+
     async def _invoke(
-        self, function: StepFunction, context: StepContext[Any], timeout: float | None
+        self,
+        function: StepFunction,
+        context: StepContext[Any],
+        timeout: float | None,
+        span: Any = None,
     ) -> Any:
         runs_async = self._async.get(function)
         if runs_async is None:
             runs_async = self._async[function] = is_async(function)
         if timeout is None:  # asked for no limit
-            return await self._run(function, context, runs_async)
+            return await self._run(function, context, runs_async, span)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._run(function, context, runs_async)
+                return await self._run(function, context, runs_async, span)
         except TimeoutError:
             if loop.time() >= deadline:
                 raise StepTimeoutError(
@@ -151,10 +197,13 @@ class StepCaller:
             raise
 
     async def _run(
-        self, function: StepFunction, context: StepContext[Any], runs_async: bool
+        self, function: StepFunction, context: StepContext[Any], runs_async: bool, span: Any
     ) -> Any:
         if runs_async:
             return await function(context)
+        if span is not None and self.tracing is not None:
+            # A thread does not inherit the loop's context: hand it the span.
+            function = self.tracing.bound(span, function)
         result = await self._on_thread(function, context)
         if inspect.isawaitable(result):  # a plain function that returned a coroutine
             result = await result

@@ -40,6 +40,7 @@ from saga_cli.domain import (
 from saga_cli.engine.calls import Failure, StepCaller, failure_detail, order_of
 from saga_cli.engine.execution import Execution, Outcome
 from saga_cli.engine.writer import LogWriter
+from saga_cli.tracing import Tracing
 
 Sleep = Callable[[float], Awaitable[None] | None]
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ class Driver:
         self.clock = clock
         self.rng = rng
         self.sleep = sleep
+        # Spans of executions, when traces are wanted (None costs one check per drive).
+        self.tracing: Tracing | None = None
         # Executions taken by the windows on this loop and not yet at rest: while
         # it is 1, nothing else could use the loop during a commit's fsync, so
         # the writer commits inline rather than hand each commit to its thread.
@@ -105,6 +108,30 @@ class Driver:
             StoreError: the log failed; what was not committed is lost and
                 the execution is left for a resume.
         """
+        if self.tracing is not None:
+            return await self._drive_traced(run, stop, self.tracing)
+        return await self._drive(run, stop)
+
+    async def _drive_traced(self, run: Execution, stop: Stop, tracing: Tracing) -> Outcome | None:
+        """:meth:`drive` inside the execution's span (continuing its trace if it was resumed)."""
+        if run.span is None:
+            run.span = tracing.start_execution(
+                run.definition.name, run.id, run.state.trace, resumed=True
+            )
+        try:
+            outcome = await self._drive(run, stop)
+        except BaseException as exc:
+            tracing.fail_execution(run.span, exc)
+            run.span = None
+            raise
+        if outcome is None:
+            tracing.end_execution(run.span, None)
+        else:
+            tracing.end_execution(run.span, outcome.status.value, outcome.error)
+        run.span = None
+        return outcome
+
+    async def _drive(self, run: Execution, stop: Stop) -> Outcome | None:
         slept_until = 0.0  # after a back-off sleep, what is due counts as due
         try:
             while True:

@@ -68,6 +68,7 @@ from saga_cli.store import (
     SagaStore,
     Transition,
 )
+from saga_cli.tracing import TRACE_KEY, Tracing
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class SagaRunner:
             concurrency asked of a window).
         alerts: when to write an alert with the event behind it (see
             saga_cli.engine.alerting); None writes none.
+        tracing: makes OpenTelemetry spans of executions and calls (see
+            saga_cli.tracing); None (the default) makes none and costs nothing.
         clock, sleep, rng: injectable for tests (`sleep` waits out retry
             back-offs; it may be a plain function or a coroutine function).
     """
@@ -107,6 +110,7 @@ class SagaRunner:
         step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
         threads: int = DEFAULT_THREADS,
         alerts: AlertPolicy | None = DEFAULT_POLICY,
+        tracing: Tracing | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
@@ -122,6 +126,8 @@ class SagaRunner:
         )
         self.pool = CallPool(threads)
         self.caller = StepCaller(self.pool, step_timeout)
+        self._tracing: Tracing | None = None
+        self.tracing = tracing
         self._sleep = sleep
         self._commits = CommitThread(store)
         self._drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Driver] = (
@@ -162,6 +168,18 @@ class SagaRunner:
         self._sleep = value
         for driver in list(self._drivers.values()):
             driver.sleep = value
+
+    @property
+    def tracing(self) -> Tracing | None:
+        """What makes spans of executions and their calls (None: no traces, no cost)."""
+        return self._tracing
+
+    @tracing.setter
+    def tracing(self, value: Tracing | None) -> None:
+        self._tracing = value
+        self.caller.tracing = value
+        for driver in list(self._drivers.values()):
+            driver.tracing = value
 
     @property
     def step_timeout(self) -> float | None:
@@ -345,6 +363,8 @@ class SagaRunner:
         for payload in payloads:
             run = self._new_run(definition, payload, next(ids, None), deadline)
             self.leases.leave(run.id)  # nobody drives it here
+            if run.span is not None and self._tracing is not None:
+                self._tracing.end_execution(run.span, SagaStatus.PENDING.value)
             write = self._write_for(run, run.pending)
             assert isinstance(write, Creation)
             pending = dataclasses.replace(
@@ -748,6 +768,7 @@ class SagaRunner:
                 calling=lambda: driving.calling,
             )
             driving = driver = Driver(writer, self.caller, self.clock, self.rng, self._sleep)
+            driver.tracing = self._tracing
             self._drivers[loop] = driver
         return driver
 
@@ -831,7 +852,13 @@ class SagaRunner:
         )
         run.payload_json = payload_json
         run.key = concurrency_key_of(definition, run.typed_payload())
-        detail = None if deadline is None else {"deadline_at": deadline}
+        detail: dict[str, Any] | None = None if deadline is None else {"deadline_at": deadline}
+        if self._tracing is not None:
+            # The trace starts here; the log keeps its context for whoever resumes it.
+            run.span = self._tracing.start_execution(definition.name, run.id, None, resumed=False)
+            traceparent = self._tracing.traceparent(run.span)
+            if traceparent is not None:
+                detail = {**(detail or {}), TRACE_KEY: traceparent}
         first = Event(seq=1, type=EventType.SAGA_STARTED, detail=detail, at=self.clock())
         run.state = apply(definition, run.state, first)
         run.pending.append(first)
