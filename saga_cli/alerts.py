@@ -178,6 +178,8 @@ class DeliveryReport:
 
 def show_command(alert: AlertRecord, log_url: str) -> str:
     """The command line that shows the alert's execution (the log named without a password)."""
+    if "://" not in log_url:  # a file: name it from anywhere (a cron job's directory)
+        log_url = os.path.abspath(log_url)
     return f"saga --db {shlex.quote(log_url)} show {alert.execution_id}"
 
 

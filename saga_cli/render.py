@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # types only: `saga list` must not pay for importing the engi
     from saga_cli.engine import Outcome, RecoveryReport
     from saga_cli.services.travel import AuditReport, FaultOption, InventoryRow
     from saga_cli.stats import Stats
-    from saga_cli.store import ExecutionRecord
+    from saga_cli.store import AlertRecord, ExecutionRecord
     from saga_cli.timeline import Attempt, StepLine, Timeline
     from saga_cli.views import ExecutionView, FailureView
     from saga_cli.watch import Snapshot
@@ -538,3 +538,30 @@ def watch_view(snapshot: Snapshot) -> RenderableType:
             _seconds(snapshot.at - record.created_at),
         )
     return Group(counts, flight, table)
+
+
+def alerts(console: Console, found: Sequence[AlertRecord]) -> None:
+    """Print ``saga alerts``: each alert and how far its delivery got."""
+    if not found:
+        console.print("No alerts.")
+        return
+    table = Table(title="Alerts (newest first)")
+    for column in ("at (UTC)", "kind", "execution", "saga", "step", "error", "delivery"):
+        table.add_column(column, overflow="fold")
+    for alert in found:
+        if alert.delivered_at is not None:
+            delivery = Text(f"delivered to {', '.join(alert.delivered_to)}", style="green")
+        elif alert.attempts:
+            delivery = Text(f"retrying ({alert.attempts}): {alert.last_error}", style="red")
+        else:
+            delivery = Text("pending", style="yellow")
+        table.add_row(
+            _time(alert.created_at),
+            alert.kind,
+            alert.execution_id[:12],
+            alert.saga,
+            alert.step or "",
+            Text(alert.error or ""),
+            delivery,
+        )
+    console.print(table)

@@ -126,8 +126,8 @@ class SagaRunner:
         )
         self.pool = CallPool(threads)
         self.caller = StepCaller(self.pool, step_timeout)
-        self._tracing: Tracing | None = None
-        self.tracing = tracing
+        self._tracing = tracing
+        self.caller.tracing = tracing
         self._sleep = sleep
         self._commits = CommitThread(store)
         self._drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Driver] = (
