@@ -36,8 +36,9 @@ from saga_cli.store import AlertRecord, SagaStore
 log = logging.getLogger(__name__)
 
 KEY_HEADER = "Idempotency-Key"
-# How long a claimed alert is this deliverer's before another may take it.
-DELIVERY_LEASE = 60.0
+# A claimed alert is its deliverer's while every sink may take its time, and
+# this much more; then another may take it (its deliverer died mid-way).
+LEASE_MARGIN = 5.0
 # Characters of a sink's error kept in the log, and of an alert's error sent.
 ERROR_CHARS = 500
 _WORDS = {
@@ -231,9 +232,16 @@ def deliver_due(
     if not settings.sinks:
         return report
     rng = rng or random.Random()
-    began = time.time() if now is None else now
     url = log_name(store)
-    for alert in store.claim_alerts(began, began + DELIVERY_LEASE, limit=limit):
+    lease = sum(getattr(sink, "timeout", 10.0) for sink in settings.sinks) + LEASE_MARGIN
+    # Due when the pass began: one that fails now is due later, so a pass sends it once.
+    began = time.time() if now is None else now
+    for _ in range(limit):
+        # One at a time, so a lease need only cover one alert's sends.
+        claimed = store.claim_alerts(began, max(began, time.time()) + lease, limit=1)
+        if not claimed:
+            break
+        alert = claimed[0]
         done, errors = set(alert.delivered_to), []
         message = alert_message(alert, url)
         for sink in settings.sinks:
