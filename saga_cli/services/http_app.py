@@ -21,6 +21,7 @@ This module imports FastAPI; only ``saga serve`` and the tests import it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -113,10 +114,15 @@ def create_app(
     if delay < 0:
         raise InvalidInputError("--delay must be >= 0")
     participant = open_service(service, db)
+    options: dict[str, Any] = {}
+    if tracing is not None and "telemetry" in inspect.signature(FastAPI).parameters:
+        # FastAPI's own request spans (newer versions) would duplicate ours below.
+        options["telemetry"] = {"tracing": False}
     app = FastAPI(
         title=f"saga {service} service",
         version="1",
         description=f"The {service} reservations of the saga demo, over HTTP.",
+        **options,
     )
 
     def refused(status: int) -> Any:
