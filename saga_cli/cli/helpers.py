@@ -118,7 +118,7 @@ def _state(ctx: typer.Context) -> State:
     return ctx.obj if isinstance(ctx.obj, State) else State()
 
 
-def config_defaults(root: Any, given: str | None) -> tuple[dict[str, Any], Config]:
+def config_defaults(root: Any, given: str | None) -> tuple[dict[str, Any], Config | None]:
     """Click's default map for `root`'s command tree from the configuration, and the config.
 
     Top-level settings are the defaults of the options before the command
@@ -128,9 +128,14 @@ def config_defaults(root: Any, given: str | None) -> tuple[dict[str, Any], Confi
     Raises:
         InvalidInputError: the configuration is bad (see saga_cli.config).
     """
-    from saga_cli.config import find_config, load_config
+    from saga_cli.config import find_config
 
-    config = load_config(find_config(given))
+    path = find_config(given)
+    if path is None:  # the common case costs no import: defaults are made when needed
+        return {}, None
+    from saga_cli.config import load_config
+
+    config = load_config(path)
     defaults: dict[str, Any] = dict(config.options)
 
     def visit(group: Any, into: dict[str, Any]) -> None:
