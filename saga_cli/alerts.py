@@ -195,16 +195,23 @@ def alert_message(alert: AlertRecord, log_url: str) -> dict[str, Any]:
     if error:
         text += f": {error}"
     return {
+        **_what(alert),
+        "error": error,
+        "at": alert.created_at,
+        "show": show,
+        "text": f"{text}\n`{show}`",
+    }
+
+
+def _what(alert: AlertRecord) -> dict[str, Any]:
+    """What an alert is about, as sinks and ``saga alerts --json`` show it."""
+    return {
         "id": alert.id,
         "kind": alert.kind,
         "execution_id": alert.execution_id,
         "saga": alert.saga,
         "step": alert.step,
         "attempt": alert.attempt,
-        "error": error,
-        "at": alert.created_at,
-        "show": show,
-        "text": f"{text}\n`{show}`",
     }
 
 
@@ -372,12 +379,7 @@ class Deliverer:
 def alert_json(alert: AlertRecord) -> dict[str, Any]:
     """The JSON shape of one row of ``saga alerts --json``."""
     return {
-        "id": alert.id,
-        "kind": alert.kind,
-        "execution_id": alert.execution_id,
-        "saga": alert.saga,
-        "step": alert.step,
-        "attempt": alert.attempt,
+        **_what(alert),
         "error": alert.error,
         "created_at": alert.created_at,
         "delivered_at": alert.delivered_at,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,9 @@ from saga_cli.cli.helpers import (
 )
 from saga_cli.cli.options import JsonOption
 
+if TYPE_CHECKING:
+    from saga_cli.alerts import AlertSettings
+
 app = commands(
     help="Alerts: executions that got stuck, missed their deadline or have a compensation "
     "failing, written to the log with the event behind them and delivered to the sinks of "
@@ -26,9 +29,22 @@ app = commands(
 )
 
 
-def _settings(ctx: typer.Context) -> object:
+def _with_sinks(ctx: typer.Context) -> AlertSettings:
+    """The configured alert settings, refused when they name no sink.
+
+    Raises:
+        InvalidInputError: no sink is configured.
+    """
+    from saga_cli.errors import InvalidInputError
+
     state = ctx.obj if isinstance(ctx.obj, State) else State()
-    return state.settings().alerts
+    settings: AlertSettings = state.settings().alerts
+    if not settings.sinks:
+        raise InvalidInputError(
+            "no alert sink is configured: add [[alerts.webhook]] or [[alerts.command]] "
+            "to saga.toml (or --config FILE)"
+        )
+    return settings
 
 
 @app.callback(invoke_without_command=True)
@@ -63,16 +79,9 @@ def deliver(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Example: saga alerts deliver
     """
-    from saga_cli.alerts import AlertSettings, deliver_due
-    from saga_cli.errors import InvalidInputError
+    from saga_cli.alerts import deliver_due
 
-    settings = _settings(ctx)
-    assert isinstance(settings, AlertSettings)
-    if not settings.sinks:
-        raise InvalidInputError(
-            "no alert sink is configured: add [[alerts.webhook]] or [[alerts.command]] "
-            "to saga.toml (or --config FILE)"
-        )
+    settings = _with_sinks(ctx)
     with open_log(ctx) as store:
         report = deliver_due(store, settings, limit=1000)
     if as_json:
@@ -94,16 +103,9 @@ def test(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Example: saga --config saga.toml alerts test
     """
-    from saga_cli.alerts import AlertSettings, send_test
-    from saga_cli.errors import InvalidInputError
+    from saga_cli.alerts import send_test
 
-    settings = _settings(ctx)
-    assert isinstance(settings, AlertSettings)
-    if not settings.sinks:
-        raise InvalidInputError(
-            "no alert sink is configured: add [[alerts.webhook]] or [[alerts.command]] "
-            "to saga.toml (or --config FILE)"
-        )
+    settings = _with_sinks(ctx)
     with open_log(ctx) as store:
         results = send_test(store, settings)
     if as_json:
