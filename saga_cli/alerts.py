@@ -25,7 +25,7 @@ import shlex
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -413,8 +413,3 @@ def sinks_from(
             )
         )
     return tuple(found)
-
-
-def pending_count(alerts: Sequence[AlertRecord]) -> int:
-    """How many of `alerts` are not delivered yet."""
-    return sum(1 for alert in alerts if alert.delivered_at is None)
