@@ -79,7 +79,10 @@ def find_config(given: str | None, cwd: str | None = None) -> str | None:
     """The file to read: `given` (--config or SAGA_CONFIG), else ./saga.toml if it exists."""
     if given:
         return given
-    default = os.path.join(cwd or os.getcwd(), DEFAULT_FILE)
+    try:
+        default = os.path.join(cwd or os.getcwd(), DEFAULT_FILE)
+    except OSError:  # the working directory was deleted: there is no ./saga.toml
+        return None
     return DEFAULT_FILE if os.path.isfile(default) else None
 
 
