@@ -254,6 +254,26 @@ def http_services(directory: Path, delay: float = 0.0) -> Iterator[dict[str, str
             child.wait(timeout=30)
 
 
+def dropping_tracer() -> Any:
+    """A Tracing on an SDK provider whose batch exporter drops every span."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from saga_cli.tracing import Tracing
+
+    class Dropping(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    return Tracing(provider)
+
+
 def run_scenario(
     url: str,
     concurrency: int,
@@ -263,6 +283,7 @@ def run_scenario(
     full: bool,
     services: Mapping[str, str] | None = None,
     latency: float = 0.0,
+    tracing: bool = False,
 ) -> dict[str, Any]:
     """Run `count` bookings on a fresh log at `url`; return rate, latency, commits, CPU.
 
@@ -270,7 +291,9 @@ def run_scenario(
     own commits are not counted: they happen in other processes). With
     `latency`, every in-process flight, hotel and car call waits that long
     first, as a call to a remote service would (remote ones are started
-    with `saga serve --delay` instead).
+    with `saga serve --delay` instead). With `tracing`, the engine makes its
+    OpenTelemetry spans (an SDK provider whose batch exporter drops them: the
+    cost of making and ending spans, not of shipping them).
     """
     store = open_store(url)
     batch = requests(count, failure_rate, seed)
@@ -279,6 +302,8 @@ def run_scenario(
         faults = FaultPlan(slow={name: latency for name in ("flight", "hotel", "car")})
     with service_commit_counter(store) as service_commits:
         travel = TravelBooking(store, payment=full, services=services, faults=faults)
+        if tracing:
+            travel.runner.tracing = dropping_tracer()
         travel.restock(10 * count + 100)
         warm = batch[: min(50, count)]
         counted_from = service_commits()
@@ -531,6 +556,11 @@ def main(argv: list[str] | None = None) -> int:
         " (in-process: --slow; over HTTP: saga serve --delay; workers: --slow)",
     )
     parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="the engine makes its OpenTelemetry spans (the otel extra; dropped, not shipped)",
+    )
+    parser.add_argument(
         "--db",
         action="append",
         metavar="sqlite|URL",
@@ -577,7 +607,15 @@ def main(argv: list[str] | None = None) -> int:
                     with pg_database(db) as url, services_for(services, k, rate) as urls:
                         scenarios.append(
                             run_scenario(
-                                url, k, rate, count(k), args.seed, full, urls, args.latency
+                                url,
+                                k,
+                                rate,
+                                count(k),
+                                args.seed,
+                                full,
+                                urls,
+                                args.latency,
+                                args.tracing,
                             )
                         )
             backend = f"PostgreSQL {safe_url(db).rsplit('/', 1)[0]}"
@@ -600,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
                                     full,
                                     urls,
                                     args.latency,
+                                    args.tracing,
                                 )
                             )
             backend = f"SQLite (WAL, synchronous={args.synchronous})"

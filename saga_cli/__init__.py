@@ -28,6 +28,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from saga_cli.alerts import AlertSettings, Command, Webhook
     from saga_cli.domain import (
         INHERIT,
         Event,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
         SagaRunner,
         registry,
     )
+    from saga_cli.engine.alerting import AlertPolicy
     from saga_cli.errors import (
         BusinessError,
         ConcurrencyKeyBusyError,
@@ -67,7 +69,8 @@ if TYPE_CHECKING:
         SagaStore,
         open_store,
     )
-    from saga_cli.views import ExecutionView
+    from saga_cli.tracing import Tracing
+    from saga_cli.views import ExecutionView, FailureView
     from saga_cli.worker import Worker, WorkerReport
 
 # Where each public name lives. Loaded on first use (PEP 562) so that the
@@ -108,10 +111,19 @@ _EXPORTS = {
     "registry": "saga_cli.engine",
     "SagaStore": "saga_cli.store",
     "open_store": "saga_cli.store",
+    "AlertPolicy": "saga_cli.engine.alerting",
+    "AlertSettings": "saga_cli.alerts",
+    "Command": "saga_cli.alerts",
+    "Webhook": "saga_cli.alerts",
+    "Tracing": "saga_cli.tracing",
+    "FailureView": "saga_cli.views",
 }
 
 __all__ = [
+    "AlertPolicy",
+    "AlertSettings",
     "BusinessError",
+    "Command",
     "INHERIT",
     "ConcurrencyKeyBusyError",
     "DefinitionChangedError",
@@ -120,6 +132,7 @@ __all__ = [
     "EventType",
     "ExecutionBusyError",
     "ExecutionView",
+    "FailureView",
     "InvalidInputError",
     "LeaseLostError",
     "Orchestrator",
@@ -139,8 +152,10 @@ __all__ = [
     "StepResultError",
     "StepTimeoutError",
     "StoreError",
+    "Tracing",
     "TransientError",
     "UnknownExecutionError",
+    "Webhook",
     "Worker",
     "WorkerReport",
     "is_terminal",

@@ -20,6 +20,7 @@ from saga_cli.audit import audit_log
 from saga_cli.breaker import BreakerSnapshot
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.engine import DEFAULT_STEP_TIMEOUT, EventListener, Outcome, RecoveryReport
+from saga_cli.engine.alerting import DEFAULT_POLICY, AlertPolicy
 from saga_cli.errors import InvalidInputError
 from saga_cli.orchestrator import Orchestrator
 from saga_cli.services.database import BreakerBoard
@@ -38,6 +39,7 @@ from saga_cli.services.travel import (
     travel_saga,
 )
 from saga_cli.store import SagaStore
+from saga_cli.tracing import Tracing
 
 
 @dataclass(slots=True)
@@ -95,6 +97,7 @@ class TravelBooking:
         service_timeout: seconds a remote call may take (the reservation
             steps' timeout).
         step_timeout: seconds any other call may take (None: no limit).
+        alerts, tracing: as for :class:`~saga_cli.orchestrator.Orchestrator`.
     """
 
     def __init__(
@@ -107,6 +110,8 @@ class TravelBooking:
         services: Mapping[str, str] | None = None,
         service_timeout: float | None = None,
         step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
+        alerts: AlertPolicy | None = DEFAULT_POLICY,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         remote = None
@@ -124,7 +129,12 @@ class TravelBooking:
         other = travel_saga(self.services, faults, payment=not payment, breakers=self.breakers)
         # The demo is a client of the public API like any user's saga.
         self.orchestrator = Orchestrator(
-            store, [self.definition, other], on_event=on_event, step_timeout=step_timeout
+            store,
+            [self.definition, other],
+            on_event=on_event,
+            step_timeout=step_timeout,
+            alerts=alerts,
+            tracing=tracing,
         )
         self.runner = self.orchestrator.runner
 

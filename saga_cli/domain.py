@@ -470,6 +470,8 @@ class SagaState(NamedTuple):
             key) to learn the outcome instead of compensating.
         turning_back: a member of a parallel group failed for good while
             siblings were still answering; the saga turns back on the last answer.
+        trace: the trace context (W3C traceparent) recorded when the execution
+            started, opaque here: every process that drives it continues that trace.
     """
 
     status: SagaStatus = SagaStatus.PENDING
@@ -485,6 +487,7 @@ class SagaState(NamedTuple):
     deadline: float | None = None
     doubt: int | None = None
     turning_back: bool = False
+    trace: str | None = None
 
     @property
     def current_step(self) -> int | None:
@@ -548,8 +551,13 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
             )
     nxt = max(state.next_seq, event.seq + 1)
     if kind is EventType.SAGA_STARTED:
-        deadline = (event.detail or {}).get("deadline_at")
-        return state._replace(next_seq=nxt, deadline=None if deadline is None else float(deadline))
+        detail = event.detail or {}
+        deadline = detail.get("deadline_at")
+        return state._replace(
+            next_seq=nxt,
+            deadline=None if deadline is None else float(deadline),
+            trace=detail.get("traceparent"),
+        )
     if kind is EventType.SAGA_RESUMED:
         if state.status is not SagaStatus.STUCK:
             return state._replace(next_seq=nxt)

@@ -21,7 +21,9 @@ request was sent                        StepTimeoutError (the effect is unknown:
 
 Every call carries the step's idempotency key in the ``Idempotency-Key``
 header, so a retry, a resume after a crash or a late duplicate has the effect
-of one call, provided the service honours the header.
+of one call, provided the service honours the header. When the engine makes
+traces (see :mod:`saga_cli.tracing`), a call also carries the step's span as
+a W3C ``traceparent`` header, so the service can continue the trace.
 
 One :class:`HttpService` per remote service: it keeps a pool of keep-alive
 connections (a sync one, on httpx, and an async one per event loop, on
@@ -56,6 +58,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import httpx
 
+from saga_cli import tracing
 from saga_cli.domain import StepContext
 from saga_cli.errors import BusinessError, InvalidInputError, StepTimeoutError, TransientError
 
@@ -284,9 +287,10 @@ class HttpService:
 
     @staticmethod
     def _key(ctx: StepContext[Any] | str | None) -> dict[str, str] | None:
-        if ctx is None:
-            return None
-        return {KEY_HEADER: ctx if isinstance(ctx, str) else ctx.key}
+        headers = None if ctx is None else {KEY_HEADER: ctx if isinstance(ctx, str) else ctx.key}
+        if tracing.ACTIVE:  # the step's span goes along as `traceparent`
+            headers = dict(tracing.inject(headers or {}))
+        return headers
 
     def _network_error(self, exc: httpx.HTTPError, path: str) -> Exception:
         where = f"{self.name} at {self.base_url}"

@@ -12,18 +12,29 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saga_cli import lease
-from saga_cli.domain import SagaDefinition, SagaStatus
+from saga_cli.domain import EventType, SagaDefinition, SagaStatus
 from saga_cli.engine import EventListener, Outcome, RecoveryReport, SagaRunner
+from saga_cli.engine.alerting import DEFAULT_POLICY, AlertPolicy
 from saga_cli.engine.runner import DEFAULT_STEP_TIMEOUT, DEFAULT_THREADS
 from saga_cli.errors import InvalidInputError, SagaError, UnknownSagaError
 from saga_cli.saga import SagaLike, as_definition
-from saga_cli.store import ExecutionRecord, SagaStore, open_store
+from saga_cli.store import AlertRecord, ExecutionRecord, SagaStore, open_store
+from saga_cli.tracing import Tracing
 from saga_cli.views import ExecutionView, describe
+
+if TYPE_CHECKING:
+    from saga_cli.alerts import AlertSettings, Deliverer, DeliveryReport
+
+# Events that may come with an alert: a background deliverer looks at once.
+_ALERT_CAUSES = frozenset(
+    {EventType.SAGA_STUCK, EventType.COMPENSATION_REQUESTED, EventType.COMPENSATION_FAILED}
+)
 
 
 class Orchestrator:
@@ -42,6 +53,10 @@ class Orchestrator:
         autoload: when an execution names a saga that is not registered, import
             it from the source recorded in the log (the file or module it was
             first run from). Turn off to run only the sagas given here.
+        alerts: when the engine writes an alert into the log's outbox, in the
+            commit of the event behind it (None: never); see :meth:`delivering`.
+        tracing: makes OpenTelemetry spans of executions and calls (see
+            saga_cli.tracing); None makes none.
     """
 
     def __init__(
@@ -54,6 +69,8 @@ class Orchestrator:
         step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
         threads: int = DEFAULT_THREADS,
         autoload: bool = True,
+        alerts: AlertPolicy | None = DEFAULT_POLICY,
+        tracing: Tracing | None = None,
     ) -> None:
         self._owns_store = not isinstance(db, SagaStore)
         self.store: SagaStore = open_store(db) if isinstance(db, str) else db
@@ -69,6 +86,8 @@ class Orchestrator:
             on_event=self._dispatch,
             step_timeout=step_timeout,
             threads=threads,
+            alerts=alerts,
+            tracing=tracing,
         )
 
     # -- definitions -----------------------------------------------------------
@@ -279,6 +298,44 @@ class Orchestrator:
     ) -> list[ExecutionRecord]:
         """The newest executions, optionally of one status."""
         return self.store.list_executions(status=status, limit=limit)
+
+    # -- alerts --------------------------------------------------------------------
+
+    def alerts(self, *, pending: bool = False, limit: int = 100) -> list[AlertRecord]:
+        """Alerts in the log's outbox, newest first (`pending`: not yet delivered everywhere)."""
+        return self.store.alerts(pending=pending, limit=limit)
+
+    def deliver_alerts(self, settings: AlertSettings) -> DeliveryReport:
+        """Send the due alerts to `settings`' sinks once (what ``saga alerts deliver`` does)."""
+        from saga_cli.alerts import deliver_due
+
+        return deliver_due(self.store, settings)
+
+    @contextmanager
+    def delivering(self, settings: AlertSettings) -> Iterator[Deliverer]:
+        """Deliver alerts in the background while the block runs (long-running processes).
+
+        A daemon thread sends due alerts to the sinks, looking every second
+        and at once when this orchestrator records an event that may carry
+        an alert; the engine never waits for it. On the way out it makes a
+        last pass (for at most 5 s); what is left waits for the next process
+        or ``saga alerts deliver``.
+        """
+        from saga_cli.alerts import Deliverer
+
+        deliverer = Deliverer(self.store, settings)
+
+        def notice(_execution_id: str, event: Any) -> None:
+            if event.type in _ALERT_CAUSES:
+                deliverer.wake()
+
+        unsubscribe = self.subscribe(notice)
+        deliverer.start()
+        try:
+            yield deliverer
+        finally:
+            unsubscribe()
+            deliverer.stop()
 
     def _resolve(self, saga: SagaLike | str) -> SagaDefinition:
         if isinstance(saga, str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +19,16 @@ from rich.text import Text
 from rich.tree import Tree
 
 from saga_cli.domain import Event, EventType, SagaStatus
+from saga_cli.timeline import failure_text
 
 if TYPE_CHECKING:  # types only: `saga list` must not pay for importing the engine
     from saga_cli.booking import SimulationReport
     from saga_cli.engine import Outcome, RecoveryReport
     from saga_cli.services.travel import AuditReport, FaultOption, InventoryRow
     from saga_cli.stats import Stats
-    from saga_cli.store import ExecutionRecord
+    from saga_cli.store import AlertRecord, ExecutionRecord
     from saga_cli.timeline import Attempt, StepLine, Timeline
-    from saga_cli.views import ExecutionView
+    from saga_cli.views import ExecutionView, FailureView
     from saga_cli.watch import Snapshot
     from saga_cli.worker import WorkerView
 
@@ -96,7 +98,7 @@ def _detail(event: Event) -> str:
     detail = event.detail or {}
     if "error" in detail:
         retry = " (will retry)" if detail.get("retry_at") is not None else ""
-        return f"{detail['error']}{retry}"
+        return f"{failure_text(detail)}{retry}"
     if "reason" in detail:
         return str(detail["reason"])
     if "note" in detail:
@@ -160,6 +162,7 @@ def execution(console: Console, view: ExecutionView) -> None:
     console.print(header)
     console.print(f"payload: {record.payload}", style="dim", markup=False, highlight=False)
     timeline(console, view.timeline)
+    failures(console, view.failures)
     log = Table(title="Transition log")
     for column in ("seq", "time (UTC)", "step", "event", "attempt", "detail"):
         log.add_column(column)
@@ -173,6 +176,16 @@ def execution(console: Console, view: ExecutionView) -> None:
             _detail(event),
         )
     console.print(log)
+
+
+def failures(console: Console, found: Sequence[FailureView]) -> None:
+    """Each unexpected failure's exception and the user's frames of its traceback."""
+    for failure in found:
+        where = "compensation of " if failure.phase == "compensation" else ""
+        title = Text(f"{where}{failure.step}, attempt {failure.attempt}: ", style="bold red")
+        title.append(f"{failure.exception}: {failure.error}", style="red")
+        console.print(title)
+        console.print(Text(textwrap.indent(failure.traceback, "  "), style="dim"), soft_wrap=True)
 
 
 def definitions(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -525,3 +538,30 @@ def watch_view(snapshot: Snapshot) -> RenderableType:
             _seconds(snapshot.at - record.created_at),
         )
     return Group(counts, flight, table)
+
+
+def alerts(console: Console, found: Sequence[AlertRecord]) -> None:
+    """Print ``saga alerts``: each alert and how far its delivery got."""
+    if not found:
+        console.print("No alerts.")
+        return
+    table = Table(title="Alerts (newest first)")
+    for column in ("at (UTC)", "kind", "execution", "saga", "step", "error", "delivery"):
+        table.add_column(column, overflow="fold")
+    for alert in found:
+        if alert.delivered_at is not None:
+            delivery = Text(f"delivered to {', '.join(alert.delivered_to)}", style="green")
+        elif alert.attempts:
+            delivery = Text(f"retrying ({alert.attempts}): {alert.last_error}", style="red")
+        else:
+            delivery = Text("pending", style="yellow")
+        table.add_row(
+            _time(alert.created_at),
+            alert.kind,
+            alert.execution_id[:12],
+            alert.saga,
+            alert.step or "",
+            Text(alert.error or ""),
+            delivery,
+        )
+    console.print(table)

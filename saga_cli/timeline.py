@@ -30,6 +30,22 @@ _KINDS: dict[str, tuple[str, str | None]] = {
 Record = tuple[str | None, str, int, float, Mapping[str, Any] | None]
 
 
+def failure_text(detail: Mapping[str, Any]) -> str | None:
+    """A failed call's error as people read it: ``KeyError: 'missing'``, not just ``'missing'``.
+
+    The exception's type is put in front when the failure was unexpected (it
+    has a traceback, so it was no business refusal) and the exception is not
+    one of saga's own, whose messages are written to stand alone.
+    """
+    error = detail.get("error")
+    if error is None:
+        return None
+    exception = detail.get("exception")
+    if "traceback" in detail and exception and not str(exception).startswith("saga_cli."):
+        return f"{exception}: {error}"
+    return str(error)
+
+
 @dataclass(slots=True)
 class Attempt:
     """One call of a step or of its compensation, from its start to its outcome."""
@@ -80,7 +96,7 @@ def pair_attempts(records: Iterable[Record]) -> list[Attempt]:
         found.ended_at = at
         found.outcome = outcome
         if outcome == "failed":
-            found.error = None if detail is None else detail.get("error")
+            found.error = None if detail is None else failure_text(detail)
             if detail is not None and detail.get("retry_at") is not None:
                 found.outcome = "retrying"
     return attempts

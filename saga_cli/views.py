@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from saga_cli import lease
@@ -26,7 +26,7 @@ from saga_cli.domain import (
 )
 from saga_cli.errors import InvalidInputError
 from saga_cli.store import ExecutionRecord, SagaStore
-from saga_cli.timeline import Timeline, build
+from saga_cli.timeline import Timeline, build, failure_text
 
 
 def is_interrupted(record: ExecutionRecord, now: float | None = None) -> bool:
@@ -74,14 +74,70 @@ class StepView:
 
 
 @dataclass(frozen=True, slots=True)
+class FailureView:
+    """A failed call whose exception was unexpected: its type, message and traceback.
+
+    The traceback holds the user's frames only (file, line, function, source
+    line; never local variables), bounded in size when it was recorded.
+    """
+
+    step: str
+    phase: str  # forward or compensation
+    attempt: int
+    at: float
+    exception: str
+    error: str
+    traceback: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON shape of one of ``saga show --json``'s failures."""
+        return {
+            "step": self.step,
+            "phase": self.phase,
+            "attempt": self.attempt,
+            "at": self.at,
+            "exception": self.exception,
+            "error": self.error,
+            "traceback": self.traceback,
+        }
+
+
+def failures_of(events: Sequence[Event]) -> list[FailureView]:
+    """The failed calls with a traceback, the newest of each step and phase (in log order).
+
+    A step retried five times for the same bug shows its traceback once.
+    """
+    latest: dict[tuple[str, str], FailureView] = {}
+    for event in events:
+        if event.type not in (EventType.STEP_FAILED, EventType.COMPENSATION_FAILED):
+            continue
+        detail = event.detail or {}
+        if event.step is None or "traceback" not in detail:
+            continue
+        phase = "forward" if event.type is EventType.STEP_FAILED else "compensation"
+        latest.pop((event.step, phase), None)  # re-inserted: ordered by the newest
+        latest[(event.step, phase)] = FailureView(
+            step=event.step,
+            phase=phase,
+            attempt=event.attempt,
+            at=event.at,
+            exception=str(detail.get("exception") or detail.get("kind") or ""),
+            error=str(detail.get("error", "")),
+            traceback=str(detail["traceback"]),
+        )
+    return list(latest.values())
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionView:
-    """An execution with its step summary and full transition log."""
+    """An execution with its step summary, full transition log and debuggable failures."""
 
     record: ExecutionRecord
     interrupted: bool
     steps: list[StepView]
     events: list[Event]
     timeline: Timeline
+    failures: list[FailureView] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """The JSON shape of ``saga show --json``."""
@@ -94,6 +150,7 @@ class ExecutionView:
             "version": r.version,
             "steps": [s.as_json() for s in self.steps],
             "timeline": self.timeline.as_json(),
+            "failures": [f.as_json() for f in self.failures],
             "events": [
                 {
                     "seq": e.seq,
@@ -151,7 +208,7 @@ def step_views(events: Sequence[Event], step_names: Sequence[str] = ()) -> list[
             info["ended_at"] = event.at
         if event.type in (EventType.STEP_FAILED, EventType.COMPENSATION_FAILED):
             detail = event.detail or {}
-            info["error"] = detail.get("error")
+            info["error"] = failure_text(detail)
             if detail.get("retry_at") is not None:
                 info["status"] = (
                     "retrying" if event.type is EventType.STEP_FAILED else ("compensation retrying")
@@ -205,7 +262,9 @@ def describe(
     events = store.events(record.id)
     names = logged_step_names(store, record) if steps_of is None else steps_of(record.saga)
     steps = step_views(events, names)
-    return ExecutionView(record, is_interrupted(record), steps, events, build(events, names))
+    return ExecutionView(
+        record, is_interrupted(record), steps, events, build(events, names), failures_of(events)
+    )
 
 
 def page_cursor(record: ExecutionRecord) -> str:

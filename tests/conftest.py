@@ -30,7 +30,7 @@ def saga_executable() -> str:
 
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment for CLI subprocesses: fixed width, no colour, no SAGA_DB leaking in."""
-    env = {k: v for k, v in os.environ.items() if k != "SAGA_DB"}
+    env = {k: v for k, v in os.environ.items() if k not in ("SAGA_DB", "SAGA_CONFIG")}
     env.update({"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
     env.update(extra)
     return env

@@ -58,6 +58,16 @@ COMPENSATED_AFTER = {
     "flight": ["hotel", "flight"],
 }
 
+# The saga log's own tables, as the main line of migrations makes them.
+LOG_TABLES = [
+    "saga_execution",
+    "saga_event",
+    "saga_definition",
+    "saga_key_lock",
+    "saga_worker",
+    "saga_alert",
+]
+
 # -- the CLI ---------------------------------------------------------------------------
 
 

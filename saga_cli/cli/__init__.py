@@ -8,6 +8,7 @@ The commands live in modules by what a user does with them:
   (``supervisor`` runs ``serve all``'s child processes)
 - ``workers``: worker, workers
 - ``database``: db upgrade, db status, db copy
+- ``alerting``: alerts, alerts deliver, alerts test
 
 Options several commands take are declared once in ``options``; ``helpers``
 opens the log, turns errors into exit codes and prints JSON or a table (drawn
@@ -23,7 +24,7 @@ from typing import Annotated
 
 import typer
 
-from saga_cli.cli import database, executions, observability, travel, workers
+from saga_cli.cli import alerting, database, executions, observability, travel, workers
 from saga_cli.cli.helpers import ExitCode, State
 from saga_cli.cli.options import DEFAULT_DB
 
@@ -48,6 +49,7 @@ app = typer.Typer(
 for group in (executions, observability, travel, workers):
     app.add_typer(group.app)
 app.add_typer(database.app, name="db")
+app.add_typer(alerting.app, name="alerts")
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -60,6 +62,26 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
         level=logging.ERROR if quiet else levels[min(verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",
     )
+
+
+def _config(ctx: typer.Context, value: str | None) -> str | None:
+    """Read the configuration first (an eager option), so its defaults apply to every option.
+
+    They go into click's default map: an option given on the command line,
+    or through its environment variable, still wins.
+    """
+    from saga_cli.cli.helpers import config_defaults
+
+    try:
+        ctx.default_map, ctx.meta["saga.config"] = config_defaults(ctx.command, value)
+    except Exception as exc:  # a SagaError: the file is bad; nothing was run
+        from saga_cli.errors import SagaError
+
+        if not isinstance(exc, SagaError):
+            raise
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(ExitCode.USAGE) from None
+    return value
 
 
 def _version(value: bool) -> None:
@@ -91,6 +113,18 @@ def _main(
             metavar="MODULE_OR_FILE",
             help="Import your sagas from a module or .py file (repeatable; SAGA_LOAD: "
             "space-separated). Not needed to resume: the log remembers where each saga came from.",
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            envvar="SAGA_CONFIG",
+            metavar="FILE",
+            callback=_config,
+            is_eager=True,
+            help="Defaults for the options, alert sinks and tracing (TOML; default ./saga.toml "
+            "if it exists). Options and environment variables win over it.",
         ),
     ] = None,
     version: Annotated[
@@ -127,6 +161,7 @@ def _main(
     state.load = tuple(load or ())
     state.quiet = quiet
     state.step_timeout = step_timeout
+    state.config = ctx.meta.get("saga.config")
     ctx.obj = state
 
 

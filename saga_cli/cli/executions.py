@@ -11,6 +11,7 @@ import typer
 from saga_cli.cli.helpers import (
     ExitCode,
     commands,
+    delivering_alerts,
     emit,
     errors_to_exit_codes,
     finish,
@@ -353,7 +354,8 @@ def resume(
         if execution_id is not None:
             result = engine.resume(execution_id, force=force)
         else:
-            report = engine.resume_all(concurrency=concurrency, force=force)
+            with delivering_alerts(ctx, trip.store, engine):
+                report = engine.resume_all(concurrency=concurrency, force=force)
     if execution_id is not None:
         finish(result, as_json)
     data = {

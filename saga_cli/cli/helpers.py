@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from saga_cli import render as render
     from saga_cli.booking import TravelBooking
+    from saga_cli.config import Config
     from saga_cli.engine import EventListener, Outcome
     from saga_cli.orchestrator import Orchestrator
     from saga_cli.services.travel import FaultPlan
@@ -70,6 +71,32 @@ class State:
     load: tuple[str, ...] = ()
     quiet: bool = False
     step_timeout: str | None = None
+    config: Config | None = None
+
+    def settings(self) -> Config:
+        """The configuration file's settings (the defaults when there is none)."""
+        if self.config is None:
+            from saga_cli.config import load_config
+
+            self.config = load_config(None)
+        return self.config
+
+    def tracing(self) -> Any:
+        """The engine's Tracing as the configuration asks, made once (None: no traces).
+
+        Raises:
+            InvalidInputError: tracing is asked for and OpenTelemetry is missing.
+        """
+        settings = self.settings().tracing
+        if settings is None:
+            return None
+        if self._tracing is None:
+            from saga_cli.tracing import from_settings
+
+            self._tracing = from_settings(settings)
+        return self._tracing
+
+    _tracing: Any = None
 
     def step_timeout_seconds(self) -> float | None:
         """--step-timeout in seconds (None: no limit), or the engine's default.
@@ -89,6 +116,40 @@ class State:
 
 def _state(ctx: typer.Context) -> State:
     return ctx.obj if isinstance(ctx.obj, State) else State()
+
+
+def config_defaults(root: Any, given: str | None) -> tuple[dict[str, Any], Config | None]:
+    """Click's default map for `root`'s command tree from the configuration, and the config.
+
+    Top-level settings are the defaults of the options before the command
+    name, and of options that several commands take (every command that has
+    one gets it); ``[worker]`` is ``saga worker``'s.
+
+    Raises:
+        InvalidInputError: the configuration is bad (see saga_cli.config).
+    """
+    from saga_cli.config import find_config
+
+    path = find_config(given)
+    if path is None:  # the common case costs no import: defaults are made when needed
+        return {}, None
+    from saga_cli.config import load_config
+
+    config = load_config(path)
+    defaults: dict[str, Any] = dict(config.options)
+
+    def visit(group: Any, into: dict[str, Any]) -> None:
+        for name, command in getattr(group, "commands", {}).items():
+            own = into.setdefault(name, {})
+            params = {param.name for param in command.params}
+            own.update({k: v for k, v in config.command_options.items() if k in params})
+            if name == "worker" and group is root:
+                own.update(config.worker)
+            visit(command, own)
+
+    if config.command_options or config.worker:
+        visit(root, defaults)
+    return defaults, config
 
 
 def commands(**settings: Any) -> typer.Typer:
@@ -177,10 +238,18 @@ def orchestrator(ctx: typer.Context, *, show_steps: bool = False) -> Iterator[Or
     from saga_cli.orchestrator import Orchestrator
 
     listener = _progress_lines(show_steps)
-    timeout = _state(ctx).step_timeout_seconds()
+    state = _state(ctx)
+    timeout = state.step_timeout_seconds()
+    policy = state.settings().alerts.policy
     with (
         open_log(ctx) as store,
-        Orchestrator(store, on_event=listener, step_timeout=timeout) as engine,
+        Orchestrator(
+            store,
+            on_event=listener,
+            step_timeout=timeout,
+            alerts=policy,
+            tracing=state.tracing(),
+        ) as engine,
     ):
         _load_sagas(ctx, engine)
         yield engine
@@ -206,18 +275,44 @@ def travel(
         from saga_cli.services.http_client import parse_services
 
         urls = parse_services(services)
+    state = _state(ctx)
     with open_log(ctx) as store:
         booking = TravelBooking(
             store,
-            step_timeout=_state(ctx).step_timeout_seconds(),
+            step_timeout=state.step_timeout_seconds(),
             on_event=_progress_lines(show_steps),
             faults=faults,
             services=urls,
             service_timeout=service_timeout,
+            alerts=state.settings().alerts.policy,
+            tracing=state.tracing(),
         )
         with closing(booking):
             _load_sagas(ctx, booking.orchestrator)
             yield booking
+
+
+@contextmanager
+def delivering_alerts(
+    ctx: typer.Context, store: SagaStore, engine: Orchestrator | None = None
+) -> Iterator[None]:
+    """While a long-running command runs, deliver alerts to the configured sinks in the background.
+
+    With `engine`, its alert-bearing events wake the deliverer at once.
+    Without sinks, nothing runs: alerts wait in the log (``saga alerts --pending``).
+    """
+    settings = _state(ctx).settings().alerts
+    if not settings.sinks:
+        yield
+        return
+    if engine is not None:
+        with engine.delivering(settings):
+            yield
+        return
+    from saga_cli.alerts import Deliverer
+
+    with Deliverer(store, settings):
+        yield
 
 
 # -- output -------------------------------------------------------------------------

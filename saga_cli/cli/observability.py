@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from saga_cli.cli.helpers import commands, emit, errors_to_exit_codes, open_log, render, travel
+from saga_cli.cli.helpers import (
+    commands,
+    delivering_alerts,
+    emit,
+    errors_to_exit_codes,
+    open_log,
+    render,
+    travel,
+)
 from saga_cli.cli.options import JsonOption, SagaOption
 
 app = commands()
@@ -106,7 +114,7 @@ def watch(
     from saga_cli.durations import parse_duration
 
     seconds = parse_duration(window)
-    with open_log(ctx) as store:
+    with open_log(ctx) as store, delivering_alerts(ctx, store):
 
         def take() -> live_view.Snapshot:
             return live_view.snapshot(store, window=seconds, saga=saga)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from saga_cli.tracing import Tracing
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -33,6 +37,8 @@ def serve(
     *,
     quiet: bool,
     say: Callable[[str], None],
+    tracing: Tracing | None = None,
+    config: str | None = None,
 ) -> None:
     """Run one travel service in this process, or all three as child processes, until stopped.
 
@@ -45,6 +51,8 @@ def serve(
         delay: seconds each reserve is held before it is handled.
         quiet: log warnings only (no request lines).
         say: prints a note for people.
+        tracing: continue the traces of the requests (a server span each).
+        config: the configuration file, handed to the children of `all`.
 
     Raises:
         InvalidInputError: an unknown service, one --db file for all three,
@@ -55,7 +63,7 @@ def serve(
     from saga_cli.services.travel import SERVICES
 
     if service == "all":
-        _serve_all(port, host, db, delay, quiet=quiet, say=say)
+        _serve_all(port, host, db, delay, quiet=quiet, say=say, config=config)
         return
     if service not in SERVICES:
         raise InvalidInputError(
@@ -68,7 +76,7 @@ def serve(
     port = default_port(service) if port is None else port
     _check_port_free(host, port)
     path = db.replace("{service}", service)
-    served = create_app(service, path, delay=delay)
+    served = create_app(service, path, delay=delay, tracing=tracing)
     say(f"{service} service on http://{host}:{port} (database {path}; docs at /docs)")
     if not quiet:
         import logging
@@ -78,7 +86,14 @@ def serve(
 
 
 def _serve_all(
-    port: int | None, host: str, db: str, delay: float, *, quiet: bool, say: Callable[[str], None]
+    port: int | None,
+    host: str,
+    db: str,
+    delay: float,
+    *,
+    quiet: bool,
+    say: Callable[[str], None],
+    config: str | None = None,
 ) -> None:
     """Start the three services as child processes on consecutive ports and wait.
 
@@ -102,7 +117,8 @@ def _serve_all(
         _check_port_free(host, ports[name])
     children: dict[str, subprocess.Popen[bytes]] = {}
     for name in SERVICES:
-        command = [sys.executable, "-m", "saga_cli", *(["--quiet"] if quiet else []), "serve"]
+        command = [sys.executable, "-m", "saga_cli", *(["--quiet"] if quiet else [])]
+        command += [*(["--config", config] if config else []), "serve"]
         command += [name, "--port", str(ports[name]), "--host", host, "--db", db]
         command += ["--delay", str(delay)]
         children[name] = subprocess.Popen(command, stdin=subprocess.DEVNULL)

@@ -11,7 +11,9 @@ import typer
 
 from saga_cli.cli.helpers import (
     ExitCode,
+    State,
     commands,
+    delivering_alerts,
     emit,
     errors_to_exit_codes,
     hint,
@@ -95,6 +97,7 @@ def simulate(
     deadline_seconds = seconds(deadline)
     with (
         travel(ctx, faults=faults, services=services, service_timeout=service_timeout) as trip,
+        delivering_alerts(ctx, trip.store, trip.orchestrator),
         # Only on a terminal: piped stderr stays clean for one-line errors.
         Progress(
             console=render.console(stderr=True),
@@ -276,4 +279,15 @@ def serve(
     from saga_cli.cli.supervisor import serve as run_services
 
     say = functools.partial(hint, ctx)
-    run_services(service, port, host, db, delay, quiet=quiet(ctx), say=say)
+    state = ctx.obj if isinstance(ctx.obj, State) else State()
+    run_services(
+        service,
+        port,
+        host,
+        db,
+        delay,
+        quiet=quiet(ctx),
+        say=say,
+        tracing=state.tracing() if service != "all" else None,
+        config=state.settings().path,
+    )

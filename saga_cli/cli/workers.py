@@ -8,6 +8,7 @@ import typer
 
 from saga_cli.cli.helpers import (
     commands,
+    delivering_alerts,
     emit,
     errors_to_exit_codes,
     hint,
@@ -91,7 +92,7 @@ def worker(
     from saga_cli.worker import Worker
 
     faults = travel_faults(crash_at, flaky, fail_compensation, slow, outage, timeout)
-    with travel(ctx, faults=faults) as trip:
+    with travel(ctx, faults=faults) as trip, delivering_alerts(ctx, trip.store, trip.orchestrator):
         runner = Worker(
             trip.orchestrator,
             concurrency=concurrency,

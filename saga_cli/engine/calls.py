@@ -9,8 +9,8 @@ unknown, so the step is compensated and the participant's tombstone refuses
 the late arrival.
 
 A call's outcome is its JSON result or a :class:`Failure`; what the log then
-records about a failure (retry when, or effect uncertain) is decided by
-:func:`failure_detail`.
+records about a failure (the exception's type and the user's frames of its
+traceback, retry when, or effect uncertain) is decided by :func:`failure_detail`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ import asyncio
 import inspect
 import json
 import math
+import os
 import random
+import threading
+import traceback
 from typing import Any
 
 from saga_cli.domain import (
@@ -39,11 +42,23 @@ from saga_cli.errors import (
     StepResultError,
     StepTimeoutError,
 )
+from saga_cli.tracing import Tracing
 
 # What a step may return, checked strictly: the log must hold it as JSON
 # (no NaN, no Infinity, nothing stringified), and later steps must see the
 # same value whether or not the execution was resumed in between.
 _encode_result = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+# A failure's traceback in the log is bounded: the newest frames of each
+# exception in its chain, each line cut short, the whole cut to its tail.
+TRACEBACK_FRAMES = 20
+TRACEBACK_CHAIN = 3
+TRACEBACK_LINE = 300
+TRACEBACK_CHARS = 4000
+# Frames in these directories and files are the engine's and asyncio's
+# plumbing, not the user's code: they say nothing about why a step failed.
+_PLUMBING = tuple(os.path.dirname(path) + os.sep for path in (__file__, asyncio.__file__))
+_PLUMBING_FILES = frozenset({threading.__file__})
 
 
 class Failure:
@@ -80,6 +95,8 @@ class StepCaller:
     def __init__(self, pool: CallPool, default_timeout: float | None) -> None:
         self.pool = pool
         self.default_timeout = default_timeout
+        # Spans of calls, when traces are wanted (None costs one check per call).
+        self.tracing: Tracing | None = None
         self._async: dict[Any, bool] = {}
 
     def timeout_of(self, definition: SagaDefinition, step: Step) -> float | None:
@@ -110,25 +127,68 @@ class StepCaller:
             compensating,
         )
         timeout = self.timeout_of(run.definition, step)
+        if self.tracing is not None:
+            return await self._traced(run, step, compensating, function, context, timeout)
         try:
             result = await self._invoke(function, context, timeout)
         except Exception as exc:
             return Failure(exc)
         return _as_json(result, step, compensating)
 
+    async def _traced(
+        self,
+        run: Execution,
+        step: Step,
+        compensating: bool,
+        function: StepFunction,
+        context: StepContext[Any],
+        timeout: float | None,
+    ) -> Any:
+        """:meth:`call` inside a span of its own, current while the step runs."""
+        tracing = self.tracing
+        assert tracing is not None
+        span = tracing.start_call(
+            run.span,
+            saga=run.definition.name,
+            execution_id=run.id,
+            step=step.name,
+            kind=step.kind.value,
+            attempt=context.attempt,
+            compensating=compensating,
+            key=context.key,
+        )
+        token = tracing.attach(span)
+        try:
+            result = await self._invoke(function, context, timeout, span)
+        except Exception as exc:
+            tracing.end_call(span, exc)
+            return Failure(exc)
+        except BaseException:
+            tracing.end_call(span, None, cancelled=True)
+            raise
+        finally:
+            tracing.detach(token)
+        outcome = _as_json(result, step, compensating)
+        tracing.end_call(span, outcome.error if isinstance(outcome, Failure) else None)
+        return outcome
+
     async def _invoke(
-        self, function: StepFunction, context: StepContext[Any], timeout: float | None
+        self,
+        function: StepFunction,
+        context: StepContext[Any],
+        timeout: float | None,
+        span: Any = None,
     ) -> Any:
         runs_async = self._async.get(function)
         if runs_async is None:
             runs_async = self._async[function] = is_async(function)
         if timeout is None:  # asked for no limit
-            return await self._run(function, context, runs_async)
+            return await self._run(function, context, runs_async, span)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._run(function, context, runs_async)
+                return await self._run(function, context, runs_async, span)
         except TimeoutError:
             if loop.time() >= deadline:
                 raise StepTimeoutError(
@@ -137,10 +197,13 @@ class StepCaller:
             raise
 
     async def _run(
-        self, function: StepFunction, context: StepContext[Any], runs_async: bool
+        self, function: StepFunction, context: StepContext[Any], runs_async: bool, span: Any
     ) -> Any:
         if runs_async:
             return await function(context)
+        if span is not None and self.tracing is not None:
+            # A thread does not inherit the loop's context: hand it the span.
+            function = self.tracing.bound(span, function)
         result = await self._on_thread(function, context)
         if inspect.isawaitable(result):  # a plain function that returned a coroutine
             result = await result
@@ -187,6 +250,18 @@ def failure_detail(
     exc = failure.error
     error = str(exc) or type(exc).__name__
     detail: dict[str, Any] = {"error": error, "kind": type(exc).__name__}
+    kind = type(exc)
+    detail["exception"] = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    # A business refusal is an answer, its message the whole story; anything
+    # else may be a bug, and its traceback says where.
+    if not isinstance(exc, BusinessError):
+        trace = user_traceback(exc)
+        if trace is not None:
+            detail["traceback"] = trace
     business = isinstance(exc, BusinessError) and not compensating
     # An action that timed out is not retried: its effect is unknown, so it is
     # compensated. A compensation that timed out is retried: it must get through.
@@ -209,3 +284,44 @@ def failure_detail(
     elif not business and not compensating and not not_sent:
         detail["uncertain"] = True  # the effect may exist: compensate it too
     return detail
+
+
+def user_traceback(exc: BaseException) -> str | None:
+    """The user's frames of `exc`'s traceback (and of its causes), bounded; None if none.
+
+    Frames of the engine and of asyncio are left out. No frame's local
+    variables are captured (they may hold secrets): only file, line,
+    function and source line, as Python prints them.
+    """
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and len(chain) < TRACEBACK_CHAIN and link not in chain:
+        chain.append(link)
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+    parts: list[str] = []
+    user_frames = 0
+    for position, link in enumerate(reversed(chain)):
+        frames = [
+            frame
+            for frame in traceback.extract_tb(link.__traceback__)
+            if not frame.filename.startswith(_PLUMBING) and frame.filename not in _PLUMBING_FILES
+        ]
+        user_frames += len(frames)
+        if position:
+            parts.append("\nThe above exception led to the following one:\n\n")
+        if frames:
+            parts.append("Traceback (most recent call last):\n")
+            if len(frames) > TRACEBACK_FRAMES:
+                parts.append(f"  ... {len(frames) - TRACEBACK_FRAMES} earlier frame(s)\n")
+                frames = frames[-TRACEBACK_FRAMES:]
+            parts += traceback.StackSummary.from_list(frames).format()
+        parts += traceback.format_exception_only(type(link), link)
+    if not user_frames:
+        return None
+    lines = "".join(parts).splitlines()
+    text = "\n".join(
+        line if len(line) <= TRACEBACK_LINE else line[:TRACEBACK_LINE] + "…" for line in lines
+    )
+    if len(text) > TRACEBACK_CHARS:
+        text = "…" + text[-(TRACEBACK_CHARS - 1) :]
+    return text

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -39,8 +40,10 @@ from saga_cli.domain import (
 from saga_cli.engine.calls import Failure, StepCaller, failure_detail, order_of
 from saga_cli.engine.execution import Execution, Outcome
 from saga_cli.engine.writer import LogWriter
+from saga_cli.tracing import Tracing
 
 Sleep = Callable[[float], Awaitable[None] | None]
+log = logging.getLogger(__name__)
 
 
 class Stop(Protocol):
@@ -80,6 +83,8 @@ class Driver:
         self.clock = clock
         self.rng = rng
         self.sleep = sleep
+        # Spans of executions, when traces are wanted (None costs one check per drive).
+        self.tracing: Tracing | None = None
         # Executions taken by the windows on this loop and not yet at rest: while
         # it is 1, nothing else could use the loop during a commit's fsync, so
         # the writer commits inline rather than hand each commit to its thread.
@@ -103,6 +108,30 @@ class Driver:
             StoreError: the log failed; what was not committed is lost and
                 the execution is left for a resume.
         """
+        if self.tracing is not None:
+            return await self._drive_traced(run, stop, self.tracing)
+        return await self._drive(run, stop)
+
+    async def _drive_traced(self, run: Execution, stop: Stop, tracing: Tracing) -> Outcome | None:
+        """:meth:`drive` inside the execution's span (continuing its trace if it was resumed)."""
+        if run.span is None:
+            run.span = tracing.start_execution(
+                run.definition.name, run.id, run.state.trace, resumed=True
+            )
+        try:
+            outcome = await self._drive(run, stop)
+        except BaseException as exc:
+            tracing.fail_execution(run.span, exc)
+            run.span = None
+            raise
+        if outcome is None:
+            tracing.end_execution(run.span, None)
+        else:
+            tracing.end_execution(run.span, outcome.status.value, outcome.error)
+        run.span = None
+        return outcome
+
+    async def _drive(self, run: Execution, stop: Stop) -> Outcome | None:
         slept_until = 0.0  # after a back-off sleep, what is due counts as due
         try:
             while True:
@@ -125,7 +154,8 @@ class Driver:
                 if isinstance(decision, Rest):
                     return run.outcome()
                 if isinstance(decision, Abort):
-                    reason = {"reason": decision.reason}
+                    # deadline_at marks the engine's own request (an alert's cause)
+                    reason = {"reason": decision.reason, "deadline_at": run.state.deadline}
                     self.record(run, EventType.COMPENSATION_REQUESTED, None, 0, reason)
                 elif isinstance(decision, Finish):
                     self.record(run, decision.event, None)
@@ -239,6 +269,17 @@ class Driver:
         )
         failed = EventType.COMPENSATION_FAILED if compensating else EventType.STEP_FAILED
         self.record(run, failed, step.name, attempt, detail)
+        if log.isEnabledFor(logging.INFO):  # -v
+            log.info(
+                "%s %s of %s failed (attempt %d): %s: %s%s",
+                "compensation of" if compensating else "step",
+                step.name,
+                run.id,
+                attempt,
+                detail.get("exception"),
+                detail["error"],
+                f"\n{detail['traceback']}" if "traceback" in detail else "",
+            )
         if "uncertain" in detail and step.kind is StepKind.PIVOT:
             # The pivot may have happened and nothing can undo it: stop here;
             # a resume asks again under the same key. (A call that gave up

@@ -104,6 +104,7 @@ class Execution:
         waiters: futures of callers waiting for `pending` to become durable.
         release: the next write hands the execution back (owner and lease
             cleared) for any process to claim.
+        span: this process's trace span of the execution (None untraced).
     """
 
     __slots__ = (
@@ -120,6 +121,7 @@ class Execution:
         "writing",
         "waiters",
         "release",
+        "span",
         "_typed",
     )
 
@@ -145,6 +147,8 @@ class Execution:
         self.writing = False
         self.waiters: list[asyncio.Future[None]] = []
         self.release = False
+        # This process's span of the execution, when traces are wanted.
+        self.span: Any = None
         self._typed: Any = None
 
     def typed_payload(self) -> Any:

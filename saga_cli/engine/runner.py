@@ -37,6 +37,7 @@ from saga_cli.domain import (
     replay,
     resolution_of,
 )
+from saga_cli.engine.alerting import DEFAULT_POLICY, AlertPolicy, alerts_for
 from saga_cli.engine.calls import StepCaller
 from saga_cli.engine.claims import Leases
 from saga_cli.engine.drive import Driver, Sleep
@@ -67,6 +68,7 @@ from saga_cli.store import (
     SagaStore,
     Transition,
 )
+from saga_cli.tracing import TRACE_KEY, Tracing
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -90,6 +92,10 @@ class SagaRunner:
             its saga says (None: no limit).
         threads: how many plain ``def`` steps may run at once (at least the
             concurrency asked of a window).
+        alerts: when to write an alert with the event behind it (see
+            saga_cli.engine.alerting); None writes none.
+        tracing: makes OpenTelemetry spans of executions and calls (see
+            saga_cli.tracing); None (the default) makes none and costs nothing.
         clock, sleep, rng: injectable for tests (`sleep` waits out retry
             back-offs; it may be a plain function or a coroutine function).
     """
@@ -103,6 +109,8 @@ class SagaRunner:
         on_event: EventListener | None = None,
         step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
         threads: int = DEFAULT_THREADS,
+        alerts: AlertPolicy | None = DEFAULT_POLICY,
+        tracing: Tracing | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
@@ -110,6 +118,7 @@ class SagaRunner:
         self.store = store
         self.definitions = definitions
         self.on_event = on_event
+        self.alerts = alerts
         self.clock = clock
         self.rng = rng or random.Random()
         self.leases = Leases(
@@ -117,6 +126,8 @@ class SagaRunner:
         )
         self.pool = CallPool(threads)
         self.caller = StepCaller(self.pool, step_timeout)
+        self._tracing = tracing
+        self.caller.tracing = tracing
         self._sleep = sleep
         self._commits = CommitThread(store)
         self._drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Driver] = (
@@ -157,6 +168,18 @@ class SagaRunner:
         self._sleep = value
         for driver in list(self._drivers.values()):
             driver.sleep = value
+
+    @property
+    def tracing(self) -> Tracing | None:
+        """What makes spans of executions and their calls (None: no traces, no cost)."""
+        return self._tracing
+
+    @tracing.setter
+    def tracing(self, value: Tracing | None) -> None:
+        self._tracing = value
+        self.caller.tracing = value
+        for driver in list(self._drivers.values()):
+            driver.tracing = value
 
     @property
     def step_timeout(self) -> float | None:
@@ -340,6 +363,8 @@ class SagaRunner:
         for payload in payloads:
             run = self._new_run(definition, payload, next(ids, None), deadline)
             self.leases.leave(run.id)  # nobody drives it here
+            if run.span is not None and self._tracing is not None:
+                self._tracing.end_execution(run.span, SagaStatus.PENDING.value)
             write = self._write_for(run, run.pending)
             assert isinstance(write, Creation)
             pending = dataclasses.replace(
@@ -743,6 +768,7 @@ class SagaRunner:
                 calling=lambda: driving.calling,
             )
             driving = driver = Driver(writer, self.caller, self.clock, self.rng, self._sleep)
+            driver.tracing = self._tracing
             self._drivers[loop] = driver
         return driver
 
@@ -826,7 +852,13 @@ class SagaRunner:
         )
         run.payload_json = payload_json
         run.key = concurrency_key_of(definition, run.typed_payload())
-        detail = None if deadline is None else {"deadline_at": deadline}
+        detail: dict[str, Any] | None = None if deadline is None else {"deadline_at": deadline}
+        if self._tracing is not None:
+            # The trace starts here; the log keeps its context for whoever resumes it.
+            run.span = self._tracing.start_execution(definition.name, run.id, None, resumed=False)
+            traceparent = self._tracing.traceparent(run.span)
+            if traceparent is not None:
+                detail = {**(detail or {}), TRACE_KEY: traceparent}
         first = Event(seq=1, type=EventType.SAGA_STARTED, detail=detail, at=self.clock())
         run.state = apply(definition, run.state, first)
         run.pending.append(first)
@@ -843,6 +875,10 @@ class SagaRunner:
         resting = is_terminal(state.status) or state.status is SagaStatus.STUCK
         owner = None if resting or run.release else self.owner
         lease_until = None if owner is None else now + self.lease_seconds
+        definition = run.definition
+        alerts = (
+            () if self.alerts is None else alerts_for(self.alerts, run.id, definition.name, events)
+        )
         if run.created:
             return Transition(
                 run.id,
@@ -854,8 +890,8 @@ class SagaRunner:
                 lease_until,
                 now,
                 run.key if is_terminal(state.status) else None,
+                alerts,
             )
-        definition = run.definition
         registration = None
         if (definition.name, definition.version) not in self._registered:
             registration = DefinitionRecord(
@@ -879,7 +915,7 @@ class SagaRunner:
             definition_version=definition.version,
             concurrency_key=run.key,
         )
-        return Creation(record, list(events), registration)
+        return Creation(record, list(events), registration, alerts)
 
     def _committed(self, run: Execution, events: list[Event], version: int) -> None:
         """Take note of a committed write of `run` (on its loop's thread)."""

@@ -21,6 +21,7 @@ This module imports FastAPI; only ``saga serve`` and the tests import it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from saga_cli.errors import BusinessError, InvalidInputError, StoreError, Transi
 from saga_cli.services.database import DemoDatabase
 from saga_cli.services.travel import SERVICES, ReservationService
 from saga_cli.store import open_store
+from saga_cli.tracing import Tracing
 
 KEY_HEADER = "Idempotency-Key"
 log = logging.getLogger("saga_cli.http")
@@ -91,7 +93,9 @@ def open_service(service: str, db: str | Path) -> ReservationService:
     return ReservationService(service, database)
 
 
-def create_app(service: str, db: str | Path, *, delay: float = 0.0) -> FastAPI:
+def create_app(
+    service: str, db: str | Path, *, delay: float = 0.0, tracing: Tracing | None = None
+) -> FastAPI:
     """The HTTP app of one travel service.
 
     Args:
@@ -100,6 +104,8 @@ def create_app(service: str, db: str | Path, *, delay: float = 0.0) -> FastAPI:
         delay: seconds each reserve waits before it runs: a slow network or
             an overloaded service, so the orchestrator's timeout fires first
             and its compensation overtakes the reserve (a demo of tombstones).
+        tracing: makes a server span of each request, continuing the trace of
+            the step that sent it (its ``traceparent`` header).
 
     Raises:
         InvalidInputError: an unknown service or a negative delay.
@@ -108,10 +114,15 @@ def create_app(service: str, db: str | Path, *, delay: float = 0.0) -> FastAPI:
     if delay < 0:
         raise InvalidInputError("--delay must be >= 0")
     participant = open_service(service, db)
+    options: dict[str, Any] = {}
+    if tracing is not None and "telemetry" in inspect.signature(FastAPI).parameters:
+        # FastAPI's own request spans (newer versions) would duplicate ours below.
+        options["telemetry"] = {"tracing": False}
     app = FastAPI(
         title=f"saga {service} service",
         version="1",
         description=f"The {service} reservations of the saga demo, over HTTP.",
+        **options,
     )
 
     def refused(status: int) -> Any:
@@ -131,6 +142,22 @@ def create_app(service: str, db: str | Path, *, delay: float = 0.0) -> FastAPI:
             )
 
         return handler
+
+    if tracing is not None:
+
+        @app.middleware("http")
+        async def traced(request: Request, call_next: Any) -> Any:
+            span = tracing.start_request(request.method, request.url.path, request.headers)
+            token = tracing.attach(span)
+            try:
+                response = await call_next(request)
+            except BaseException as exc:
+                tracing.end_request(span, None, exc)
+                raise
+            finally:
+                tracing.detach(token)
+            tracing.end_request(span, response.status_code, None)
+            return response
 
     # Business refusals are the caller's to act on (compensate); a failing
     # database is this service's problem, worth retrying later.

@@ -57,8 +57,37 @@ class DefinitionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """A row of the alert outbox: what needs an operator, and how far its delivery got.
+
+    Written in the same transaction as the event that caused it (see
+    Transition.alerts). `id` is ``<execution id>:<seq of that event>``, the
+    idempotency key every sink is sent; `delivered_to` names the sinks that
+    took it, and `delivered_at` is set once all the configured sinks have.
+    """
+
+    id: str
+    execution_id: str
+    saga: str
+    kind: str
+    step: str | None
+    attempt: int
+    error: str | None
+    created_at: float
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    delivered_at: float | None = None
+    delivered_to: tuple[str, ...] = ()
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Transition:
-    """What one commit writes: new events and the execution row's new projection."""
+    """What one commit writes: new events and the execution row's new projection.
+
+    `alerts` are inserted in the same transaction as the events that caused
+    them, so an alert exists if and only if its cause does.
+    """
 
     execution_id: str
     expected_version: int
@@ -69,6 +98,7 @@ class Transition:
     lease_expires_at: float | None
     now: float
     release_key: str | None = None
+    alerts: Sequence[AlertRecord] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +113,7 @@ class Creation:
     record: ExecutionRecord
     events: Sequence[Event]
     definition: DefinitionRecord | None = None
+    alerts: Sequence[AlertRecord] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +505,29 @@ class SagaStore(abc.ABC):
     @abc.abstractmethod
     def definition_versions(self, name: str | None = None) -> list[DefinitionRecord]:
         """Return the registered versions of one saga (or of all), newest first."""
+
+    # -- the alert outbox -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim_alerts(self, now: float, until: float, *, limit: int = 100) -> list[AlertRecord]:
+        """Take, in one transaction, up to `limit` undelivered alerts that are due, oldest first.
+
+        Due means ``delivered_at IS NULL AND next_attempt_at <= now``. Each one
+        taken has its next_attempt_at set to `until`, a lease: no other
+        deliverer takes it before then, and if this one dies mid-way the
+        alert is due again at `until` (delivery is at least once).
+
+        Returns:
+            The alerts as they were before the claim.
+        """
+
+    @abc.abstractmethod
+    def save_delivery(self, alert: AlertRecord) -> None:
+        """Write an alert's delivery state (attempts, next attempt, delivered_at/to, last error)."""
+
+    @abc.abstractmethod
+    def alerts(self, *, pending: bool = False, limit: int = 100) -> list[AlertRecord]:
+        """Alerts newest first; with `pending`, only those not yet delivered to every sink."""
 
     # -- the extension point: applications' tables in the log's database ------------------
 

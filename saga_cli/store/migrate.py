@@ -22,7 +22,7 @@ from typing import Any
 from saga_cli.errors import InvalidInputError, MigrationError, SchemaTooNewError
 
 # The main line, oldest first.
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009")
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The main line's Alembic branch label (on 0008: 0001-0007 predate branches).
 MAIN_LINE = "saga"

@@ -85,3 +85,30 @@ class SagaWorker(SQLModel, table=True):
     concurrency: int
     lease_seconds: float
     sagas: str | None = None
+
+
+class SagaAlert(SQLModel, table=True):
+    """An alert (stuck, deadline missed, compensation failing), written with its cause's event.
+
+    The outbox of alert delivery: a row per alert, and its delivery state.
+    """
+
+    __tablename__ = "saga_alert"
+    __table_args__ = (
+        Index("ix_saga_alert_due", "delivered_at", "next_attempt_at"),
+        Index("ix_saga_alert_created", "created_at", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=100)
+    execution_id: str = Field(max_length=32)
+    saga: str = Field(max_length=200)
+    kind: str = Field(max_length=40)
+    step: str | None = Field(default=None, max_length=200)
+    attempt: int
+    error: str | None = None
+    created_at: float
+    attempts: int
+    next_attempt_at: float
+    delivered_at: float | None = None
+    delivered_to: str | None = None
+    last_error: str | None = None

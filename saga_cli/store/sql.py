@@ -35,6 +35,7 @@ from saga_cli.errors import (
     UnknownExecutionError,
 )
 from saga_cli.store import (
+    AlertRecord,
     Claim,
     Creation,
     DefinitionRecord,
@@ -55,6 +56,10 @@ EXECUTION_COLUMNS = (
 )
 SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS} FROM saga_execution"
 WORKER_COLUMNS = "id, host, pid, started_at, heartbeat_at, concurrency, lease_seconds, sagas"
+ALERT_COLUMNS = (
+    "id, execution_id, saga, kind, step, attempt, error, created_at, attempts, next_attempt_at,"
+    " delivered_at, delivered_to, last_error"
+)
 # Ids are lowercase hexadecimal (uuid4().hex); a prefix is matched as a range.
 _HEX = frozenset("0123456789abcdef")
 # Rows per IN list (SQLite's limit on host parameters is 32,766; 500 keeps
@@ -102,6 +107,47 @@ def event_rows(execution_id: str, events: Sequence[Event]) -> list[tuple[Any, ..
     ]
 
 
+def alert_rows(alerts: Sequence[AlertRecord]) -> list[tuple[Any, ...]]:
+    """Rows for ``saga_alert``, in ALERT_COLUMNS order."""
+    return [
+        (
+            a.id,
+            a.execution_id,
+            a.saga,
+            a.kind,
+            a.step,
+            a.attempt,
+            a.error,
+            a.created_at,
+            a.attempts,
+            a.next_attempt_at,
+            a.delivered_at,
+            encode(list(a.delivered_to)) if a.delivered_to else None,
+            a.last_error,
+        )
+        for a in alerts
+    ]
+
+
+def row_to_alert(row: Sequence[Any]) -> AlertRecord:
+    """A ``saga_alert`` row, in ALERT_COLUMNS order, as the library sees it."""
+    return AlertRecord(
+        id=row[0],
+        execution_id=row[1],
+        saga=row[2],
+        kind=row[3],
+        step=row[4],
+        attempt=row[5],
+        error=row[6],
+        created_at=row[7],
+        attempts=row[8],
+        next_attempt_at=row[9],
+        delivered_at=row[10],
+        delivered_to=tuple(json.loads(row[11])) if row[11] else (),
+        last_error=row[12],
+    )
+
+
 def window_filters(
     *, saga: str | None, since: float | None, until: float | None
 ) -> tuple[list[str], list[Any]]:
@@ -145,6 +191,7 @@ class Statements:
 
     __slots__ = (
         "claim_execution",
+        "insert_alert",
         "insert_event",
         "insert_execution",
         "key_holder",
@@ -172,6 +219,10 @@ class Statements:
         self.insert_event = q(
             "INSERT INTO saga_event (saga_id, seq, step, type, attempt, detail, at)"
             " VALUES (?,?,?,?,?,?,?)"
+        )
+        # An alert's id is its cause's (execution, seq), unique like the event.
+        self.insert_alert = q(
+            f"INSERT INTO saga_alert ({ALERT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )
         # Taken after the execution row exists (the foreign key), and race-free
         # on PostgreSQL too: of two transactions inserting one key, the second
@@ -238,6 +289,7 @@ class _Planned:
     """The SQL of one write, prepared outside the transaction."""
 
     __slots__ = (
+        "alerts",
         "definition",
         "events",
         "execution_id",
@@ -254,6 +306,7 @@ class _Planned:
         self.key: str | None = None
         self.release_key: str | None = None
         self.definition: tuple[Any, ...] | None = None
+        self.alerts = alert_rows(write.alerts) if write.alerts else None
         if isinstance(write, Creation):
             r = write.record
             self.statement = sql.insert_execution
@@ -432,9 +485,12 @@ class SqlStore(SagaStore):
                     raise Rollback([result])
                 if only.events:
                     cursor.executemany(sql.insert_event, only.events)
+                if only.alerts:
+                    cursor.executemany(sql.insert_alert, only.alerts)
                 return [result]
             results: list[int | SagaError] = []
             events: list[tuple[Any, ...]] = []
+            alerts: list[tuple[Any, ...]] = []
             for planned in statements:
                 guarded = planned.key is not None  # only a key is taken after a write
                 if guarded:
@@ -446,9 +502,13 @@ class SqlStore(SagaStore):
                     cursor.execute("RELEASE SAVEPOINT item")
                 if not isinstance(outcome, SagaError):
                     events += planned.events
+                    if planned.alerts:
+                        alerts += planned.alerts
                 results.append(outcome)
             if events:
                 cursor.executemany(sql.insert_event, events)
+            if alerts:
+                cursor.executemany(sql.insert_alert, alerts)
             return results
 
         return self._commit(work)
@@ -639,6 +699,60 @@ class SqlStore(SagaStore):
         for owner, execution_id in rows:
             held[owner].append(execution_id)
         return held
+
+    # -- the alert outbox ----------------------------------------------------------------------
+
+    def claim_alerts(self, now: float, until: float, *, limit: int = 100) -> list[AlertRecord]:
+        """Take due undelivered alerts by pushing their next attempt to `until` (a lease).
+
+        The select runs inside the write transaction (under SQLite's write
+        lock; locking the rows on PostgreSQL, where a concurrent claim then
+        re-checks them and skips those taken), so two deliverers never take
+        the same alert while a lease is live.
+        """
+
+        def work(cursor: Any) -> list[AlertRecord]:
+            rows = cursor.execute(
+                self._q(
+                    f"SELECT {ALERT_COLUMNS} FROM saga_alert"
+                    " WHERE delivered_at IS NULL AND next_attempt_at <= ?"
+                    f" ORDER BY next_attempt_at, created_at LIMIT ?{self.FOR_UPDATE}"
+                ),
+                (now, limit),
+            ).fetchall()
+            if rows:
+                cursor.executemany(
+                    self._q("UPDATE saga_alert SET next_attempt_at=? WHERE id=?"),
+                    [(until, row[0]) for row in rows],
+                )
+            return [row_to_alert(row) for row in rows]
+
+        return self._commit(work)
+
+    def save_delivery(self, alert: AlertRecord) -> None:
+        """Write one alert's delivery state, in one commit."""
+        self._write(
+            "UPDATE saga_alert SET attempts=?, next_attempt_at=?, delivered_at=?,"
+            " delivered_to=?, last_error=? WHERE id=?",
+            (
+                alert.attempts,
+                alert.next_attempt_at,
+                alert.delivered_at,
+                encode(list(alert.delivered_to)) if alert.delivered_to else None,
+                alert.last_error,
+                alert.id,
+            ),
+        )
+
+    def alerts(self, *, pending: bool = False, limit: int = 100) -> list[AlertRecord]:
+        """Alerts newest first (the created index); `pending`: those not delivered yet."""
+        where = " WHERE delivered_at IS NULL" if pending else ""
+        rows = self._read(
+            f"SELECT {ALERT_COLUMNS} FROM saga_alert{where}"
+            " ORDER BY created_at DESC, id DESC LIMIT ?",
+            (limit,),
+        )
+        return [row_to_alert(row) for row in rows]
 
     # -- reads ---------------------------------------------------------------------------------
 

@@ -61,6 +61,8 @@ def test_the_command_list_is_the_documented_one() -> None:
             "db upgrade",
             "db status",
             "db copy",
+            "alerts deliver",
+            "alerts test",
         ]
     )
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from support import CATALOGUE, table_columns, table_foreign_keys, table_indexes
+from support import CATALOGUE, LOG_TABLES, table_columns, table_foreign_keys, table_indexes
 
 from saga_cli.errors import (
     InvalidInputError,
@@ -25,7 +25,6 @@ SERVICE_TABLES = [
     f"{s}_{t}" for s in ("flight", "hotel", "car") for t in ("resource", "reservation")
 ]
 DEMO_TABLES = [*SERVICE_TABLES, "payment_charge", "notification_outbox", "circuit_breaker"]
-LOG_TABLES = ["saga_execution", "saga_event", "saga_definition", "saga_key_lock", "saga_worker"]
 DEMO_HEAD = migrate.BRANCHES["demo"][-1]
 
 

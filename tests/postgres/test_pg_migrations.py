@@ -8,12 +8,10 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
-from support import CATALOGUE, table_columns, table_foreign_keys, table_indexes
+from support import CATALOGUE, LOG_TABLES, table_columns, table_foreign_keys, table_indexes
 
 from saga_cli.store import migrate, open_store
 from saga_cli.store.postgres import libpq_url, sqlalchemy_url
-
-LOG_TABLES = ["saga_execution", "saga_event", "saga_definition", "saga_key_lock"]
 
 
 @pytest.fixture
