@@ -164,8 +164,8 @@ def ui(
 
     access = Access.create(os.environ.get(TOKEN_ENV)) if allow_actions else None
     listener = listen(host, port)
-    _announce(ctx, listener.url, listener.loopback, access)
     with ExitStack() as stack:
+        stack.callback(listener.socket.close)
         if access is None:
             store, orchestrator = stack.enter_context(open_log(ctx)), None
         else:
@@ -174,6 +174,7 @@ def ui(
         app_ = create_app(
             store, orchestrator=orchestrator, access=access, allowed_hosts=listener.allowed_hosts
         )
+        _announce(ctx, listener.url, listener.loopback, access)
         serve(app_, listener)
 
 

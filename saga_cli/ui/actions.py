@@ -156,7 +156,7 @@ def _finished(action: str, task: asyncio.Task[Outcome]) -> tuple[str, bool]:
         return f"Error: {action} failed unexpectedly ({type(error).__name__}; see the log)", False
     outcome = task.result()
     text = f"{action}: {outcome.execution_id} is {outcome.status.value}"
-    if outcome.error:
+    if outcome.error and action != "resolve":  # a resolution's outcome repeats the old error
         text += f" ({outcome.error})"
     return text, True
 

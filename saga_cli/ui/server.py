@@ -8,6 +8,7 @@ is one ``Error:`` line (not uvicorn's log of a failed start), and ``--port
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 from dataclasses import dataclass
 
@@ -77,16 +78,30 @@ def listen(host: str, port: int) -> Listener:
 
 
 def serve(app: FastAPI, listener: Listener) -> None:
-    """Serve `app` on the listener's socket until SIGINT or SIGTERM (a graceful stop).
+    """Serve `app` on the listener's socket until SIGINT or SIGTERM, then return normally.
 
-    uvicorn logs through the standard logging tree as the CLI configured it
-    (its startup and request lines show with ``-v``).
+    uvicorn stops gracefully on either signal (requests in flight finish,
+    actions still driving an execution hand it back) and then raises the
+    signal again for whatever handler was there before it started: here a
+    handler that only notes it, since a stop is how a dashboard is meant to
+    end, not an error (exit 0, as ``saga watch``). uvicorn logs through the
+    standard logging tree as the CLI configured it (its startup and request
+    lines show with ``-v``).
     """
     import uvicorn
 
-    config = uvicorn.Config(app, log_config=None, access_log=True, lifespan="on")
+    config = uvicorn.Config(
+        app, log_config=None, access_log=True, lifespan="on", timeout_graceful_shutdown=5
+    )
     server = uvicorn.Server(config)
+    stops: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda number, _frame: stops.append(number))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         server.run(sockets=[listener.socket])
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         listener.socket.close()
