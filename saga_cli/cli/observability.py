@@ -158,10 +158,15 @@ def ui(
 
     Example: saga ui --port 8080 --allow-actions
     """
+    from saga_cli.errors import InvalidInputError
     from saga_cli.ui import Access, create_app
     from saga_cli.ui.access import TOKEN_ENV
     from saga_cli.ui.server import listen, serve
 
+    if services and not allow_actions:
+        raise InvalidInputError(
+            "--services is where the actions reach the travel services; it needs --allow-actions"
+        )
     access = Access.create(os.environ.get(TOKEN_ENV)) if allow_actions else None
     listener = listen(host, port)
     with ExitStack() as stack:

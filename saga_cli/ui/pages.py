@@ -35,6 +35,7 @@ from saga_cli.views import (
     is_interrupted,
     list_page,
 )
+from saga_cli.watch import UNFINISHED
 from saga_cli.worker import list_workers
 
 router = APIRouter()
@@ -43,7 +44,6 @@ PAGE_SIZES = (20, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
 WINDOWS = ("15m", "1h", "6h", "24h", "7d", "30d")
 QUEUE_SIZE = 50
-UNFINISHED = (SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.PENDING)
 
 
 def _given(value: str | None) -> str | None:
@@ -113,7 +113,7 @@ def executions(
         windows=WINDOWS,
         page_sizes=PAGE_SIZES,
         rows=page.rows,
-        first_page=cursor is not None,
+        paged=cursor is not None,
         first_url=_url("/executions", **filters),
         next_url=None
         if page.next_cursor is None

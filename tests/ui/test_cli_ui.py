@@ -39,6 +39,12 @@ def test_a_token_too_short_to_resist_guessing_is_refused(migrated: SagaCli) -> N
     assert_one_line_error(result, 2, "SAGA_UI_TOKEN must be at least 16 characters long")
 
 
+def test_services_without_actions_is_refused(migrated: SagaCli) -> None:
+    result = migrated("ui", "--port", "0", "--services", "http://127.0.0.1:1")
+
+    assert_one_line_error(result, 2, "--services", "--allow-actions")
+
+
 def test_without_a_token_one_is_generated_printed_and_signs_in(migrated: SagaCli) -> None:
     env = {k: v for k, v in cli_env().items() if k != "SAGA_UI_TOKEN"}
     process = subprocess.Popen(
