@@ -26,9 +26,14 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Chromium, the machine's own (one per test session)."""
+    """Headless Chromium, the machine's own, for one test module.
+
+    Not one for the whole session: while Playwright's sync API runs, the
+    main thread has a running event loop, and every later test that calls
+    asyncio.run() would fail.
+    """
     if not Path(CHROMIUM).exists():
         pytest.fail(
             f"{CHROMIUM} is missing: install Debian's chromium package "
