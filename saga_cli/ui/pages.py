@@ -89,14 +89,17 @@ def executions(
     }
     error = None
     page = Page([], None)
+    sizes = set(PAGE_SIZES)
     try:
+        size = _limit(filters["limit"])
+        sizes.add(size)  # a size typed into the address stays selected
         page = list_page(
             dashboard.store,
             status=filters["status"],
             saga=filters["saga"],
             since=filters["since"],
             until=filters["until"],
-            limit=_limit(filters["limit"]),
+            limit=size,
             cursor=_given(cursor),
         )
     except InvalidInputError as exc:
@@ -111,7 +114,7 @@ def executions(
         statuses=[s.value for s in SagaStatus],
         saga_names=names,
         windows=WINDOWS,
-        page_sizes=PAGE_SIZES,
+        page_sizes=sorted(sizes),
         rows=page.rows,
         paged=cursor is not None,
         first_url=_url("/executions", **filters),
@@ -175,7 +178,7 @@ def execution(request: Request, execution_id: str) -> HTMLResponse:
     record = view.record
     now = time.time()
     live = not is_terminal(record.status) and record.status is not SagaStatus.STUCK
-    running_here = live and not view.interrupted
+    driven = live and not view.interrupted  # by a live process: its open step grows till now
     try:
         payload = json.dumps(json.loads(record.payload), indent=2, ensure_ascii=False)
     except ValueError:
@@ -185,7 +188,7 @@ def execution(request: Request, execution_id: str) -> HTMLResponse:
         "execution.html",
         view=view,
         record=record,
-        chart=svg.timeline_chart(view.timeline, until=now if running_here else None),
+        chart=svg.timeline_chart(view.timeline, until=now if driven else None),
         payload=payload,
         failures=failures_of(view),
         event_detail=detail_line,

@@ -137,6 +137,7 @@ def test_paging_walks_every_execution_once_newest_first(
         for row in query(saga.db, "SELECT id FROM saga_execution ORDER BY created_at DESC, id DESC")
     ]
     page.goto(dashboard.url + "executions?limit=3")
+    assert page.locator("select[name=limit]").input_value() == "3"
     seen: list[str] = []
     pages = 0
     while True:
