@@ -45,13 +45,7 @@ class Dashboard:
         return httpx.post(self.url + path.lstrip("/"), timeout=30, **kwargs)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def start_dashboard(db: str, *args: str, cwd: Path | None = None, **env: str) -> Dashboard:
