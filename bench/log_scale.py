@@ -1,10 +1,12 @@
-"""Read latency at scale: `saga list`, `show` and `stats` on a log of N executions.
+"""Read latency at scale: `saga list`, `show`, `stats` and `saga ui`'s pages on N executions.
 
 Fills a saga log to N executions quickly with direct inserts (one transaction
 per batch, synchronous=OFF while filling; the schema is the real one, built by
 the migrations), then times the commands through the real CLI, each run
 several times as a fresh process, and prints min / median / max wall time and
-the log's size on disk per execution.
+the log's size on disk per execution. Then it starts `saga ui` on the log and
+times each dashboard page over HTTP the same way (one process serving them
+all, as a dashboard does).
 
 The executions look like the travel saga's: mostly completed, some
 compensated at the flight, hotel or car, a few retried, stuck, or left
@@ -35,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -221,8 +224,8 @@ def _timed(db: Path, args: tuple[str, ...], repeat: int) -> dict[str, Any]:
     }
 
 
-def commands(db: Path) -> Iterator[tuple[str, ...]]:
-    """The commands timed: listing, paging, filters, one execution, and stats."""
+def _samples(db: Path) -> tuple[str, str | None, str]:
+    """An execution from the middle of the list, a stuck one, and the cursor of the middle."""
     with closing(sqlite3.connect(db)) as connection:
         middle = connection.execute(
             "SELECT id, created_at FROM saga_execution ORDER BY created_at DESC, id DESC"
@@ -231,10 +234,6 @@ def commands(db: Path) -> Iterator[tuple[str, ...]]:
         stuck = connection.execute(
             "SELECT id FROM saga_execution WHERE status='stuck' LIMIT 1"
         ).fetchone()
-    yield ("--help",)
-    yield ("list",)
-    yield ("list", "--status", "stuck")
-    yield ("list", "--saga", "travel-booking", "--status", "compensated", "--since", "7d")
     from saga_cli.store import open_store
     from saga_cli.views import page_cursor
 
@@ -243,14 +242,96 @@ def commands(db: Path) -> Iterator[tuple[str, ...]]:
         token = page_cursor(store.get(middle[0]))
     finally:
         store.close()
+    return str(middle[0]), None if stuck is None else str(stuck[0]), token
+
+
+def commands(db: Path) -> Iterator[tuple[str, ...]]:
+    """The commands timed: listing, paging, filters, one execution, and stats."""
+    middle, stuck, token = _samples(db)
+    yield ("--help",)
+    yield ("list",)
+    yield ("list", "--status", "stuck")
+    yield ("list", "--saga", "travel-booking", "--status", "compensated", "--since", "7d")
     yield ("list", "--cursor", token)
-    yield ("show", middle[0][:10])
+    yield ("show", middle[:10])
     if stuck is not None:
-        yield ("show", stuck[0][:10])
+        yield ("show", stuck[:10])
     yield ("stats",)
     yield ("stats", "--since", "24h")
     yield ("stats", "--since", "7d", "--json")
     yield ("stats", "--format", "prometheus")
+
+
+def pages(db: Path) -> Iterator[str]:
+    """The dashboard's pages timed: the same questions as the commands, asked of `saga ui`."""
+    middle, stuck, token = _samples(db)
+    yield "/executions"
+    yield "/executions?status=stuck"
+    yield "/executions?saga=travel-booking&status=compensated&since=7d"
+    yield f"/executions?cursor={token}"
+    yield f"/executions/{middle}"
+    if stuck is not None:
+        yield f"/executions/{stuck}"
+    yield "/stats"
+    yield "/stats?since=24h"
+    yield "/stats?since=7d"
+    yield "/stuck"
+    yield "/workers"
+
+
+def _dashboard(db: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start `saga ui` on a free port; returns the process and its address."""
+    saga = str(Path(sys.executable).with_name("saga"))
+    process = subprocess.Popen(
+        [saga, "--db", str(db), "ui", "--port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stderr is not None
+    said = process.stderr.readline()
+    if not said.startswith("saga ui on "):
+        process.kill()
+        raise SystemExit(f"saga ui did not start: {said}{process.stderr.read()}")
+    # Keep reading what it says, so a full pipe never stalls it.
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    return process, said.split()[3].rstrip("/")
+
+
+def time_pages(db: Path, repeat: int) -> list[dict[str, Any]]:
+    """Wall time of each page's request through HTTP, after one untimed first request.
+
+    The first request of a page compiles its templates; it is reported as
+    `first`, and min / median / max are of the `repeat` requests after it.
+    """
+    import httpx
+
+    process, url = _dashboard(db)
+    timings: list[dict[str, Any]] = []
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for path in pages(db):
+                seconds: list[float] = []
+                for _ in range(repeat + 1):
+                    began = time.perf_counter()
+                    response = client.get(path)
+                    seconds.append(time.perf_counter() - began)
+                    if response.status_code != 200:
+                        raise SystemExit(f"GET {path} answered {response.status_code}")
+                timings.append(
+                    {
+                        "page": path,
+                        "first": seconds[0],
+                        "min": min(seconds[1:]),
+                        "median": statistics.median(seconds[1:]),
+                        "max": max(seconds[1:]),
+                    }
+                )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return timings
 
 
 def main() -> None:
@@ -294,6 +375,14 @@ def main() -> None:
                 report["timings"].append(timing)
                 print(
                     f"{timing['command'][:78]:<78} {timing['min']:7.3f} "
+                    f"{timing['median']:7.3f} {timing['max']:7.3f}"
+                )
+        if not options.fill_only:
+            print(f"{'saga ui page':<70} {'first':>7} {'min':>7} {'median':>7} {'max':>7}")
+            report["pages"] = time_pages(db, options.repeat)
+            for timing in report["pages"]:
+                print(
+                    f"{timing['page'][:70]:<70} {timing['first']:7.3f} {timing['min']:7.3f} "
                     f"{timing['median']:7.3f} {timing['max']:7.3f}"
                 )
         if options.json:

@@ -1,4 +1,4 @@
-"""Durations as people type them: ``90``, ``1.5s``, ``500ms``, ``2m``, ``1h``."""
+"""Durations as people type them (``90``, ``1.5s``, ``500ms``, ``2m``, ``1h``) and read them."""
 
 from __future__ import annotations
 
@@ -53,3 +53,27 @@ def parse_instant(text: str, now: float) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
+
+
+def format_seconds(value: float | None) -> str:
+    """A duration for people: 840 µs, 12.3 ms, 4.56 s, 3.2 min (blank when unknown).
+
+    The terminal tables and the web dashboard print durations the same way.
+    """
+    if value is None:
+        return ""
+    if value < 0.001:
+        return f"{value * 1e6:.0f} µs"
+    if value < 1:
+        return f"{value * 1000:.1f} ms"
+    if value < 120:
+        return f"{value:.2f} s"
+    return f"{value / 60:.1f} min"
+
+
+def format_window(seconds: float) -> str:
+    """A window as it is typed when whole (``1h``, ``30m``, ``7d``), else as a duration."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
+    return format_seconds(seconds)

@@ -19,7 +19,8 @@ from rich.text import Text
 from rich.tree import Tree
 
 from saga_cli.domain import Event, EventType, SagaStatus
-from saga_cli.timeline import failure_text
+from saga_cli.durations import format_seconds, format_window
+from saga_cli.views import detail_line
 
 if TYPE_CHECKING:  # types only: `saga list` must not pay for importing the engine
     from saga_cli.booking import SimulationReport
@@ -94,18 +95,6 @@ def _status(status: SagaStatus, interrupted: bool = False) -> Text:
     return text
 
 
-def _detail(event: Event) -> str:
-    detail = event.detail or {}
-    if "error" in detail:
-        retry = " (will retry)" if detail.get("retry_at") is not None else ""
-        return f"{failure_text(detail)}{retry}"
-    if "reason" in detail:
-        return str(detail["reason"])
-    if "note" in detail:
-        return f"note: {detail['note']}"
-    return ""
-
-
 def event_line(console: Console, execution_id: str, event: Event) -> None:
     """Print one durable event as a progress line (``saga book``)."""
     if event.type is EventType.STEP_STARTED and event.attempt <= 1:
@@ -115,7 +104,7 @@ def event_line(console: Console, execution_id: str, event: Event) -> None:
     mark, words, style = EVENT_LINE[event.type]
     step = f"{event.step:<8} " if event.step else ""
     attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-    extra = _detail(event)
+    extra = detail_line(event)
     line = Text(f"  {mark} ", style=style)
     line.append(f"{step}{words}{attempt}")
     if extra:
@@ -173,7 +162,7 @@ def execution(console: Console, view: ExecutionView) -> None:
             event.step or "",
             event.type.value,
             str(event.attempt or ""),
-            _detail(event),
+            detail_line(event),
         )
     console.print(log)
 
@@ -379,19 +368,6 @@ OUTCOME_STYLE = {
 OUTCOME_MARK = {"succeeded": "✓", "failed": "✗", "retrying": "↻", "running": "→", "not run": "·"}
 
 
-def _seconds(value: float | None) -> str:
-    """A duration for people: 840 µs, 12.3 ms, 4.56 s, 3.2 min."""
-    if value is None:
-        return ""
-    if value < 0.001:
-        return f"{value * 1e6:.0f} µs"
-    if value < 1:
-        return f"{value * 1000:.1f} ms"
-    if value < 120:
-        return f"{value:.2f} s"
-    return f"{value / 60:.1f} min"
-
-
 def _bar(attempts: Sequence[Attempt], start: float, span: float, end: float) -> Text:
     """A Gantt bar: each attempt drawn where it ran, coloured by its outcome."""
     cells = [(" ", "")] * BAR_WIDTH
@@ -420,7 +396,7 @@ def _timeline_line(line: StepLine, start: float, span: float, end: float) -> Tex
     text.append(f"{words if compensating else status:<20}", style=OUTCOME_STYLE[status])
     count = len(line.attempts)
     text.append(f"{count} attempt{'s' if count != 1 else ' '}  " if count else " " * 12)
-    text.append(f"{_seconds(line.duration):>9}  ")
+    text.append(f"{format_seconds(line.duration):>9}  ")
     if line.attempts:
         text.append_text(_bar(line.attempts, start, span, end))
     if line.error:
@@ -433,7 +409,7 @@ def timeline(console: Console, steps: Timeline) -> None:
     start = steps.started_at or 0.0
     end = steps.ended_at or start
     span = max(end - start, 1e-9)
-    tree = Tree(Text(f"timeline  {_seconds(end - start)}", style="bold"), guide_style="dim")
+    tree = Tree(Text(f"timeline  {format_seconds(end - start)}", style="bold"), guide_style="dim")
     forward = tree.add(Text("forward", style="bold"))
     for line in steps.forward:
         forward.add(_timeline_line(line, start, span, end))
@@ -455,20 +431,12 @@ def sparkline(counts: Sequence[int]) -> str:
     return "".join(" " if n == 0 else SPARKS[min(7, n * 8 // (top + 1))] for n in counts)
 
 
-def _span(seconds: float) -> str:
-    """A window as it was typed: 1h, 30m, 7d (else the plain duration)."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size:.0f}{unit}"
-    return _seconds(seconds)
-
-
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
 def _stats_header(stats: Stats) -> Text:
-    window = _span(stats.until - stats.since)
+    window = format_window(stats.until - stats.since)
     title = f"Sagas created in the last {window} (since {_time(stats.since)} UTC)"
     header = Text(title + (f", saga {stats.saga}" if stats.saga else ""), style="bold")
     header.append(
@@ -500,7 +468,7 @@ def stats(console: Console, figures: Stats) -> None:
             step.step,
             f"{step.attempts:,}",
             _percent(step.failure_rate),
-            *(_seconds(quantile(step.durations, q)) for q in (0.5, 0.95, 0.99)),
+            *(format_seconds(quantile(step.durations, q)) for q in (0.5, 0.95, 0.99)),
             f"{step.compensations:,}",
         )
     console.print(table)
@@ -510,7 +478,7 @@ def stats(console: Console, figures: Stats) -> None:
     console.print(Text("Saga durations", style="bold"))
     top = max(n for _, n in histogram)
     for bound, count in histogram:
-        label = "longer" if bound == float("inf") else f"≤ {_seconds(bound)}"
+        label = "longer" if bound == float("inf") else f"≤ {format_seconds(bound)}"
         bar = "█" * max(1, round(count / top * 40))
         console.print(Text(f"  {label:>10} ").append(bar, style="cyan").append(f" {count:,}"))
 
@@ -520,7 +488,7 @@ def watch_view(snapshot: Snapshot) -> RenderableType:
     counts = Text(f"saga watch  {_time(snapshot.at)} UTC   ", style="bold")
     for status, count in snapshot.statuses.items():
         counts.append(f"{status.value} {count:,}  ", style=STATUS_STYLE[status])
-    counts.append(f"(created in the last {_span(snapshot.window)})", style="dim")
+    counts.append(f"(created in the last {format_window(snapshot.window)})", style="dim")
     flight = Text("in flight: ")
     flight.append("   ".join(f"{k} {v:,}" for k, v in snapshot.in_flight.items()))
     alarm = "bold red" if snapshot.stuck_now else ""
@@ -535,7 +503,7 @@ def watch_view(snapshot: Snapshot) -> RenderableType:
             record.saga,
             _status(record.status, interrupted),
             record.step or "",
-            _seconds(snapshot.at - record.created_at),
+            format_seconds(snapshot.at - record.created_at),
         )
     return Group(counts, flight, table)
 

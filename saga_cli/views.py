@@ -178,6 +178,19 @@ def summary_json(record: ExecutionRecord, interrupted: bool) -> dict[str, Any]:
     }
 
 
+def detail_line(event: Event) -> str:
+    """An event's detail as one line for people: its error, reason or note (else blank)."""
+    detail = event.detail or {}
+    if "error" in detail:
+        retry = " (will retry)" if detail.get("retry_at") is not None else ""
+        return f"{failure_text(detail)}{retry}"
+    if "reason" in detail:
+        return str(detail["reason"])
+    if "note" in detail:
+        return f"note: {detail['note']}"
+    return ""
+
+
 _STEP_STATUS = {
     EventType.STEP_STARTED: "running",
     EventType.STEP_SUCCEEDED: "succeeded",

@@ -3,7 +3,7 @@
 The commands live in modules by what a user does with them:
 
 - ``executions``: book, run, list, show, resume, compensate, cancel, resolve, prune
-- ``observability``: definitions, stats, watch
+- ``observability``: definitions, stats, watch, ui (the web dashboard in ``saga_cli.ui``)
 - ``travel``: the demo's simulate, faults, inventory, services, check, serve
   (``supervisor`` runs ``serve all``'s child processes)
 - ``workers``: worker, workers

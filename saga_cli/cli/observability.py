@@ -1,9 +1,11 @@
-"""Looking at the log as a whole: the sagas it knows, its figures, and a live view."""
+"""Looking at the log as a whole: the sagas it knows, its figures, a live view, a dashboard."""
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Annotated
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,11 +14,15 @@ from saga_cli.cli.helpers import (
     delivering_alerts,
     emit,
     errors_to_exit_codes,
+    hint,
     open_log,
     render,
     travel,
 )
-from saga_cli.cli.options import JsonOption, SagaOption
+from saga_cli.cli.options import JsonOption, SagaOption, ServicesOption
+
+if TYPE_CHECKING:
+    from saga_cli.ui import Access
 
 app = commands()
 
@@ -126,3 +132,65 @@ def watch(
                 interval=interval,
                 count=count,
             )
+
+
+@app.command()
+@errors_to_exit_codes
+def ui(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (loopback unless you say otherwise).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8080,
+    allow_actions: Annotated[
+        bool,
+        typer.Option(
+            "--allow-actions",
+            help="Add resume, compensate, cancel and resolve buttons, for whoever signs in "
+            "with the token (printed at start, or SAGA_UI_TOKEN).",
+        ),
+    ] = False,
+    services: ServicesOption = None,
+) -> None:
+    """Serve a web dashboard of the log: executions, timelines, stats, stuck work, workers.
+
+    Read-only unless --allow-actions. Listens on 127.0.0.1 unless --host
+    says otherwise (and warns when it does). Ctrl-C stops it.
+
+    Example: saga ui --port 8080 --allow-actions
+    """
+    from saga_cli.errors import InvalidInputError
+    from saga_cli.ui import Access, create_app
+    from saga_cli.ui.access import TOKEN_ENV
+    from saga_cli.ui.server import listen, serve
+
+    if services and not allow_actions:
+        raise InvalidInputError(
+            "--services is where the actions reach the travel services; it needs --allow-actions"
+        )
+    access = Access.create(os.environ.get(TOKEN_ENV)) if allow_actions else None
+    listener = listen(host, port)
+    with ExitStack() as stack:
+        stack.callback(listener.socket.close)
+        if access is None:
+            store, orchestrator = stack.enter_context(open_log(ctx)), None
+        else:
+            trip = stack.enter_context(travel(ctx, services=services))
+            store, orchestrator = trip.store, trip.orchestrator
+        app_ = create_app(
+            store, orchestrator=orchestrator, access=access, allowed_hosts=listener.allowed_hosts
+        )
+        _announce(ctx, listener.url, listener.loopback, access)
+        serve(app_, listener)
+
+
+def _announce(ctx: typer.Context, url: str, loopback: bool, access: Access | None) -> None:
+    """Say where the dashboard is, whether it can act, and the token (even with --quiet)."""
+    hint(ctx, f"saga ui on {url} ({'actions allowed' if access else 'read-only'}; Ctrl-C stops it)")
+    if not loopback:
+        reach = "read the saga log" + (" (and, with the token, act on it)" if access else "")
+        typer.echo(
+            f"warning: not listening on loopback: anyone who reaches {url} can {reach}", err=True
+        )
+    if access is not None and access.generated:
+        typer.echo(f"actions token: {access.token}  (sign in at {url}login)", err=True)

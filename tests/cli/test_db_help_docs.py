@@ -58,6 +58,7 @@ def test_the_command_list_is_the_documented_one() -> None:
             "prune",
             "worker",
             "workers",
+            "ui",
             "db upgrade",
             "db status",
             "db copy",

@@ -83,7 +83,10 @@ def test_shell_completion_script_is_available(saga: SagaCli) -> None:
 
 
 def test_help_imports_no_heavy_module(tmp_path: Path) -> None:
-    heavy = ("sqlalchemy", "sqlmodel", "alembic", "pydantic", "prometheus_client", "rich")
+    heavy = (
+        *("sqlalchemy", "sqlmodel", "alembic", "pydantic", "prometheus_client", "rich"),
+        *("fastapi", "starlette", "uvicorn", "jinja2", "httpx"),
+    )
     code = (
         "import sys\n"
         "sys.argv = ['saga', '--help']\n"
@@ -115,3 +118,7 @@ def test_log_scale_bench_fills_a_small_log_and_times_every_command(tmp_path: Pat
     for command in ("saga --help", "saga list", "saga show", "saga stats"):
         assert any(t.startswith(command) for t in timed), timed
     assert all(t["min"] > 0 for t in figures["timings"])
+    pages = [t["page"] for t in figures["pages"]]
+    for page in ("/executions", "/executions?cursor=", "/executions/", "/stats", "/stuck"):
+        assert any(p.startswith(page) for p in pages), pages
+    assert all(0 < t["min"] <= t["median"] <= t["max"] for t in figures["pages"])
