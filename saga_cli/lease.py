@@ -13,7 +13,7 @@ import os
 import socket
 from functools import cache
 
-from saga_cli.store import ExecutionRecord
+from saga_cli.store import ExecutionRecord, SagaStore
 
 DEFAULT_LEASE_SECONDS = 30.0
 
@@ -68,3 +68,21 @@ def holds_lease(record: ExecutionRecord, now: float) -> bool:
     if record.lease_expires_at <= now:
         return False
     return not owner_is_dead(record.owner)
+
+
+def end_dead_leases(store: SagaStore, now: float) -> int:
+    """Make the executions of dead owners of this host ready for any worker at once.
+
+    What ``saga list`` calls interrupted and ``saga resume`` takes without
+    waiting (an owner on this host whose process is gone), a worker's claim
+    takes too: the leases of such owners are expired now, so
+    SagaStore.claim_ready sees them. Owners on other hosts keep their leases
+    until they run out. Costs one grouped read, and a write only when a dead
+    owner is found.
+
+    Returns:
+        How many executions were made ready.
+    """
+    owners = {group.owner for group in store.lease_groups(now) if group.lease_live}
+    dead = sorted(owner for owner in owners if owner is not None and owner_is_dead(owner))
+    return store.end_leases(dead, now) if dead else 0

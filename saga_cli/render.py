@@ -315,7 +315,7 @@ def workers(console: Console, views: Sequence[WorkerView]) -> None:
     if not views:
         console.print("No workers registered.")
         return
-    table = Table("worker", "state", "heartbeat", "K", "sagas", "executions")
+    table = Table("worker", "state", "last seen (UTC)", "K", "sagas", "executions")
     for view in views:
         record = view.record
         held = view.executions
@@ -323,7 +323,7 @@ def workers(console: Console, views: Sequence[WorkerView]) -> None:
         table.add_row(
             record.id,
             view.state,
-            f"{view.age:.1f}s ago",
+            f"{_time(record.heartbeat_at)} ({view.age:.1f}s ago)",
             str(record.concurrency),
             "all loaded" if record.sagas is None else ", ".join(record.sagas),
             f"{len(held)}: {shown}" if held else "0",

@@ -16,7 +16,12 @@ next write is refused and it lets those executions go.
 
 Each worker keeps a row in the registry (``saga_worker``), upserted on every
 heartbeat and deleted on a clean exit, so ``saga workers`` can list the live
-ones and mark the stale ones.
+ones and mark the stale ones. A worker that died leaves its row behind: the
+next live worker removes rows dead or stale for longer than `prune_after`.
+
+A worker whose owner on this host died (SIGKILL, OOM) left its executions
+leased; ``saga list`` calls them interrupted at once, and so does a worker's
+claim (see saga_cli.lease.end_dead_leases), rather than wait out the lease.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 from saga_cli import lease
 from saga_cli.domain import SagaStatus
 from saga_cli.engine import Outcome
+from saga_cli.engine.observer import EngineObserver
 from saga_cli.errors import DatabaseLockedError, InvalidInputError, LeaseLostError, SagaError
 from saga_cli.orchestrator import Orchestrator
 from saga_cli.store import ExecutionRecord, SagaStore, WorkerRecord
@@ -40,6 +46,45 @@ from saga_cli.store import ExecutionRecord, SagaStore, WorkerRecord
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL_SECONDS = 1.0
+# Registry rows dead or stale this long are removed by the next live worker.
+DEFAULT_PRUNE_AFTER = 3600.0
+# How often a running worker looks for such rows.
+PRUNE_EVERY = 60.0
+
+
+class WorkerObserver(EngineObserver):
+    """Told what a worker does, on top of the engine's timings; does nothing here.
+
+    Called on the worker's threads: methods must be quick and must not raise.
+    """
+
+    def claimed(self, records: Sequence[ExecutionRecord]) -> None:
+        """The worker took these executions' leases."""
+
+    def finished(self, outcome: Outcome) -> None:
+        """An execution came to rest: completed, compensated or stuck."""
+
+    def lost(self, execution_id: str) -> None:
+        """Another worker claimed an execution after this one's lease ran out (fencing)."""
+
+    def refused(self, execution_id: str, error: SagaError) -> None:
+        """An execution could not be run here (its saga unknown or changed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHealth:
+    """Whether a worker is alive and ready, as its health endpoints answer.
+
+    Attributes:
+        alive: run() is under way (registered, and not yet returned).
+        ready: alive, not stopping, and the log answered its last write
+            and claim (and no outage is under way).
+        reason: why not ready ("" when ready).
+    """
+
+    alive: bool
+    ready: bool
+    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -91,6 +136,10 @@ class Worker:
         progress: called with each execution the worker brings to rest.
         grace: after stop(), seconds the calls in flight may take to finish
             before their executions are handed back regardless (None: wait).
+        prune_after: registry rows of workers dead or stale for this many
+            seconds are removed while this worker runs (None: never).
+        observer: told each claim, outcome and lost execution, and the
+            engine's call and commit timings (for metrics).
 
     Raises:
         InvalidInputError: a bad number, or no saga to take.
@@ -108,6 +157,8 @@ class Worker:
         exit_when_idle: bool = False,
         progress: Callable[[Outcome], None] | None = None,
         grace: float | None = None,
+        prune_after: float | None = DEFAULT_PRUNE_AFTER,
+        observer: WorkerObserver | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidInputError(f"--concurrency must be at least 1 (got {concurrency})")
@@ -117,6 +168,10 @@ class Worker:
             )
         if not poll > 0:
             raise InvalidInputError(f"--poll must be a positive number of seconds (got {poll})")
+        if prune_after is not None and not prune_after > 0:
+            raise InvalidInputError(
+                f"--prune-after must be a positive duration (got {prune_after})"
+            )
         if sagas:
             names = [orchestrator.definition(name).name for name in dict.fromkeys(sagas)]
         else:
@@ -135,11 +190,19 @@ class Worker:
         self.exit_when_idle = exit_when_idle
         self.progress = progress
         self.grace = grace
+        self.prune_after = prune_after
+        self.observer: WorkerObserver | None = None
+        if observer is not None:
+            self.observe(observer)
         self.id = self.runner.owner
         self.report = WorkerReport()
         self._stopping = False
         self._stop_now = False
         self._beating = threading.Event()
+        self._running = False
+        # Why the log did not answer the last write or claim (None: it did).
+        self._log_error: str | None = None
+        self._next_rescue = 0.0  # monotonic time of the next look for dead owners
 
     def stop(self, *, now: bool = False) -> None:
         """Ask the worker to finish the calls in flight, release its leases and return.
@@ -157,6 +220,34 @@ class Worker:
         """Whether :meth:`stop` was called."""
         return self._stopping
 
+    def observe(self, observer: WorkerObserver) -> None:
+        """Tell `observer` what this worker and its engine do from now on (before :meth:`run`)."""
+        self.observer = observer
+        self.runner.observer = observer
+
+    @property
+    def in_flight(self) -> int:
+        """How many executions this worker holds right now."""
+        return len(self.runner.leases.held)
+
+    def health(self) -> WorkerHealth:
+        """Whether this worker is alive and ready to take work (reads no log; safe from any thread).
+
+        Ready means: running, not stopping, no log outage under way (an
+        outage tracker at ``self.outage`` with an ``active`` flag, when
+        present), and the log answered the worker's last registry write and claim.
+        """
+        if not self._running:
+            return WorkerHealth(False, False, "the worker is not running")
+        if self._stopping:
+            return WorkerHealth(True, False, "the worker is stopping")
+        outage = getattr(self, "outage", None)
+        if outage is not None and getattr(outage, "active", False):
+            return WorkerHealth(True, False, "the log is unreachable (an outage is under way)")
+        if self._log_error is not None:
+            return WorkerHealth(True, False, f"the log did not answer: {self._log_error}")
+        return WorkerHealth(True, True)
+
     def run(self) -> WorkerReport:
         """Take and run executions until stopped (or, with exit_when_idle, until idle).
 
@@ -166,6 +257,8 @@ class Worker:
         """
         started = time.time()
         self._register(started, started)
+        self._running = True
+        self._prune(started)
         beat = threading.Thread(
             target=self._beat, args=(started,), name="saga-worker-registry", daemon=True
         )
@@ -183,6 +276,7 @@ class Worker:
                 grace=self.grace,
             )
         finally:
+            self._running = False
             self._beating.set()
             beat.join()
             try:
@@ -195,19 +289,40 @@ class Worker:
 
     def _claim(self, limit: int) -> Sequence[ExecutionRecord]:
         """Claim up to `limit` ready executions (runs on a thread of the engine)."""
-        now = time.time()
         try:
-            return self.store.claim_ready(
+            self._rescue_dead_owners()
+            now = time.time()
+            claimed = self.store.claim_ready(
                 self.id, now + self.lease_seconds, now, sagas=self.sagas, limit=limit
             )
-        except DatabaseLockedError:
+        except DatabaseLockedError as exc:
             # Other writers kept the log busy past the busy timeout: nothing
             # was claimed; look again later rather than die with work in hand.
             log.warning("the log stayed locked; no execution claimed this time")
+            self._log_error = str(exc)
             return []
+        except SagaError as exc:
+            self._log_error = str(exc)
+            raise
+        self._log_error = None
+        if claimed and self.observer is not None:
+            self.observer.claimed(claimed)
+        return claimed
+
+    def _rescue_dead_owners(self) -> None:
+        """End the leases of dead owners of this host, at most once per poll interval."""
+        clock = time.monotonic()
+        if clock < self._next_rescue:
+            return
+        self._next_rescue = clock + self.poll
+        rescued = lease.end_dead_leases(self.store, time.time())
+        if rescued:
+            log.info("%d execution(s) of dead processes are ready to claim", rescued)
 
     def _finished(self, outcome: Outcome) -> None:
         self.report.count(outcome)
+        if self.observer is not None:
+            self.observer.finished(outcome)
         if self.progress is not None:
             self.progress(outcome)
 
@@ -216,9 +331,13 @@ class Worker:
             # Fenced: another worker claimed it after our lease expired.
             log.warning("lost execution %s to another worker: %s", execution_id, error)
             self.report.lost.append(execution_id)
+            if self.observer is not None:
+                self.observer.lost(execution_id)
         else:
             log.warning("cannot run execution %s here: %s", execution_id, error)
             self.report.failed[execution_id] = str(error)
+            if self.observer is not None:
+                self.observer.refused(execution_id, error)
 
     # -- the registry ------------------------------------------------------------
 
@@ -237,13 +356,32 @@ class Worker:
         )
 
     def _beat(self, started: float) -> None:
-        """Upsert the registry row every third of the lease (at most every 5 s)."""
+        """Upsert the registry row every third of the lease (at most every 5 s); prune at times."""
         interval = max(0.05, min(self.lease_seconds / 3, 5.0))
+        next_prune = time.monotonic() + PRUNE_EVERY
         while not self._beating.wait(interval):
             try:
                 self._register(started, time.time())
-            except Exception:  # a missed beat only makes the row look stale for a while
+            except Exception as exc:  # a missed beat only makes the row look stale for a while
+                self._log_error = str(exc) or type(exc).__name__
                 log.warning("could not update the worker registry", exc_info=True)
+                continue
+            self._log_error = None
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY
+                self._prune(time.time())
+
+    def _prune(self, now: float) -> None:
+        """Remove the registry rows of workers dead or stale for longer than `prune_after`."""
+        if self.prune_after is None:
+            return
+        try:
+            removed = prune_workers(self.store, self.prune_after, now)
+        except SagaError as exc:  # the rows stay for the next look
+            log.warning("could not prune the worker registry: %s", exc)
+            return
+        if removed:
+            log.info("removed %d dead or stale worker(s) from the registry", len(removed))
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +404,7 @@ class WorkerView:
             "started_at": r.started_at,
             "heartbeat_at": r.heartbeat_at,
             "heartbeat_age": round(self.age, 3),
+            "last_seen": _utc(r.heartbeat_at),
             "concurrency": r.concurrency,
             "lease_seconds": r.lease_seconds,
             "sagas": None if r.sagas is None else list(r.sagas),
@@ -287,11 +426,45 @@ def list_workers(store: SagaStore, now: float | None = None) -> list[WorkerView]
     views = []
     for record in records:
         age = max(0.0, now - record.heartbeat_at)
-        if lease.owner_is_dead(record.id):
-            state = "dead"
-        elif age > record.lease_seconds:
-            state = "stale"
-        else:
-            state = "live"
-        views.append(WorkerView(record, held[record.id], age, state))
+        views.append(WorkerView(record, held[record.id], age, _state(record, now)))
     return views
+
+
+def prune_workers(
+    store: SagaStore, older_than: float = 0.0, now: float | None = None
+) -> list[WorkerRecord]:
+    """Remove the registry rows of workers dead or stale whose last heartbeat is `older_than` ago.
+
+    A live worker's row is never removed, nor one that beats again between
+    the look and the delete (it was paused, not dead). Their executions are
+    not touched: leases decide who may take those.
+
+    Returns:
+        The rows removed.
+    """
+    now = time.time() if now is None else now
+    gone = [
+        record
+        for record in store.workers()
+        if now - record.heartbeat_at >= older_than and _state(record, now) != "live"
+    ]
+    if not gone:
+        return []
+    store.remove_workers({record.id: record.heartbeat_at for record in gone})
+    return gone
+
+
+def _state(record: WorkerRecord, now: float) -> str:
+    """``dead`` (a process of this host that is gone), ``stale`` (no beat for a lease), ``live``."""
+    if lease.owner_is_dead(record.id):
+        return "dead"
+    if now - record.heartbeat_at > record.lease_seconds:
+        return "stale"
+    return "live"
+
+
+def _utc(at: float) -> str:
+    """`at` as an ISO 8601 UTC time to the millisecond, as scripts read it."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds")

@@ -69,6 +69,23 @@ def worker(
             "executions are handed back regardless.",
         ),
     ] = "30s",
+    http_port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            help="Serve GET /healthz, /readyz and /metrics (Prometheus) on this port.",
+        ),
+    ] = None,
+    http_host: Annotated[
+        str, typer.Option(metavar="HOST", help="Address for --http-port to listen on.")
+    ] = "127.0.0.1",
+    prune_after: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="Remove registry rows of workers dead or stale for this long.",
+        ),
+    ] = "1h",
     flaky: FlakyOption = None,
     fail_compensation: FailCompensationOption = None,
     slow: SlowOption = None,
@@ -83,16 +100,20 @@ def worker(
     submitted with --submit, and those whose owner's lease expired; renews
     its leases while it runs them. SIGTERM or Ctrl-C: finish the calls in
     flight (for at most --grace), release the leases, exit 0; a second signal
-    releases them at once.
+    releases them at once. With --http-port, answers liveness and readiness
+    probes and Prometheus scrapes while it runs.
 
     Example: saga --load examples/bank_transfer.py worker --concurrency 8
     """
     import signal
+    from contextlib import ExitStack
 
     from saga_cli.worker import Worker
 
     faults = travel_faults(crash_at, flaky, fail_compensation, slow, outage, timeout)
-    with travel(ctx, faults=faults) as trip, delivering_alerts(ctx, trip.store, trip.orchestrator):
+    with ExitStack() as stack:
+        trip = stack.enter_context(travel(ctx, faults=faults))
+        stack.enter_context(delivering_alerts(ctx, trip.store, trip.orchestrator))
         runner = Worker(
             trip.orchestrator,
             concurrency=concurrency,
@@ -101,7 +122,13 @@ def worker(
             poll=poll,
             exit_when_idle=exit_when_idle,
             grace=seconds(grace),
+            prune_after=seconds(prune_after),
         )
+        if http_port is not None:
+            from saga_cli.health import HealthServer
+
+            server = stack.enter_context(HealthServer(runner, http_host, http_port))
+            hint(ctx, f"health and metrics on {server.url} (healthz, readyz, metrics)")
 
         def stop(_signum: int, _frame: object) -> None:
             runner.stop(now=runner.stopping)  # a second signal: hand back at once
@@ -126,18 +153,29 @@ def worker(
 
 @app.command()
 @errors_to_exit_codes
-def workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Show the registered workers: heartbeat, executions held, live or stale.
+def workers(
+    ctx: typer.Context,
+    prune: Annotated[
+        bool,
+        typer.Option("--prune", help="First remove the rows of dead and stale workers."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the registered workers: when each was last seen, executions held, live or stale.
 
     A worker is stale once its last heartbeat is older than its lease (its
     executions go to other workers as their leases expire) and dead when it
-    ran on this host and its process is gone.
+    ran on this host and its process is gone. Running workers remove such
+    rows after their --prune-after; --prune removes them now.
 
-    Example: saga workers --json
+    Example: saga workers --prune --json
     """
-    from saga_cli.worker import list_workers
+    from saga_cli.worker import list_workers, prune_workers
 
     with open_log(ctx) as store:
+        if prune:
+            removed = prune_workers(store)
+            hint(ctx, f"removed {len(removed)} dead or stale worker(s) from the registry")
         views = list_workers(store)
     data = [view.as_json() for view in views]
     emit(as_json, data, lambda console: render.workers(console, views))

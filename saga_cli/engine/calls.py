@@ -22,6 +22,7 @@ import math
 import os
 import random
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -35,6 +36,7 @@ from saga_cli.domain import (
     is_async,
 )
 from saga_cli.engine.execution import Execution
+from saga_cli.engine.observer import EngineObserver
 from saga_cli.engine.threads import CallPool
 from saga_cli.errors import (
     BusinessError,
@@ -97,6 +99,8 @@ class StepCaller:
         self.default_timeout = default_timeout
         # Spans of calls, when traces are wanted (None costs one check per call).
         self.tracing: Tracing | None = None
+        # Told each call's duration, for metrics (None costs one check per call).
+        self.observer: EngineObserver | None = None
         self._async: dict[Any, bool] = {}
 
     def timeout_of(self, definition: SagaDefinition, step: Step) -> float | None:
@@ -109,6 +113,21 @@ class StepCaller:
 
     async def call(self, run: Execution, step: Step, attempt: int, compensating: bool) -> Any:
         """Call a step's action (or compensation); return its JSON result or a :class:`Failure`."""
+        observer = self.observer
+        if observer is None:
+            return await self._call(run, step, attempt, compensating)
+        started = time.perf_counter()
+        outcome = await self._call(run, step, attempt, compensating)
+        observer.call_finished(
+            run.definition.name,
+            step.name,
+            compensating,
+            isinstance(outcome, Failure),
+            time.perf_counter() - started,
+        )
+        return outcome
+
+    async def _call(self, run: Execution, step: Step, attempt: int, compensating: bool) -> Any:
         action_key = f"{run.id}:{step.name}"
         function: StepFunction = step.action
         key = action_key

@@ -51,6 +51,7 @@ from saga_cli.engine.execution import (
     encode_payload,
     new_execution_id,
 )
+from saga_cli.engine.observer import EngineObserver
 from saga_cli.engine.scheduler import NOTHING_YET, Feed, Window, _NothingYet
 from saga_cli.engine.threads import CallPool
 from saga_cli.engine.writer import CommitThread, LogWriter, Write
@@ -180,6 +181,16 @@ class SagaRunner:
         self.caller.tracing = value
         for driver in list(self._drivers.values()):
             driver.tracing = value
+
+    @property
+    def observer(self) -> EngineObserver | None:
+        """Told each participant call's and each commit's duration (None: nobody, no cost)."""
+        return self.caller.observer
+
+    @observer.setter
+    def observer(self, value: EngineObserver | None) -> None:
+        self.caller.observer = value
+        self._commits.observer = value
 
     @property
     def step_timeout(self) -> float | None:

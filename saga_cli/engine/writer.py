@@ -23,11 +23,13 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 
 from saga_cli.domain import Event
 from saga_cli.engine.execution import Execution
+from saga_cli.engine.observer import EngineObserver
 from saga_cli.errors import SagaError
 from saga_cli.store import Creation, SagaStore, Transition
 
@@ -55,6 +57,22 @@ class CommitThread:
         )
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        # Told each commit's duration, for metrics (None costs one check per commit).
+        self.observer: EngineObserver | None = None
+
+    def commit_now(self, writes: list[Write]) -> list[int | SagaError]:
+        """Commit `writes` on the calling thread (SagaStore.commit_all), telling the observer."""
+        observer = self.observer
+        if observer is None:
+            return self._store.commit_all(writes)
+        started = time.perf_counter()
+        try:
+            results = self._store.commit_all(writes)
+        except BaseException:
+            observer.commit_finished(len(writes), time.perf_counter() - started, True)
+            raise
+        observer.commit_finished(len(writes), time.perf_counter() - started, False)
+        return results
 
     def submit(self, writes: list[Write], done: Callable[[Results], None]) -> None:
         """Commit `writes` soon; `done` is called on this thread with the results."""
@@ -78,7 +96,7 @@ class CommitThread:
             writes = [write for batch, _done in jobs for write in batch]
             results: Results
             try:
-                results = self._store.commit_all(writes)
+                results = self.commit_now(writes)
             except BaseException as exc:  # handed to every waiter of the batch
                 results = exc
             start = 0
@@ -231,7 +249,7 @@ class LogWriter:
             self._thread.submit(writes, partial(self._hand_back, batch))
             return
         try:
-            results: Results = self._store.commit_all(writes)
+            results: Results = self._thread.commit_now(writes)
         except Exception as exc:  # handed to every waiter, as from the commit thread
             results = exc
         self._settled(batch, results)

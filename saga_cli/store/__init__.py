@@ -373,6 +373,31 @@ class SagaStore(abc.ABC):
         """Delete a worker's registry row (a clean exit); no error if it is gone."""
 
     @abc.abstractmethod
+    def remove_workers(self, seen: Mapping[str, float]) -> int:
+        """Delete the registry rows of `seen` (id -> heartbeat_at), in one commit.
+
+        A row whose heartbeat is newer than the one given stays: that worker
+        beat since it was looked at (it was paused, not dead).
+
+        Returns:
+            How many rows were deleted.
+        """
+
+    @abc.abstractmethod
+    def end_leases(self, owners: Sequence[str], now: float) -> int:
+        """Expire, at `now`, every live lease `owners` hold on unfinished executions.
+
+        For owners known to be dead (see saga_cli.lease.owner_is_dead): their
+        executions become ready for SagaStore.claim_ready at once instead of
+        when the leases run out. Neither the version nor the events change: a
+        dead process writes nothing more, and the claim that follows bumps
+        the version as every claim does. One commit.
+
+        Returns:
+            How many executions' leases were ended.
+        """
+
+    @abc.abstractmethod
     def workers(self) -> list[WorkerRecord]:
         """Every registered worker, live or stale, oldest start first."""
 

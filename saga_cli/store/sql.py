@@ -666,6 +666,40 @@ class SqlStore(SagaStore):
         """Delete a worker's registry row (a clean exit); no error if it is gone."""
         self._write("DELETE FROM saga_worker WHERE id=?", (worker_id,))
 
+    def remove_workers(self, seen: Mapping[str, float]) -> int:
+        """Delete registry rows whose heartbeat is no newer than the one seen, in one commit."""
+        statement = self._q("DELETE FROM saga_worker WHERE id=? AND heartbeat_at<=?")
+
+        def work(cursor: Any) -> int:
+            removed = 0
+            for worker_id, heartbeat_at in seen.items():
+                cursor.execute(statement, (worker_id, heartbeat_at))
+                removed += max(cursor.rowcount, 0)
+            return removed
+
+        return self._commit(work) if seen else 0
+
+    def end_leases(self, owners: Sequence[str], now: float) -> int:
+        """Expire at `now` the live leases `owners` hold on unfinished executions, in one commit."""
+        if not owners:
+            return 0
+
+        def work(cursor: Any) -> int:
+            ended = 0
+            for start in range(0, len(owners), _CHUNK):
+                term, params = self._in("owner", owners[start : start + _CHUNK])
+                cursor.execute(
+                    self._q(
+                        f"UPDATE saga_execution SET lease_expires_at=? WHERE {term}"
+                        " AND status IN (?, ?, ?) AND lease_expires_at > ?"
+                    ),
+                    [now, *params, *_UNFINISHED, now],
+                )
+                ended += max(cursor.rowcount, 0)
+            return ended
+
+        return self._commit(work)
+
     def workers(self) -> list[WorkerRecord]:
         """Every registered worker, live or stale, oldest start first."""
         rows = self._read(f"SELECT {WORKER_COLUMNS} FROM saga_worker ORDER BY started_at, id")
