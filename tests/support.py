@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +26,9 @@ from typing import Any, TypeVar
 
 import pytest
 from conftest import CliResult, SagaCli, cli_env, saga_executable
+
+from saga_cli.domain import Event, EventType, SagaStatus
+from saga_cli.store import ExecutionRecord, SagaStore
 
 T = TypeVar("T")
 HEX_ID = re.compile(r"\b[0-9a-f]{32}\b")
@@ -230,6 +234,72 @@ def table_foreign_keys(
         (tuple(fk["constrained_columns"]), fk["referred_table"], tuple(fk["referred_columns"]))
         for fk in inspector.get_foreign_keys(table)
     )
+
+
+# -- the log through the store ----------------------------------------------------------
+
+
+def make_execution(
+    store: SagaStore,
+    execution_id: str,
+    *,
+    status: SagaStatus = SagaStatus.PENDING,
+    created_at: float = 100.0,
+    owner: str | None = None,
+    lease_expires_at: float | None = None,
+    saga: str = "trip",
+) -> ExecutionRecord:
+    """Create one execution through `store` (any backend), with a started step unless pending."""
+    record = ExecutionRecord(
+        id=execution_id,
+        saga=saga,
+        payload="{}",
+        status=status,
+        step=None,
+        created_at=created_at,
+        updated_at=created_at,
+        owner=owner,
+        lease_expires_at=lease_expires_at,
+        version=1,
+    )
+    events = [Event(1, EventType.SAGA_STARTED, at=created_at)]
+    if status is not SagaStatus.PENDING:
+        events.append(Event(2, EventType.STEP_STARTED, "s0", 1, at=created_at))
+    store.create(record, events)
+    return record
+
+
+# A process of this host that is gone: pid 2**22 + 1 is above Linux's pid_max.
+DEAD_PID = 4194305
+
+
+def dead_owner() -> str:
+    """An owner id of this host whose process does not run."""
+    return f"{socket.gethostname()}:{DEAD_PID}:1"
+
+
+# -- HTTP ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 10) -> tuple[int, str] | None:
+    """The status and body of GET `url` (an error status too), or None if nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
 
 
 # -- waiting ---------------------------------------------------------------------------

@@ -6,39 +6,11 @@ import dataclasses
 import threading
 
 import pytest
+from support import make_execution as make
 
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import LeaseLostError
-from saga_cli.store import ExecutionRecord, SagaStore, Transition, WorkerRecord
-
-
-def make(
-    store: SagaStore,
-    execution_id: str,
-    *,
-    status: SagaStatus = SagaStatus.PENDING,
-    created_at: float = 100.0,
-    owner: str | None = None,
-    lease_expires_at: float | None = None,
-    saga: str = "trip",
-) -> ExecutionRecord:
-    record = ExecutionRecord(
-        id=execution_id,
-        saga=saga,
-        payload="{}",
-        status=status,
-        step=None,
-        created_at=created_at,
-        updated_at=created_at,
-        owner=owner,
-        lease_expires_at=lease_expires_at,
-        version=1,
-    )
-    events = [Event(1, EventType.SAGA_STARTED, at=created_at)]
-    if status is not SagaStatus.PENDING:
-        events.append(Event(2, EventType.STEP_STARTED, "s0", 1, at=created_at))
-    store.create(record, events)
-    return record
+from saga_cli.store import SagaStore, Transition, WorkerRecord
 
 
 def test_claims_pending_and_expired_oldest_first_with_a_resumed_event(store: SagaStore) -> None:
