@@ -223,3 +223,39 @@ def test_an_owner_whose_pid_was_reused_by_another_process_counts_as_dead(
 
     assert result.code == 0, result
     assert assert_terminal_and_consistent(db, execution_id) == "completed"
+
+
+def test_a_worker_takes_at_once_what_a_sigkilled_worker_held_under_a_long_lease(
+    migrated: SagaCli,
+) -> None:
+    db = LogDb(migrated.db)
+    ids = [migrated("book", *BOOKING, "--submit").stdout.strip() for _ in range(2)]
+    first = migrated.popen(
+        "worker", "--lease", "600", "--slow", "hotel:60", "--concurrency", "2", "--poll", "0.05"
+    )
+    try:
+        wait_for(
+            lambda: all(any(e.step == "hotel" for e in db.events(i)) for i in ids),
+            "the first worker to call the hotel for both bookings",
+        )
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    for execution_id in ids:
+        owner, lease_until = db.owner(execution_id)
+        assert owner is not None and f":{first.pid}:" in owner
+        assert lease_until is not None and lease_until > time.time() + 300  # still leased
+        assert interrupted(migrated, execution_id)
+
+    second = migrated("worker", "--exit-when-idle", "--json")
+
+    assert second.code == 0, second
+    assert second.json()["completed"] == 2, second
+    for execution_id in ids:
+        assert assert_terminal_and_consistent(db, execution_id) == "completed"
+        resumed = [e for e in db.events(execution_id) if e.type == "saga_resumed"]
+        assert len(resumed) == 2  # claimed by the first worker, then by the second
+    assert_capacity_conserved(db)
