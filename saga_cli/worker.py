@@ -76,8 +76,8 @@ class WorkerHealth:
     """Whether a worker is alive and ready, as its health endpoints answer.
 
     Attributes:
-        alive: run() is under way (registered, and not yet returned).
-        ready: alive, not stopping, and the log answered its last write
+        alive: the worker has not exited (run() has not returned).
+        ready: running (registered), not stopping, and the log answered its last write
             and claim (and no outage is under way).
         reason: why not ready ("" when ready).
     """
@@ -199,7 +199,7 @@ class Worker:
         self._stopping = False
         self._stop_now = False
         self._beating = threading.Event()
-        self._running = False
+        self._phase = "starting"  # then "running", then "exited"
         # Why the log did not answer the last write or claim (None: it did).
         self._log_error: str | None = None
         self._next_rescue = 0.0  # monotonic time of the next look for dead owners
@@ -237,8 +237,10 @@ class Worker:
         outage tracker at ``self.outage`` with an ``active`` flag, when
         present), and the log answered the worker's last registry write and claim.
         """
-        if not self._running:
-            return WorkerHealth(False, False, "the worker is not running")
+        if self._phase == "exited":
+            return WorkerHealth(False, False, "the worker has exited")
+        if self._phase == "starting":
+            return WorkerHealth(True, False, "the worker is starting")
         if self._stopping:
             return WorkerHealth(True, False, "the worker is stopping")
         outage = getattr(self, "outage", None)
@@ -257,7 +259,7 @@ class Worker:
         """
         started = time.time()
         self._register(started, started)
-        self._running = True
+        self._phase = "running"
         self._prune(started)
         beat = threading.Thread(
             target=self._beat, args=(started,), name="saga-worker-registry", daemon=True
@@ -276,7 +278,7 @@ class Worker:
                 grace=self.grace,
             )
         finally:
-            self._running = False
+            self._phase = "exited"
             self._beating.set()
             beat.join()
             try:
