@@ -50,6 +50,9 @@ WORKER_OPTIONS = {
     "poll": float,
     "grace": str,
     "exit_when_idle": bool,
+    "http_port": int,
+    "http_host": str,
+    "prune_after": str,
 }
 TABLES = ("worker", "alerts", "tracing")
 
@@ -222,7 +225,7 @@ def _typed(
         value = table[name]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        elif kind is str and name in ("grace", "step_timeout", "retry", "retry_max"):
+        elif kind is str and name in ("grace", "prune_after", "step_timeout", "retry", "retry_max"):
             if isinstance(value, int | float) and not isinstance(value, bool):
                 value = f"{value}s"
         elif kind is list and isinstance(value, str):
