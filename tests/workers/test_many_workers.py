@@ -227,6 +227,12 @@ def test_workers_killed_at_random_lose_nothing_and_do_nothing_twice(
     wait_for(
         lambda: db.statuses()["pending"] == 0, "the pending executions to be taken", timeout=120
     )
+    # A worker registers after it installs its signal handlers: only then is SIGTERM a clean
+    # exit (a replacement started a moment ago may not be there yet).
+    wait_for(
+        lambda: {w.pid for w in live} <= {r[0] for r in db.rows("SELECT pid FROM saga_worker")},
+        "the live workers to register",
+    )
     for worker in live:
         worker.send_signal(signal.SIGTERM)
     reports = [finish(worker) for worker in live]
