@@ -78,8 +78,8 @@ def test_metrics_count_what_the_log_recorded(migrated: SagaCli) -> None:
         "worker", "--http-port", str(port), "--concurrency", "3", "--poll", "0.05"
     )
     try:
-        alive = answered(url, "healthz", 200)
         ready = answered(url, "readyz", 200)
+        alive = answered(url, "healthz", 200)
         assert ready == {**alive, "ready": True} and alive["alive"] is True, (alive, ready)
         wait_for(
             lambda: all(db.status(i) in ("completed", "compensated") for i in ids),
