@@ -99,6 +99,7 @@ class WorkerMetrics(WorkerObserver):
             buckets=STEP_BUCKETS,
             registry=r,
         )
+        self._call_children: dict[tuple[str, str, bool, bool], Histogram] = {}
         self._commits = Histogram(
             "saga_worker_commit_duration_seconds",
             "Duration of the log commits that make the executions' records durable.",
@@ -138,8 +139,13 @@ class WorkerMetrics(WorkerObserver):
         self, saga: str, step: str, compensating: bool, failed: bool, seconds: float
     ) -> None:
         """Observe a participant call's duration."""
-        phase = "compensation" if compensating else "action"
-        self._calls.labels(saga, step, phase, "failed" if failed else "succeeded").observe(seconds)
+        key = (saga, step, compensating, failed)
+        child = self._call_children.get(key)
+        if child is None:  # labels() takes a lock and builds a tuple: once per series
+            phase = "compensation" if compensating else "action"
+            child = self._calls.labels(saga, step, phase, "failed" if failed else "succeeded")
+            self._call_children[key] = child
+        child.observe(seconds)
 
     def commit_finished(self, writes: int, seconds: float, failed: bool) -> None:
         """Observe a commit's duration (and count it if it failed)."""
