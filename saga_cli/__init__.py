@@ -63,6 +63,7 @@ if TYPE_CHECKING:
         TransientError,
         UnknownExecutionError,
     )
+    from saga_cli.health import HealthServer
     from saga_cli.orchestrator import Orchestrator
     from saga_cli.saga import Saga, StepHandle
     from saga_cli.store import (
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
     )
     from saga_cli.tracing import Tracing
     from saga_cli.views import ExecutionView, FailureView
-    from saga_cli.worker import Worker, WorkerReport
+    from saga_cli.worker import Worker, WorkerHealth, WorkerObserver, WorkerReport
 
 # Where each public name lives. Loaded on first use (PEP 562) so that the
 # CLI, which lives inside this package, starts without importing the engine.
@@ -100,6 +101,9 @@ _EXPORTS = {
     "ExecutionView": "saga_cli.views",
     "Worker": "saga_cli.worker",
     "WorkerReport": "saga_cli.worker",
+    "WorkerHealth": "saga_cli.worker",
+    "WorkerObserver": "saga_cli.worker",
+    "HealthServer": "saga_cli.health",
     "ExecutionBusyError": "saga_cli.errors",
     "LeaseLostError": "saga_cli.errors",
     "SagaError": "saga_cli.errors",
@@ -133,6 +137,7 @@ __all__ = [
     "ExecutionBusyError",
     "ExecutionView",
     "FailureView",
+    "HealthServer",
     "InvalidInputError",
     "LeaseLostError",
     "Orchestrator",
@@ -157,6 +162,8 @@ __all__ = [
     "UnknownExecutionError",
     "Webhook",
     "Worker",
+    "WorkerHealth",
+    "WorkerObserver",
     "WorkerReport",
     "is_terminal",
     "open_store",
