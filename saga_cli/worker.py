@@ -383,7 +383,7 @@ class Worker:
             log.warning("could not prune the worker registry: %s", exc)
             return
         if removed:
-            log.info("removed %d dead or stale worker(s) from the registry", len(removed))
+            log.info("removed %d dead or stale worker(s) from the registry", removed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,9 +432,7 @@ def list_workers(store: SagaStore, now: float | None = None) -> list[WorkerView]
     return views
 
 
-def prune_workers(
-    store: SagaStore, older_than: float = 0.0, now: float | None = None
-) -> list[WorkerRecord]:
+def prune_workers(store: SagaStore, older_than: float = 0.0, now: float | None = None) -> int:
     """Remove the registry rows of workers dead or stale whose last heartbeat is `older_than` ago.
 
     A live worker's row is never removed, nor one that beats again between
@@ -442,18 +440,15 @@ def prune_workers(
     not touched: leases decide who may take those.
 
     Returns:
-        The rows removed.
+        How many rows were removed.
     """
     now = time.time() if now is None else now
-    gone = [
-        record
+    gone = {
+        record.id: record.heartbeat_at
         for record in store.workers()
         if now - record.heartbeat_at >= older_than and _state(record, now) != "live"
-    ]
-    if not gone:
-        return []
-    store.remove_workers({record.id: record.heartbeat_at for record in gone})
-    return gone
+    }
+    return store.remove_workers(gone) if gone else 0
 
 
 def _state(record: WorkerRecord, now: float) -> str:

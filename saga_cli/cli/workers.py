@@ -175,7 +175,7 @@ def workers(
     with open_log(ctx) as store:
         if prune:
             removed = prune_workers(store)
-            hint(ctx, f"removed {len(removed)} dead or stale worker(s) from the registry")
+            hint(ctx, f"removed {removed} dead or stale worker(s) from the registry")
         views = list_workers(store)
     data = [view.as_json() for view in views]
     emit(as_json, data, lambda console: render.workers(console, views))

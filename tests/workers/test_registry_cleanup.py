@@ -48,12 +48,12 @@ def test_prune_removes_dead_and_stale_rows_older_than_the_age_on_both_backends(
 
     removed = prune_workers(any_store, HOUR, now)
 
-    assert sorted(r.id for r in removed) == sorted([rows["stale long"].id, dead_owner()])
+    assert removed == 2
     left = {r.id for r in any_store.workers()}
     assert left == {rows[k].id for k in ("live", "stale lately", "slow beat")}
-    assert prune_workers(any_store, HOUR, now) == []  # nothing more to do
+    assert prune_workers(any_store, HOUR, now) == 0  # nothing more to do
     # By hand (no age): every dead or stale row goes, the live ones stay.
-    assert [r.id for r in prune_workers(any_store, 0.0, now)] == [rows["stale lately"].id]
+    assert prune_workers(any_store, 0.0, now) == 1
     assert {r.id for r in any_store.workers()} == {rows["live"].id, rows["slow beat"].id}
 
 
