@@ -140,6 +140,7 @@ class Worker:
         self._stopping = False
         self._stop_now = False
         self._beating = threading.Event()
+        self._refused: set[str] = set()
 
     def stop(self, *, now: bool = False) -> None:
         """Ask the worker to finish the calls in flight, release its leases and return.
@@ -198,13 +199,33 @@ class Worker:
         now = time.time()
         try:
             return self.store.claim_ready(
-                self.id, now + self.lease_seconds, now, sagas=self.sagas, limit=limit
+                self.id,
+                now + self.lease_seconds,
+                now,
+                sagas=self.sagas,
+                limit=limit,
+                exclude=self._refused,
+                admit=self._admit,
             )
         except DatabaseLockedError:
             # Other writers kept the log busy past the busy timeout: nothing
             # was claimed; look again later rather than die with work in hand.
             log.warning("the log stayed locked; no execution claimed this time")
             return []
+
+    def _admit(self, record: ExecutionRecord) -> bool:
+        """Whether to claim `record`; one this worker cannot run is left untouched.
+
+        Its refusal is reported once and the worker never looks at it again,
+        so it neither blocks the queue nor holds a lease another worker (with
+        the right code or environment) would need.
+        """
+        refusal = self.runner.leases.refusal(record)
+        if refusal is None:
+            return True
+        self._refused.add(record.id)
+        self._failed(record.id, refusal)
+        return False
 
     def _finished(self, outcome: Outcome) -> None:
         self.report.count(outcome)

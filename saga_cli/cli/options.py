@@ -54,8 +54,10 @@ ServicesOption = Annotated[
         "--services",
         envvar="SAGA_SERVICES",
         metavar="URLS",
-        help="Call the flight, hotel and car services over HTTP (`saga serve`): three URLs "
-        "in that order, NAME=URL pairs, or a file of NAME=URL lines. Resume with the same.",
+        help="The flight, hotel and car services over HTTP (`saga serve`): three URLs "
+        "in that order, NAME=URL pairs, or a file of NAME=URL lines. New bookings use them; "
+        "an execution in the log always uses the services it recorded (a URL given here "
+        "lends it its user:password, which the log never keeps).",
     ),
 ]
 ServiceTimeoutOption = Annotated[
