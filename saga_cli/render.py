@@ -25,7 +25,8 @@ from saga_cli.views import detail_line
 if TYPE_CHECKING:  # types only: `saga list` must not pay for importing the engine
     from saga_cli.booking import SimulationReport
     from saga_cli.engine import Outcome, RecoveryReport
-    from saga_cli.services.travel import AuditReport, FaultOption, InventoryRow
+    from saga_cli.faults import FaultOption
+    from saga_cli.services.travel import AuditReport, InventoryRow
     from saga_cli.stats import Stats
     from saga_cli.store import AlertRecord, ExecutionRecord
     from saga_cli.timeline import Attempt, StepLine, Timeline

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from saga_cli.faults import TRAVEL_SERVICES, TRAVEL_STEPS
+
 DEFAULT_DB = "saga.db"
 
 IdArgument = Annotated[str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")]
@@ -79,7 +81,8 @@ FailOption = Annotated[
     typer.Option(
         "--fail",
         metavar="STEP",
-        help="Make STEP's service decline (flight, hotel, car, confirm). Repeatable.",
+        help=f"Make STEP's service decline ({', '.join(TRAVEL_STEPS)}); "
+        "see `saga faults`. Repeatable.",
     ),
 ]
 CrashOption = Annotated[
@@ -123,6 +126,6 @@ OutageOption = Annotated[
     typer.Option(
         "--outage",
         metavar="SERVICE",
-        help="Every call to SERVICE fails (flight, hotel, car), compensations too.",
+        help=f"Every call to SERVICE fails ({', '.join(TRAVEL_SERVICES)}), compensations too.",
     ),
 ]

@@ -43,6 +43,7 @@ from saga_cli.domain import (
 )
 from saga_cli.errors import BusinessError, InvalidInputError, TransientError
 from saga_cli.faults import (
+    TRAVEL_STEPS,
     CrashPoint,
     InjectedFailureError,
     crashing,
@@ -61,7 +62,7 @@ T = TypeVar("T")
 SERVICES = ("flight", "hotel", "car")
 SAGA_NAME = "travel-booking"
 BASIC_SAGA_NAME = "travel-booking-basic"
-STEPS = (*SERVICES, "payment", "confirm", "notify")
+STEPS = TRAVEL_STEPS
 # What each reservation costs the customer, charged at the pivot.
 FARES = {"flight": 300, "hotel": 200, "car": 80}
 
@@ -1012,86 +1013,3 @@ def open_services(
         connect: makes a client for a service URL an execution recorded.
     """
     return TravelServices(DemoDatabase(store), remote, connect=connect)
-
-
-@dataclass(frozen=True, slots=True)
-class FaultOption:
-    """One failure-injection option, as ``saga faults`` lists it."""
-
-    option: str
-    commands: str
-    effect: str
-
-
-FAULT_OPTIONS = (
-    FaultOption(
-        "--fail STEP",
-        "book, simulate",
-        "The STEP service declines (a business failure, not retried); completed steps are "
-        "compensated in reverse. STEP: flight, hotel, car, payment (the pivot: a declined "
-        "card), or confirm/notify (past the pivot: retried, then stuck). Stored with the "
-        "booking, so a resumed execution fails alike. Repeatable.",
-    ),
-    FaultOption(
-        "--fail-rate P",
-        "simulate",
-        "Each booking fails with probability P at a flight, hotel or car step drawn at "
-        "random; reproducible with --seed.",
-    ),
-    FaultOption(
-        "--flaky STEP[:N]",
-        "book, simulate",
-        "STEP's first N attempts (default 1) fail with a transient error; reservations are "
-        "retried up to 4 times with backoff, so N < 4 still succeeds. Repeatable.",
-    ),
-    FaultOption(
-        "--fail-compensation STEP[:N|always]",
-        "book, simulate",
-        "The first N attempts of STEP's compensation fail (retried up to 5 times with "
-        "backoff); `always`, or N >= 5, leaves the execution stuck (exit 4) for "
-        "`saga resume` or `saga resolve`. Repeatable.",
-    ),
-    FaultOption(
-        "--slow STEP:SECONDS",
-        "book, simulate",
-        "Each call to STEP takes SECONDS longer (the step's duration in `saga show` shows it).",
-    ),
-    FaultOption(
-        "--timeout STEP",
-        "book, simulate",
-        "STEP gets a 0.25 s timeout and answers only after 1 s: it counts as failed with its "
-        "effect unknown and is compensated; its late arrival is refused by the tombstone "
-        "(or undone if it lands first). A pivot that times out leaves the execution stuck.",
-    ),
-    FaultOption(
-        "--outage SERVICE",
-        "book, simulate",
-        "Every call to SERVICE fails, its compensations and the confirmation too: the step "
-        "is retried, then compensated, and the saga ends stuck until the service is back "
-        "(`saga resume` without --outage).",
-    ),
-    FaultOption(
-        "--crash-at STEP:before",
-        "book, simulate",
-        "SIGKILL this process after STEP's started record is durable, before its service "
-        "runs. `saga resume` calls the service again with the same key. STEP:before@N "
-        "dies at attempt N instead of the first (a crash between retries).",
-    ),
-    FaultOption(
-        "--crash-at STEP:after",
-        "book, simulate",
-        "SIGKILL after STEP's service committed, before the outcome is recorded. The "
-        "resumed call is answered from the service's idempotency record.",
-    ),
-    FaultOption(
-        "--crash-at compensate-STEP:before|after",
-        "book, simulate",
-        "The same two crash points around STEP's compensation (combine with --fail to reach them).",
-    ),
-    FaultOption(
-        "(scarce catalogue)",
-        "book, simulate",
-        "Capacities are small, cars the scarcest, so bookings run out of cars naturally "
-        "and compensate; `saga inventory --restock N` refills every resource to N.",
-    ),
-)
