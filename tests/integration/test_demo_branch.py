@@ -258,10 +258,12 @@ def test_an_old_log_that_never_used_the_demo_keeps_only_the_saga_tables(
     assert revisions(old_log) == {migrate.HEAD_REVISION}
     assert tables(old_log) == LOG_TABLES
     assert content(old_log) == user_rows
-    # the demo, used later, starts from its seeded catalogue
     check = run_saga(old_log, "check", "--json")
     assert check.code == 0, check
     assert check.json() == {"consistent": True, "violations": []}
+    assert tables(old_log) == LOG_TABLES  # the audit makes no demo tables
+    # the demo, used later, starts from its seeded catalogue
+    assert run_saga(old_log, "inventory").code == 0
     assert tables(old_log) == LOG_TABLES | DEMO_TABLES
 
 
