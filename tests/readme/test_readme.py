@@ -1,0 +1,33 @@
+"""The README, run top to bottom as a new user would, and its tables checked against the code."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from readme.blocks import HTTP_DEMO, fenced_blocks
+from readme.http_demo import run_http_demo
+from readme.session import Session
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+
+
+def test_every_console_and_python_block_runs_as_printed_in_order(tmp_path: Path) -> None:
+    # A reader's checkout: the examples the README runs, and nothing else.
+    shutil.copytree(
+        ROOT / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    session = Session.fresh(tmp_path)
+    ran = 0
+    for number, block in enumerate(fenced_blocks(README)):
+        if block.marker == HTTP_DEMO:
+            run_http_demo(session, block, README.read_text(encoding="utf-8"))
+        elif not block.runs:
+            continue
+        elif block.language == "console":
+            session.console(block)
+        else:
+            session.python(block, f"snippet_{number}.py")
+        ran += 1
+    assert ran >= 15, "the README lost its examples?"
