@@ -52,7 +52,7 @@ def free_ports(count: int) -> int:
     for _ in range(200):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
+            first = int(probe.getsockname()[1])
         if first + count > 65535:
             continue
         try:
@@ -161,7 +161,8 @@ def run_http_demo(session: Session, block: Block, section: str) -> None:
         assert session.run("saga services --reset hotel").code == 0
         for row in json.loads(listed.output):
             resumed = session.run(f"saga resume {row['id']}")
-            assert resumed.code == 0, resumed
+            # past its pivot it completes; a stuck compensation of an earlier section ends
+            assert resumed.code in (0, 3), resumed
         checked = session.run("saga check")
         assert checked.code == 0, checked
         assert checked.output.startswith("consistent: "), checked

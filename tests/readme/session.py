@@ -122,6 +122,7 @@ class Session:
         printed = ran.output.splitlines()
         at = 0
         for line in shown:
+            line = self.substitute(line)  # a short id prefix the README showed earlier
             want = masked(line)
             if not want or want == "..." or BORDER.match(line):
                 continue
