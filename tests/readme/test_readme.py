@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from readme.blocks import HTTP_DEMO, fenced_blocks
@@ -20,7 +21,9 @@ def test_every_console_and_python_block_runs_as_printed_in_order(tmp_path: Path)
     )
     session = Session.fresh(tmp_path)
     ran = 0
+    took: list[tuple[float, int]] = []
     for number, block in enumerate(fenced_blocks(README)):
+        started = time.monotonic()
         if block.marker == HTTP_DEMO:
             run_http_demo(session, block, README.read_text(encoding="utf-8"))
         elif not block.runs:
@@ -30,4 +33,7 @@ def test_every_console_and_python_block_runs_as_printed_in_order(tmp_path: Path)
         else:
             session.python(block, f"snippet_{number}.py")
         ran += 1
+        took.append((time.monotonic() - started, block.line))
+    # Shown with -s (or on a failure): where the minutes go, for whoever makes it faster.
+    print("slowest README blocks:", [f"line {n}: {t:.1f}s" for t, n in sorted(took)[-5:]])
     assert ran >= 15, "the README lost its examples?"
