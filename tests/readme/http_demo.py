@@ -145,7 +145,10 @@ def run_http_demo(session: Session, block: Block, section: str) -> None:
         )
         # a few bookings later, bring it back on the same port and database
         done_before = reservations(urls[0])
-        wait_until(lambda: reservations(urls[0]) >= done_before + 5, "bookings without a hotel")
+        wait_until(
+            lambda: reservations(urls[0]) >= done_before + 5 or bookings.process.poll() is not None,
+            "bookings without a hotel",
+        )
         hotel_again = Terminal(
             session, saga, "serve", "hotel", "--port", str(first + 1), "--db", "hotel-service.db"
         )
