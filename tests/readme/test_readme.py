@@ -6,6 +6,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from readme.blocks import HTTP_DEMO, fenced_blocks
 from readme.http_demo import run_http_demo
 from readme.session import Session
@@ -14,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 
 
+@pytest.mark.slow  # about a minute and a half: every example, the HTTP demo's kill included
 def test_every_console_and_python_block_runs_as_printed_in_order(tmp_path: Path) -> None:
     # A reader's checkout: the examples the README runs, and nothing else.
     shutil.copytree(
