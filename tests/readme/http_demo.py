@@ -15,10 +15,13 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
 
 import httpx
 
@@ -118,6 +121,13 @@ def reservations(url: str) -> int:
         return 0
 
 
+def breaker(log: Path, service: str) -> str | None:
+    """`service`'s breaker state as the log keeps it (None: never recorded)."""
+    with closing(sqlite3.connect(log, timeout=30)) as db:
+        row = db.execute("SELECT state FROM circuit_breaker WHERE service=?", (service,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 def run_http_demo(session: Session, block: Block, section: str) -> None:
     """Do what the README's HTTP demo (`block`, in `section`) says; end consistent."""
     for line in SAYS:
@@ -143,11 +153,13 @@ def run_http_demo(session: Session, block: Block, section: str) -> None:
             lambda: services.said(rf"hotel service \(pid {hotel_pid}\) exited with code -9"),
             "terminal 1 to report the hotel's death",
         )
-        # a few bookings later, bring it back on the same port and database
-        done_before = reservations(urls[0])
+        # a few seconds later (its breaker opened meanwhile), bring it back
         wait_until(
-            lambda: reservations(urls[0]) >= done_before + 5 or bookings.process.poll() is not None,
-            "bookings without a hotel",
+            lambda: (
+                breaker(session.cwd / "saga.db", "hotel") == "open"
+                or bookings.process.poll() is not None
+            ),
+            "the hotel's breaker to open",
         )
         hotel_again = Terminal(
             session, saga, "serve", "hotel", "--port", str(first + 1), "--db", "hotel-service.db"
