@@ -443,5 +443,6 @@ def fault_table_markdown() -> str:
     lines = ["| option | commands | what it does |", "|---|---|---|"]
     for fault in FAULT_OPTIONS:
         option = fault.option.replace("|", "\\|")
-        lines.append(f"| `{option}` | {fault.commands} | {fault.effect} |")
+        shown = option if option.startswith("(") else f"`{option}`"  # not an option: prose
+        lines.append(f"| {shown} | {fault.commands} | {fault.effect} |")
     return "\n".join(lines)
