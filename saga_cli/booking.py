@@ -23,7 +23,9 @@ from saga_cli.engine import DEFAULT_STEP_TIMEOUT, EventListener, Outcome, Recove
 from saga_cli.engine.alerting import DEFAULT_POLICY, AlertPolicy
 from saga_cli.errors import InvalidInputError
 from saga_cli.orchestrator import Orchestrator
+from saga_cli.redact import strip_credentials
 from saga_cli.services.database import BreakerBoard
+from saga_cli.services.participants import ReservationParticipant
 from saga_cli.services.travel import (
     BASIC_SAGA_NAME,
     BREAKERS,
@@ -92,8 +94,10 @@ class TravelBooking:
         payment: False runs the basic saga, without the payment pivot and the
             notification (see travel_saga).
         services: URLs of flight, hotel and car services running elsewhere
-            (``saga serve``), by name; the saga calls them over HTTP. Payment
-            and notification stay in-process.
+            (``saga serve``), by name: new bookings call them over HTTP and
+            record them (without credentials). An execution already in the
+            log is always served by the services it recorded; these URLs only
+            lend it their credentials. Payment and notification stay in-process.
         service_timeout: seconds a remote call may take (the reservation
             steps' timeout).
         step_timeout: seconds any other call may take (None: no limit).
@@ -115,12 +119,24 @@ class TravelBooking:
     ) -> None:
         self.store = store
         remote = None
+        timeout = service_timeout
         if services:
             # httpx is imported only when remote services are in use
             from saga_cli.services.http_client import DEFAULT_TIMEOUT, remote_services
 
-            remote = remote_services(services, timeout=service_timeout or DEFAULT_TIMEOUT)
-        self.services: TravelServices = open_services(store, remote)
+            timeout = timeout or DEFAULT_TIMEOUT
+            remote = remote_services(services, timeout=timeout)
+        # The log keeps service URLs without credentials: a URL given to this
+        # process with them lends them to the executions that recorded it.
+        credentials = {strip_credentials(url).rstrip("/"): url for url in (services or {}).values()}
+
+        def connect(name: str, url: str) -> ReservationParticipant:
+            from saga_cli.services.http_client import DEFAULT_TIMEOUT, HttpReservationService
+
+            full = credentials.get(url, url)
+            return HttpReservationService(name, full, timeout=timeout or DEFAULT_TIMEOUT)
+
+        self.services: TravelServices = open_services(store, remote, connect=connect)
         # Each service's breaker, starting where the log last saw it.
         self.breakers = BreakerBoard(self.services.database, BREAKERS)
         self.definition = travel_saga(

@@ -472,6 +472,9 @@ class SagaState(NamedTuple):
             siblings were still answering; the saga turns back on the last answer.
         trace: the trace context (W3C traceparent) recorded when the execution
             started, opaque here: every process that drives it continues that trace.
+        cause: the first failure that sent the saga backwards, kept when a
+            compensation that gave up replaces `error`: a stuck execution
+            resumed to rest reports why it turned back, not the old error.
     """
 
     status: SagaStatus = SagaStatus.PENDING
@@ -488,6 +491,7 @@ class SagaState(NamedTuple):
     doubt: int | None = None
     turning_back: bool = False
     trace: str | None = None
+    cause: str | None = None
 
     @property
     def current_step(self) -> int | None:
@@ -565,7 +569,9 @@ def apply(definition: SagaDefinition, state: SagaState, event: Event) -> SagaSta
         # pivot (it can only move forward), otherwise back to compensating.
         forward = forward_only(definition, state) or state.doubt is not None
         back = SagaStatus.RUNNING if forward else SagaStatus.COMPENSATING
-        return state._replace(status=_moved(state, back), next_seq=nxt, gave_up=())
+        return state._replace(
+            status=_moved(state, back), next_seq=nxt, gave_up=(), error=state.cause
+        )
     if kind is EventType.STEP_STARTED:
         status = _moved(state, SagaStatus.RUNNING)
         return state._replace(
@@ -719,6 +725,7 @@ def _turned_back(state: SagaState, nxt: int, error: str) -> SagaState:
         applied=applied,
         error=error,
         turning_back=False,
+        cause=state.cause or error,
     )
 
 

@@ -8,19 +8,29 @@ steps, and so its version, unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import signal
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from saga_cli.domain import SagaDefinition, StepContext, StepKind, is_async
 from saga_cli.errors import BusinessError, InvalidInputError, TransientError
 
-Call = Callable[[StepContext[Any]], Any]
+if TYPE_CHECKING:
+    from saga_cli.domain import SagaDefinition, StepContext
+
+# The option tables below are read by the CLI's --help, which must stay fast:
+# the domain (and asyncio) are imported by the functions that need them.
+Call = Callable[["StepContext[Any]"], Any]
+
+
+def is_async(call: Call) -> bool:
+    """Whether `call` is an ``async def`` (see saga_cli.domain.is_async)."""
+    from saga_cli.domain import is_async as domain_is_async
+
+    return domain_is_async(call)
 
 
 class InjectedFailureError(BusinessError):
@@ -161,6 +171,7 @@ def failing_first(call: Call, attempts: int | None, what: str) -> Call:
 def slowed(call: Call, seconds: float) -> Call:
     """`call`, `seconds` slower: an ``async def`` waits without holding a thread."""
     if is_async(call):
+        import asyncio
 
         async def slow_async(ctx: StepContext[Any]) -> Any:
             await asyncio.sleep(seconds)
@@ -297,6 +308,8 @@ class StepFaults:
 
     def apply(self, definition: SagaDefinition) -> SagaDefinition:
         """`definition` with the faults wrapped around its functions (same steps, same version)."""
+        from saga_cli.domain import StepKind
+
         steps = []
         for step in definition.steps:
             action: Call = step.action
@@ -331,3 +344,105 @@ def _transient(step: str) -> Call:
         raise FlakyError(f"{step} failed (--fail {step})")
 
     return fail
+
+
+# -- the travel demo's fault options, as `saga faults`, `--help` and the README list them ----
+
+# The travel saga's steps (saga_cli.services.travel builds it from this).
+TRAVEL_STEPS = ("flight", "hotel", "car", "payment", "confirm", "notify")
+TRAVEL_SERVICES = TRAVEL_STEPS[:3]
+
+
+@dataclass(frozen=True, slots=True)
+class FaultOption:
+    """One failure-injection option, as ``saga faults`` and the README's table list it."""
+
+    option: str
+    commands: str
+    effect: str
+
+
+FAULT_OPTIONS = (
+    FaultOption(
+        "--fail STEP",
+        "book, simulate",
+        f"STEP's service declines (a business failure, not retried); completed steps are "
+        f"compensated in reverse. STEP is one of {', '.join(TRAVEL_STEPS)}: `payment` is the "
+        "pivot (a declined card), `confirm` and `notify` come after it (retried, then stuck). "
+        "Stored with the booking, so a resumed execution fails the same way. Repeatable.",
+    ),
+    FaultOption(
+        "--fail-rate P",
+        "simulate",
+        "Each booking fails with probability P at a flight, hotel or car step drawn at "
+        "random; reproducible with `--seed`.",
+    ),
+    FaultOption(
+        "--flaky STEP[:N]",
+        "book, simulate, worker",
+        "STEP's first N attempts (default 1) fail with a transient error; reservations are "
+        "retried up to 4 times with backoff, so N < 4 still succeeds. Repeatable.",
+    ),
+    FaultOption(
+        "--fail-compensation STEP[:N|always]",
+        "book, simulate, worker",
+        "The first N attempts of STEP's compensation fail (retried up to 5 times with "
+        "backoff); `always`, or N >= 5, leaves the execution stuck (exit 4) for "
+        "`saga resume` or `saga resolve`. Repeatable.",
+    ),
+    FaultOption(
+        "--slow STEP:SECONDS",
+        "book, simulate, worker",
+        "Each call to STEP takes SECONDS longer (the step's duration in `saga show` shows it).",
+    ),
+    FaultOption(
+        "--timeout STEP",
+        "book, simulate, worker",
+        "STEP gets a 0.25 s timeout and answers only after 1 s: it counts as failed with its "
+        "effect unknown and is compensated; its late arrival is refused by the tombstone "
+        "(or undone if it lands first). A pivot that times out leaves the execution stuck "
+        "for `saga resume`.",
+    ),
+    FaultOption(
+        "--outage SERVICE",
+        "book, simulate, worker",
+        f"Every call to SERVICE ({', '.join(TRAVEL_SERVICES)}) fails, its compensations and "
+        "the confirmation too: retried, compensated, and stuck until `saga resume` runs "
+        "without the outage. Its breaker opens: `saga services --reset SERVICE` closes it.",
+    ),
+    FaultOption(
+        "--crash-at STEP:before",
+        "book, simulate, worker",
+        "SIGKILL the process after STEP's started record is durable, before its service "
+        "runs; `saga resume` calls the service again with the same key. `STEP:before@2` "
+        "picks the attempt (a crash between a failed first attempt and the retry).",
+    ),
+    FaultOption(
+        "--crash-at STEP:after",
+        "book, simulate, worker",
+        "SIGKILL after STEP's service committed, before the outcome is recorded; the "
+        "resumed call is answered from the service's idempotency record.",
+    ),
+    FaultOption(
+        "--crash-at compensate-STEP:before|after",
+        "book, simulate, worker",
+        "The same around STEP's compensation (combine with `--fail`: `--fail car` reaches "
+        "hotel and flight; the car is compensated only by `saga compensate`).",
+    ),
+    FaultOption(
+        "(scarce catalogue)",
+        "book, simulate",
+        "Capacities are small, cars the scarcest, so bookings run out of cars naturally "
+        "and compensate; `saga inventory --restock N` refills every resource to N.",
+    ),
+)
+
+
+def fault_table_markdown() -> str:
+    """The README's table of FAULT_OPTIONS (a test keeps the README's copy equal to it)."""
+    lines = ["| option | commands | what it does |", "|---|---|---|"]
+    for fault in FAULT_OPTIONS:
+        option = fault.option.replace("|", "\\|")
+        shown = option if option.startswith("(") else f"`{option}`"  # not an option: prose
+        lines.append(f"| {shown} | {fault.commands} | {fault.effect} |")
+    return "\n".join(lines)

@@ -61,6 +61,7 @@ import httpx
 from saga_cli import tracing
 from saga_cli.domain import StepContext
 from saga_cli.errors import BusinessError, InvalidInputError, StepTimeoutError, TransientError
+from saga_cli.redact import redact_url
 
 KEY_HEADER = "Idempotency-Key"
 DEFAULT_TIMEOUT = 10.0
@@ -123,13 +124,17 @@ class HttpService:
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidInputError(f"{name}: {base_url!r} is not an http(s)://HOST[:PORT] URL")
+            raise InvalidInputError(
+                f"{name}: {redact_url(base_url)!r} is not an http(s)://HOST[:PORT] URL"
+            )
         if not 0 < timeout < 86400:
             raise InvalidInputError(f"{name}: the timeout must be 0 to 86400 seconds")
         if not 1 <= max_concurrency <= 100_000:
             raise InvalidInputError(f"{name}: max_concurrency must be 1 to 100000")
         self.name = name
         self.base_url = base_url.rstrip("/")
+        # What messages (and so the log's error records) name: never a password.
+        self.shown_url = redact_url(self.base_url)
         self.timeout = timeout
         self.max_concurrency = max_concurrency
         self._headers = dict(headers or {})
@@ -211,16 +216,16 @@ class HttpService:
                 content = await response.read()
         except aiohttp.ConnectionTimeoutError:
             raise ServiceUnavailableError(
-                f"{self.name} at {self.base_url} unreachable for {path} (connect timeout)"
+                f"{self.name} at {self.shown_url} unreachable for {path} (connect timeout)"
             ) from None
         except TimeoutError:
             # Sent (or being sent), and no reply in time: it may have acted on it.
             raise ServiceTimeoutError(
-                f"{self.name} at {self.base_url} did not answer {path} within {self.timeout:g}s"
+                f"{self.name} at {self.shown_url} did not answer {path} within {self.timeout:g}s"
             ) from None
         except aiohttp.ClientError as exc:
             raise ServiceUnavailableError(
-                f"{self.name} at {self.base_url} unreachable for {path} ({type(exc).__name__})"
+                f"{self.name} at {self.shown_url} unreachable for {path} ({type(exc).__name__})"
             ) from None
         return self._decide(status, content, path)
 
@@ -293,7 +298,7 @@ class HttpService:
         return headers
 
     def _network_error(self, exc: httpx.HTTPError, path: str) -> Exception:
-        where = f"{self.name} at {self.base_url}"
+        where = f"{self.name} at {self.shown_url}"
         if isinstance(exc, httpx.TimeoutException) and not isinstance(
             exc, httpx.ConnectTimeout | httpx.PoolTimeout
         ):
@@ -313,7 +318,7 @@ class HttpService:
                 return json_module.loads(content)
             except ValueError:
                 return content.decode("utf-8", "replace")
-        where = f"{self.name} at {self.base_url}"
+        where = f"{self.name} at {self.shown_url}"
         if status >= 500 or status in (408, 429):
             raise ServiceUnavailableError(f"{where} answered {status} to {path}")
         detail, kind, body = _problem(status, content)

@@ -25,7 +25,8 @@ from saga_cli.views import detail_line
 if TYPE_CHECKING:  # types only: `saga list` must not pay for importing the engine
     from saga_cli.booking import SimulationReport
     from saga_cli.engine import Outcome, RecoveryReport
-    from saga_cli.services.travel import AuditReport, FaultOption, InventoryRow
+    from saga_cli.faults import FaultOption
+    from saga_cli.services.travel import AuditReport, InventoryRow
     from saga_cli.stats import Stats
     from saga_cli.store import AlertRecord, ExecutionRecord
     from saga_cli.timeline import Attempt, StepLine, Timeline
@@ -335,26 +336,33 @@ BREAKER_STYLE = {"closed": "green", "open": "bold red", "half_open": "yellow"}
 
 
 def services(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Print ``saga services``."""
+    """Print ``saga services``: the breakers as a table, then each last error on its own line.
+
+    An error is free text of any length: in a column it would squeeze the
+    table into slivers on an 80-column terminal, so it goes below the table.
+    """
     table = Table(title="Services")
-    table.add_column("service")
-    table.add_column("breaker")
-    table.add_column("failures", justify="right")
-    table.add_column("last error", overflow="fold")
+    table.add_column("service", no_wrap=True)
+    table.add_column("breaker", no_wrap=True)
+    table.add_column("failures", justify="right", no_wrap=True)
     table.add_column("since (UTC)", no_wrap=True)
-    table.add_column("capacity", justify="right")
-    table.add_column("available", justify="right")
+    table.add_column("capacity", justify="right", no_wrap=True)
+    table.add_column("free", justify="right", no_wrap=True)
     for row in rows:
         table.add_row(
             row["service"],
             Text(row["breaker"], style=BREAKER_STYLE[row["breaker"]]),
             str(row["consecutive_failures"]),
-            row["last_error"] or "",
             _time(row["updated_at"]),
             "" if row["capacity"] is None else str(row["capacity"]),
             "" if row["available"] is None else str(row["available"]),
         )
     console.print(table)
+    for row in rows:
+        if row["last_error"]:
+            line = Text(f"{row['service']}: last error: ", style="bold")
+            line.append(str(row["last_error"]), style="")
+            console.print(line)
 
 
 BAR_WIDTH = 32

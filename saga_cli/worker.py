@@ -203,6 +203,7 @@ class Worker:
         # Why the log did not answer the last write or claim (None: it did).
         self._log_error: str | None = None
         self._next_rescue = 0.0  # monotonic time of the next look for dead owners
+        self._refused: set[str] = set()
 
     def stop(self, *, now: bool = False) -> None:
         """Ask the worker to finish the calls in flight, release its leases and return.
@@ -295,7 +296,13 @@ class Worker:
             self._rescue_dead_owners()
             now = time.time()
             claimed = self.store.claim_ready(
-                self.id, now + self.lease_seconds, now, sagas=self.sagas, limit=limit
+                self.id,
+                now + self.lease_seconds,
+                now,
+                sagas=self.sagas,
+                limit=limit,
+                exclude=self._refused,
+                admit=self._admit,
             )
         except DatabaseLockedError as exc:
             # Other writers kept the log busy past the busy timeout: nothing
@@ -320,6 +327,20 @@ class Worker:
         rescued = lease.end_dead_leases(self.store, time.time())
         if rescued:
             log.info("%d execution(s) of dead processes are ready to claim", rescued)
+
+    def _admit(self, record: ExecutionRecord) -> bool:
+        """Whether to claim `record`; one this worker cannot run is left untouched.
+
+        Its refusal is reported once and the worker never looks at it again,
+        so it neither blocks the queue nor holds a lease another worker (with
+        the right code or environment) would need.
+        """
+        refusal = self.runner.leases.refusal(record)
+        if refusal is None:
+            return True
+        self._refused.add(record.id)
+        self._failed(record.id, refusal)
+        return False
 
     def _finished(self, outcome: Outcome) -> None:
         self.report.count(outcome)

@@ -95,7 +95,7 @@ def book(
             timeout=timeout,
             crash_at=crash_at,
         )
-        with travel(ctx) as trip:
+        with travel(ctx, services=services) as trip:  # the payload records them
             execution_id = trip.submit(request, deadline=deadline_seconds)
         submitted(execution_id, as_json)
         return

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from saga_cli.faults import TRAVEL_SERVICES, TRAVEL_STEPS
+
 DEFAULT_DB = "saga.db"
 
 IdArgument = Annotated[str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")]
@@ -54,8 +56,10 @@ ServicesOption = Annotated[
         "--services",
         envvar="SAGA_SERVICES",
         metavar="URLS",
-        help="Call the flight, hotel and car services over HTTP (`saga serve`): three URLs "
-        "in that order, NAME=URL pairs, or a file of NAME=URL lines. Resume with the same.",
+        help="The flight, hotel and car services over HTTP (`saga serve`): three URLs "
+        "in that order, NAME=URL pairs, or a file of NAME=URL lines. New bookings use them; "
+        "an execution in the log always uses the services it recorded (a URL given here "
+        "lends it its user:password, which the log never keeps).",
     ),
 ]
 ServiceTimeoutOption = Annotated[
@@ -77,7 +81,8 @@ FailOption = Annotated[
     typer.Option(
         "--fail",
         metavar="STEP",
-        help="Make STEP's service decline (flight, hotel, car, confirm). Repeatable.",
+        help=f"Make STEP's service decline ({', '.join(TRAVEL_STEPS)}); "
+        "see `saga faults`. Repeatable.",
     ),
 ]
 CrashOption = Annotated[
@@ -121,6 +126,6 @@ OutageOption = Annotated[
     typer.Option(
         "--outage",
         metavar="SERVICE",
-        help="Every call to SERVICE fails (flight, hotel, car), compensations too.",
+        help=f"Every call to SERVICE fails ({', '.join(TRAVEL_SERVICES)}), compensations too.",
     ),
 ]

@@ -127,7 +127,7 @@ def faults() -> None:
 
     Example: saga faults
     """
-    from saga_cli.services.travel import FAULT_OPTIONS
+    from saga_cli.faults import FAULT_OPTIONS
 
     render.faults(render.console(), FAULT_OPTIONS)
 

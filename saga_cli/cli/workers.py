@@ -25,6 +25,8 @@ from saga_cli.cli.options import (
     FlakyOption,
     JsonOption,
     OutageOption,
+    ServicesOption,
+    ServiceTimeoutOption,
     SlowOption,
     TimeoutOption,
 )
@@ -92,11 +94,14 @@ def worker(
     outage: OutageOption = None,
     timeout: TimeoutOption = None,
     crash_at: CrashOption = None,
+    services: ServicesOption = None,
+    service_timeout: ServiceTimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Take pending and interrupted executions from the log and run them, until stopped.
 
-    Runs the travel sagas and those given with --load. Claims executions
+    Runs the travel sagas and those given with --load, each booking against
+    the services it recorded (--services only lends credentials). Claims executions
     submitted with --submit, and those whose owner's lease expired; renews
     its leases while it runs them. SIGTERM or Ctrl-C: finish the calls in
     flight (for at most --grace), release the leases, exit 0; a second signal
@@ -112,7 +117,9 @@ def worker(
 
     faults = travel_faults(crash_at, flaky, fail_compensation, slow, outage, timeout)
     with ExitStack() as stack:
-        trip = stack.enter_context(travel(ctx, faults=faults))
+        trip = stack.enter_context(
+            travel(ctx, faults=faults, services=services, service_timeout=service_timeout)
+        )
         stack.enter_context(delivering_alerts(ctx, trip.store, trip.orchestrator))
         runner = Worker(
             trip.orchestrator,

@@ -122,6 +122,18 @@ class Leases:
                 "Restore the old steps, or resume with --force to run it under the new ones"
             )
 
+    def refusal(self, record: ExecutionRecord) -> SagaError | None:
+        """Why this process cannot drive `record` (None: it can); only reads.
+
+        A worker asks before it claims, so an execution it cannot run keeps
+        its version and gets no lease from it (see SagaStore.claim_ready).
+        """
+        try:
+            self.check_definition(record, self.definitions(record.saga), False)
+        except SagaError as exc:
+            return exc
+        return None
+
     def claim(
         self,
         record: ExecutionRecord,

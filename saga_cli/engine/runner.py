@@ -643,8 +643,10 @@ class SagaRunner:
         `concurrency` at a time, the heartbeat renewing their leases.
 
         An execution that cannot be driven here (its saga is unknown or
-        changed incompatibly) is reported to `failed` and keeps its claim
-        until the lease expires, so a worker with the right code can take it.
+        changed incompatibly, or its precondition refuses) is reported to
+        `failed`. A worker asks before it claims (SagaStore.claim_ready's
+        `admit`, with Leases.refusal), so such an execution is left untouched;
+        one that `claim` took anyway keeps its claim until the lease expires.
 
         Once `stop` returns true, nothing more is claimed, each execution in
         hand has what it recorded committed and its lease released after the

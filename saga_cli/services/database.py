@@ -48,6 +48,10 @@ class DemoDatabase:
                 self._store.upgrade_branch(BRANCH)
                 self._ready = True
 
+    def exists(self) -> bool:
+        """Whether the demo's tables are in this database (read only: nothing is made)."""
+        return self._ready or BRANCH in self._store.branches()
+
     def connect(self) -> Participant:
         """A new connection for one service (one per thread), the demo's tables ready.
 

@@ -43,6 +43,7 @@ from saga_cli.domain import (
 )
 from saga_cli.errors import BusinessError, InvalidInputError, TransientError
 from saga_cli.faults import (
+    TRAVEL_STEPS,
     CrashPoint,
     InjectedFailureError,
     crashing,
@@ -51,6 +52,7 @@ from saga_cli.faults import (
     parse_slow,
     slowed,
 )
+from saga_cli.redact import strip_credentials
 from saga_cli.services.database import DemoDatabase
 from saga_cli.services.participants import ReservationParticipant
 from saga_cli.store import Participant, ParticipantCursor, SagaStore
@@ -60,7 +62,7 @@ T = TypeVar("T")
 SERVICES = ("flight", "hotel", "car")
 SAGA_NAME = "travel-booking"
 BASIC_SAGA_NAME = "travel-booking-basic"
-STEPS = (*SERVICES, "payment", "confirm", "notify")
+STEPS = TRAVEL_STEPS
 # What each reservation costs the customer, charged at the pivot.
 FARES = {"flight": 300, "hotel": 200, "car": 80}
 
@@ -352,37 +354,109 @@ class NotificationService(_Service):
 class TravelServices:
     """The three reservation services, the payment and the notification.
 
+    The reservation services this process books new trips with are
+    ``by_name``; an execution already in the log is served by the ones its
+    payload records (:meth:`of_execution`): the in-process tables when it
+    recorded none, else a client of each recorded URL, made once and kept, so
+    one process serves executions booked against different services.
+
     Args:
         database: the saga log's database, which hosts the in-process services.
         remote: reservation services reached elsewhere (over HTTP), by name;
-            the ones named replace their in-process twins. Payment and
-            notification always stay in-process.
+            the ones named replace their in-process twins for new bookings.
+            Payment and notification always stay in-process.
+        connect: makes a client for a recorded service URL (name, url); the
+            credentials the log never holds are put back first (see
+            :func:`recorded_services`).
     """
 
     def __init__(
         self,
         database: DemoDatabase,
         remote: Mapping[str, ReservationParticipant] | None = None,
+        *,
+        connect: Callable[[str, str], ReservationParticipant] | None = None,
     ) -> None:
         remote = remote or {}
         self.database = database
+        self.local: dict[str, ReservationParticipant] = {
+            name: ReservationService(name, database) for name in SERVICES
+        }
         self.by_name: dict[str, ReservationParticipant] = {
-            name: remote[name] if name in remote else ReservationService(name, database)
-            for name in SERVICES
+            name: remote[name] if name in remote else self.local[name] for name in SERVICES
         }
         self.flight = self.by_name["flight"]
         self.hotel = self.by_name["hotel"]
         self.car = self.by_name["car"]
         self.payment = PaymentService(database)
         self.notification = NotificationService(database)
+        self._connect = connect
+        # One client per recorded (service, URL): the process's own first.
+        self._clients: dict[tuple[str, str], ReservationParticipant] = {
+            (name, _stored(str(service.url))): service
+            for name, service in remote.items()
+            if hasattr(service, "url")
+        }
+        self._clients_lock = threading.Lock()
 
     def endpoints(self) -> dict[str, str]:
-        """URLs of the services reached over HTTP, by name (empty: all in-process)."""
+        """What a new booking records: the remote services' URLs, credentials stripped."""
         return {
-            name: str(service.url)
+            name: _stored(str(service.url))
             for name, service in self.by_name.items()
             if hasattr(service, "url")
         }
+
+    def of_execution(self, name: str, payload: Mapping[str, Any]) -> ReservationParticipant:
+        """The `name` service the execution with `payload` booked with.
+
+        Raises:
+            InvalidInputError: the payload records a malformed services entry,
+                or a remote service and this process cannot reach any.
+        """
+        url = recorded_services(payload).get(name)
+        if url is None:
+            return self.local[name]
+        return self.remote_at(name, url)
+
+    def remote_at(self, name: str, url: str) -> ReservationParticipant:
+        """The client of the `name` service at `url` (a stored URL), made once."""
+        with self._clients_lock:
+            client = self._clients.get((name, url))
+            if client is None:
+                if self._connect is None:
+                    raise InvalidInputError(
+                        f"this process cannot reach the {name} service at {url}"
+                    )
+                client = self._clients[(name, url)] = self._connect(name, url)
+            return client
+
+    def audited(
+        self, payloads: Collection[Mapping[str, Any]]
+    ) -> list[tuple[str, str | None, ReservationParticipant]]:
+        """Every service that `payloads` booked with, and this process's own remote ones.
+
+        Each as (name, stored URL or None for the in-process one, the service).
+
+        The in-process services are in the list only when some payload
+        recorded none (or this process uses them and their tables exist):
+        an audit must not create the demo's tables in a log that never had them.
+        """
+        wanted: dict[tuple[str, str | None], None] = {}
+        for payload in payloads:
+            recorded = recorded_services(payload)
+            for name in SERVICES:
+                wanted[(name, recorded.get(name))] = None
+        for name, url in self.endpoints().items():
+            wanted[(name, url)] = None
+        if self.database.exists():
+            for name in SERVICES:
+                if self.by_name[name] is self.local[name]:
+                    wanted[(name, None)] = None
+        return [
+            (name, url, self.local[name] if url is None else self.remote_at(name, url))
+            for name, url in wanted
+        ]
 
     def inventory(self) -> list[InventoryRow]:
         """Inventory of every service."""
@@ -407,11 +481,35 @@ class TravelServices:
                 raise InvalidInputError(f"unknown {service} {code!r}; known: {', '.join(known)}")
 
     def close(self) -> None:
-        """Close the services' connections."""
-        for service in self.by_name.values():
+        """Close the services' connections and clients."""
+        for service in {*self.local.values(), *self._clients.values()}:
             service.close()
         self.payment.close()
         self.notification.close()
+
+
+def _stored(url: str) -> str:
+    """`url` as the log may keep it: no credentials, no trailing slash."""
+    return strip_credentials(url).rstrip("/")
+
+
+def recorded_services(payload: Mapping[str, Any]) -> dict[str, str]:
+    """The remote services a booking's payload names (empty: all in-process).
+
+    Raises:
+        InvalidInputError: ``services`` is not a mapping of flight, hotel or
+            car to an http(s) URL.
+    """
+    recorded = payload.get("services") or {}
+    if not isinstance(recorded, Mapping):
+        raise InvalidInputError("malformed booking payload: services is not an object")
+    for name, url in recorded.items():
+        if name not in SERVICES or not isinstance(url, str) or "://" not in url:
+            raise InvalidInputError(
+                f"malformed booking payload: services names {name!r}, not one of "
+                f"{', '.join(SERVICES)} with an http URL"
+            )
+    return dict(recorded)
 
 
 # -- the booking request -------------------------------------------------------
@@ -684,21 +782,25 @@ def travel_saga(
     # The steps are ``async def``: in-process services write right on the
     # event loop when the database is free (else on a thread), remote ones are
     # awaited over HTTP, so many bookings wait on their services at once.
-    def reserver(service: ReservationParticipant) -> Callable[[StepContext], Any]:
+    # Each call goes to the service the execution recorded (see
+    # TravelServices.of_execution), whichever services this process books with.
+    def reserver(name: str) -> Callable[[StepContext], Any]:
         async def reserve(ctx: StepContext) -> Any:
             request = BookingRequest.of(ctx)
-            code = request.resources().get(service.name)
+            code = request.resources().get(name)
             if code is None:
                 return {"skipped": True}
             declined(ctx, request)
+            service = services.of_execution(name, ctx.payload)
             return await service.reserve_async(ctx.key, ctx.execution_id, code, request.customer)
 
         return reserve
 
-    def canceller(service: ReservationParticipant) -> Callable[[StepContext], Any]:
+    def canceller(name: str) -> Callable[[StepContext], Any]:
         async def cancel(ctx: StepContext) -> Any:
-            if service.name not in BookingRequest.of(ctx).resources():
+            if name not in BookingRequest.of(ctx).resources():
                 return {"skipped": True}
+            service = services.of_execution(name, ctx.payload)
             return await service.cancel_async(ctx.action_key, ctx.execution_id)
 
         return cancel
@@ -716,7 +818,7 @@ def travel_saga(
         declined(ctx, request)
         for name in request.resources():
             key = f"{ctx.execution_id}:{name}"
-            service = services.by_name[name]
+            service = services.of_execution(name, ctx.payload)
             if breakers is None:
                 await service.confirm_async(key)
             else:
@@ -736,8 +838,8 @@ def travel_saga(
         Step(
             name,
             # the breaker sees what the (faulty) service does, so it wraps the faults
-            guarded(name, faults.wrap(name, False, reserver(services.by_name[name]))),
-            guarded(name, faults.wrap(name, True, canceller(services.by_name[name]))),
+            guarded(name, faults.wrap(name, False, reserver(name))),
+            guarded(name, faults.wrap(name, True, canceller(name))),
             retry=RESERVATION_RETRY,
             # a remote service's reply may never come: the step then fails
             # with its effect unknown and is compensated (a tombstone)
@@ -768,27 +870,13 @@ def travel_saga(
             forward("notify", notify, StepKind.RETRIABLE, DEFAULT_RETRIABLE_RETRY, "notification")
         )
 
-    def same_services(payload: Mapping[str, Any]) -> None:
-        # A booking made against remote services must be resumed against the
-        # same ones: cancels sent elsewhere would leak its reservations.
-        recorded = dict(payload.get("services") or {})
-        current = services.endpoints()
-        if recorded != current:
-            wanted = ",".join(f"{k}={v}" for k, v in sorted(recorded.items()))
-            raise InvalidInputError(
-                "this booking was made with "
-                + (f"--services {wanted}" if recorded else "the in-process services")
-                + "; this process has "
-                + (
-                    "--services " + ",".join(f"{k}={v}" for k, v in sorted(current.items()))
-                    if current
-                    else "the in-process services"
-                )
-                + (f": pass --services {wanted} (or SAGA_SERVICES)" if recorded else "")
-            )
+    def known_services(payload: Mapping[str, Any]) -> None:
+        # Refused before anything is written: a payload whose services this
+        # process cannot make sense of (the calls would go nowhere).
+        recorded_services(payload)
 
     return SagaDefinition(
-        SAGA_NAME if payment else BASIC_SAGA_NAME, tuple(steps), precondition=same_services
+        SAGA_NAME if payment else BASIC_SAGA_NAME, tuple(steps), precondition=known_services
     )
 
 
@@ -831,15 +919,26 @@ def audit(
     violations: list[str] = []
     held: dict[str, dict[str, str]] = {}
     total = 0
-    for name, service in services.by_name.items():
+    booked_at: dict[str, dict[str, str | None]] = {}
+    for execution_id, (_status, payload) in executions.items():
+        try:
+            recorded = recorded_services(payload)
+        except InvalidInputError:
+            violations.append(f"execution {execution_id} has a malformed payload")
+            recorded = {}
+        booked_at[execution_id] = {name: recorded.get(name) for name in SERVICES}
+    where = [payload for _status, payload in executions.values()]
+    audited = services.audited([p for p in where if _well_formed(p)])
+    for name, url, service in audited:
+        at = name if url is None else f"{name} at {url}"
         for key, saga_id, resource, status in service.reservations():
             total += 1
-            if saga_id not in executions:
-                violations.append(f"{name} reservation {key} belongs to no execution")
+            if booked_at.get(saga_id, {}).get(name, "") != url:
+                violations.append(f"{at} reservation {key} belongs to no execution")
                 continue
             held.setdefault(saga_id, {})[name] = status
             if resource is None and status != "canceled":
-                violations.append(f"{name} reservation {key} holds no resource")
+                violations.append(f"{at} reservation {key} holds no resource")
     for execution_id, (status, payload) in executions.items():
         holding = held.get(execution_id, {})
         if status is SagaStatus.COMPLETED:
@@ -861,8 +960,11 @@ def audit(
                 violations.append(
                     f"compensated execution {execution_id} still holds a {state} {name} reservation"
                 )
-    charged = {saga_id for _key, saga_id, _amount in services.payment.charges()}
-    notified = {saga_id for _key, saga_id in services.notification.sent()}
+    charged: set[str] = set()
+    notified: set[str] = set()
+    if services.database.exists():  # never made here: a log of the user's sagas has none
+        charged = {saga_id for _key, saga_id, _amount in services.payment.charges()}
+        notified = {saga_id for _key, saga_id in services.notification.sent()}
     for kind, owners in (("charge", charged), ("notification", notified)):
         for saga_id in sorted(owners - executions.keys()):
             violations.append(f"a {kind} of {saga_id} belongs to no execution")
@@ -875,7 +977,8 @@ def audit(
             if execution_id not in notified:
                 violations.append(f"completed execution {execution_id} was never notified")
     total += len(charged) + len(notified)
-    for row in services.inventory():
+    rows = [row for _name, _url, service in audited for row in service.inventory()]
+    for row in rows:
         if row.available + row.pending + row.confirmed != row.capacity or row.available < 0:
             violations.append(
                 f"{row.service} {row.resource}: capacity {row.capacity} != available "
@@ -884,8 +987,19 @@ def audit(
     return AuditReport(violations, len(executions), total)
 
 
+def _well_formed(payload: Mapping[str, Any]) -> bool:
+    try:
+        recorded_services(payload)
+    except InvalidInputError:
+        return False
+    return True
+
+
 def open_services(
-    store: SagaStore, remote: Mapping[str, ReservationParticipant] | None = None
+    store: SagaStore,
+    remote: Mapping[str, ReservationParticipant] | None = None,
+    *,
+    connect: Callable[[str, str], ReservationParticipant] | None = None,
 ) -> TravelServices:
     """The travel services on the same database as `store` (separate connections).
 
@@ -896,88 +1010,6 @@ def open_services(
         store: the saga log, whose database hosts the in-process services.
         remote: reservation services reached elsewhere, replacing their
             in-process twins (see TravelServices).
+        connect: makes a client for a service URL an execution recorded.
     """
-    return TravelServices(DemoDatabase(store), remote)
-
-
-@dataclass(frozen=True, slots=True)
-class FaultOption:
-    """One failure-injection option, as ``saga faults`` lists it."""
-
-    option: str
-    commands: str
-    effect: str
-
-
-FAULT_OPTIONS = (
-    FaultOption(
-        "--fail STEP",
-        "book, simulate",
-        "The STEP service declines (a business failure, not retried); completed steps are "
-        "compensated in reverse. STEP: flight, hotel, car, payment (the pivot: a declined "
-        "card), or confirm/notify (past the pivot: retried, then stuck). Stored with the "
-        "booking, so a resumed execution fails alike. Repeatable.",
-    ),
-    FaultOption(
-        "--fail-rate P",
-        "simulate",
-        "Each booking fails with probability P at a flight, hotel or car step drawn at "
-        "random; reproducible with --seed.",
-    ),
-    FaultOption(
-        "--flaky STEP[:N]",
-        "book, simulate",
-        "STEP's first N attempts (default 1) fail with a transient error; reservations are "
-        "retried up to 4 times with backoff, so N < 4 still succeeds. Repeatable.",
-    ),
-    FaultOption(
-        "--fail-compensation STEP[:N|always]",
-        "book, simulate",
-        "The first N attempts of STEP's compensation fail (retried up to 5 times with "
-        "backoff); `always`, or N >= 5, leaves the execution stuck (exit 4) for "
-        "`saga resume` or `saga resolve`. Repeatable.",
-    ),
-    FaultOption(
-        "--slow STEP:SECONDS",
-        "book, simulate",
-        "Each call to STEP takes SECONDS longer (the step's duration in `saga show` shows it).",
-    ),
-    FaultOption(
-        "--timeout STEP",
-        "book, simulate",
-        "STEP gets a 0.25 s timeout and answers only after 1 s: it counts as failed with its "
-        "effect unknown and is compensated; its late arrival is refused by the tombstone "
-        "(or undone if it lands first). A pivot that times out leaves the execution stuck.",
-    ),
-    FaultOption(
-        "--outage SERVICE",
-        "book, simulate",
-        "Every call to SERVICE fails, its compensations and the confirmation too: the step "
-        "is retried, then compensated, and the saga ends stuck until the service is back "
-        "(`saga resume` without --outage).",
-    ),
-    FaultOption(
-        "--crash-at STEP:before",
-        "book, simulate",
-        "SIGKILL this process after STEP's started record is durable, before its service "
-        "runs. `saga resume` calls the service again with the same key. STEP:before@N "
-        "dies at attempt N instead of the first (a crash between retries).",
-    ),
-    FaultOption(
-        "--crash-at STEP:after",
-        "book, simulate",
-        "SIGKILL after STEP's service committed, before the outcome is recorded. The "
-        "resumed call is answered from the service's idempotency record.",
-    ),
-    FaultOption(
-        "--crash-at compensate-STEP:before|after",
-        "book, simulate",
-        "The same two crash points around STEP's compensation (combine with --fail to reach them).",
-    ),
-    FaultOption(
-        "(scarce catalogue)",
-        "book, simulate",
-        "Capacities are small, cars the scarcest, so bookings run out of cars naturally "
-        "and compensate; `saga inventory --restock N` refills every resource to N.",
-    ),
-)
+    return TravelServices(DemoDatabase(store), remote, connect=connect)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -345,6 +345,8 @@ class SagaStore(abc.ABC):
         *,
         sagas: Sequence[str] | None = None,
         limit: int = 1,
+        exclude: Collection[str] = (),
+        admit: Callable[[ExecutionRecord], bool] | None = None,
     ) -> list[ExecutionRecord]:
         """Take, in one transaction, the leases of up to `limit` executions a worker may run.
 
@@ -359,6 +361,12 @@ class SagaStore(abc.ABC):
         execution just claimed stays pending until its first step is recorded,
         and must not be taken again while that claim's lease is live. A
         submitted one has no owner, so it is ready at once.
+
+        `exclude` names executions never to take (ones this worker refused
+        before). `admit`, when given, is asked about each candidate (as read,
+        before any write) inside the transaction; one it refuses is left exactly
+        as it was: no lease, no version bump, no event (a worker that cannot
+        run an execution must not hold it up for the others).
 
         Returns:
             The records as they are after the claim (new owner, lease and version).

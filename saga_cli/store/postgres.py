@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -223,6 +223,8 @@ class PostgresStore(SqlStore):
         *,
         sagas: Sequence[str] | None = None,
         limit: int = 1,
+        exclude: Collection[str] = (),
+        admit: Callable[[ExecutionRecord], bool] | None = None,
     ) -> list[ExecutionRecord]:
         """Take, in one transaction, the leases of up to `limit` executions a worker may run.
 
@@ -254,15 +256,21 @@ class PostgresStore(SqlStore):
                 return []
             where += " AND saga = ANY(%s)"
             params.append(list(sagas))
+        if exclude:
+            where += " AND NOT (id = ANY(%s))"
+            params.append(list(exclude))
 
         def work(cursor: Any) -> list[ExecutionRecord]:
             rows = cursor.execute(
-                f"SELECT id FROM saga_execution WHERE {where}"
+                f"SELECT {EXECUTION_COLUMNS} FROM saga_execution WHERE {where}"
                 " ORDER BY created_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
                 [*params, limit],
             ).fetchall()
+            records = [row_to_record(row) for row in rows]
+            if admit is not None:
+                records = [record for record in records if admit(record)]
             taken: list[ExecutionRecord] = []
-            for (execution_id,) in rows:
+            for execution_id in (record.id for record in records):
                 row = cursor.execute(
                     "UPDATE saga_execution SET owner=%s, lease_expires_at=%s, updated_at=%s,"
                     f" version=version+1 WHERE id=%s RETURNING {EXECUTION_COLUMNS}",

@@ -18,7 +18,7 @@ import dataclasses
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -361,6 +361,8 @@ class SqliteStore(SqlStore):
         *,
         sagas: Sequence[str] | None = None,
         limit: int = 1,
+        exclude: Collection[str] = (),
+        admit: Callable[[ExecutionRecord], bool] | None = None,
     ) -> list[ExecutionRecord]:
         """Take up to `limit` ready executions: BEGIN IMMEDIATE, select, compare-and-set each.
 
@@ -374,6 +376,9 @@ class SqliteStore(SqlStore):
         if names == []:
             return []
         saga_filter = "" if names is None else f" AND saga IN ({','.join('?' * len(names))})"
+        skipped = list(exclude)
+        if skipped:
+            saga_filter += f" AND id NOT IN ({','.join('?' * len(skipped))})"
         by = encode({"by": owner})
         sql = self.SQL
 
@@ -382,11 +387,13 @@ class SqliteStore(SqlStore):
             for status in (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING):
                 rows = cursor.execute(
                     f"{_READY_OF_STATUS}{saga_filter} ORDER BY created_at, id LIMIT ?",
-                    (status, now, *(names or ()), limit),
+                    (status, now, *(names or ()), *skipped, limit),
                 ).fetchall()
                 candidates += map(row_to_record, rows)
             candidates.sort(key=lambda r: (r.created_at, r.id))
             taken: list[ExecutionRecord] = []
+            if admit is not None:
+                candidates = [record for record in candidates[:limit] if admit(record)]
             for record in candidates[:limit]:
                 cursor.execute(
                     sql.claim_execution, (owner, lease_expires_at, now, record.id, record.version)

@@ -6,7 +6,7 @@ import pytest
 from conftest import SagaCli
 from support import BOOKING, CATALOGUE, execute
 
-from saga_cli.services.travel import FAULT_OPTIONS
+from saga_cli.faults import FAULT_OPTIONS
 
 # (service, resource) -> capacity, as the migrations put them in the catalogue.
 CAPACITY = {(s, r): n for s, resources in CATALOGUE.items() for r, n in resources.items()}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CliResult, SagaCli, cli_env, saga_executable
-from support import assert_one_line_error, execute
+from support import assert_one_line_error, execute, query
 
 LONG_NAME = "nightly-ledger-reconciliation-between-the-warehouse-and-the-accounting-system"
 
@@ -123,6 +123,19 @@ def test_check_counts_and_audits_the_users_executions(migrated: SagaCli, sagas: 
     assert two.code == 0, two
     assert two.json() == {"consistent": True, "violations": []}
     assert migrated("check").stdout.strip() == "consistent: 2 executions"
+
+
+def test_check_never_makes_the_demo_tables_in_a_log_of_the_users_sagas(
+    saga: SagaCli, sagas: Path
+) -> None:
+    assert saga("run", f"{sagas}:tiny", "--payload", "{}").code == 0
+
+    checked = saga("check")
+
+    assert checked.stdout.strip() == "consistent: 1 execution", checked
+    tables = {str(row[0]) for row in query(saga.db, "SELECT name FROM sqlite_master")}
+    assert "saga_execution" in tables
+    assert not {"flight_reservation", "payment_charge", "circuit_breaker"} & tables
 
 
 @pytest.mark.parametrize(

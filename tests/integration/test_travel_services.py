@@ -297,3 +297,29 @@ def test_audit_detects_a_completed_execution_with_a_pending_reservation(
     assert report.violations == [
         "completed execution done has car reservation pending, expected confirmed"
     ]
+
+
+def test_each_execution_is_served_by_the_services_it_recorded_with_lent_credentials(
+    store: SagaStore,
+) -> None:
+    from saga_cli.booking import TravelBooking
+    from saga_cli.services.travel import BookingRequest
+
+    booking = TravelBooking(store, services={"hotel": "http://ops:pw@127.0.0.1:9/"})
+    try:
+        payload = booking.payload_of(BookingRequest("FL100", "GRAND"))
+        assert payload["services"] == {"hotel": "http://127.0.0.1:9"}  # never the password
+        services = booking.services
+        lent = services.of_execution("hotel", payload)
+        assert lent is services.by_name["hotel"]
+        assert getattr(lent, "url", None) == "http://ops:pw@127.0.0.1:9"
+        elsewhere = {"services": {"hotel": "http://127.0.0.1:10"}}
+        other = services.of_execution("hotel", elsewhere)
+        assert getattr(other, "url", None) == "http://127.0.0.1:10"
+        assert services.of_execution("hotel", elsewhere) is other  # one client per URL
+        assert services.of_execution("flight", payload) is services.local["flight"]
+        assert services.of_execution("hotel", {}) is services.local["hotel"]
+        with pytest.raises(InvalidInputError, match="malformed booking payload"):
+            services.of_execution("hotel", {"services": {"boat": "http://x"}})
+    finally:
+        booking.close()

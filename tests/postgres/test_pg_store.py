@@ -308,3 +308,19 @@ def test_held_executions_lists_live_leases_per_owner(pg: PostgresStore) -> None:
         "w2": [],  # one lease expired, one execution finished
         "w3": [],
     }
+
+
+def test_claim_ready_leaves_a_refused_candidate_untouched_and_skips_excluded_ones(
+    pg: PostgresStore,
+) -> None:
+    for n in range(3):
+        pg.create(record(f"{n}" * 32, created_at=float(n)), FIRST)
+
+    taken = pg.claim_ready(
+        "me", 50.0, 10.0, limit=3, exclude=["2" * 32], admit=lambda r: r.id != "0" * 32
+    )
+
+    assert [r.id for r in taken] == ["1" * 32]
+    for untouched in ("0" * 32, "2" * 32):
+        assert (pg.get(untouched).owner, pg.get(untouched).version) == (None, 1)
+        assert len(pg.events(untouched)) == len(FIRST)

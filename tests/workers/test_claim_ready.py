@@ -10,7 +10,7 @@ from support import make_execution as make
 
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import LeaseLostError
-from saga_cli.store import SagaStore, Transition, WorkerRecord
+from saga_cli.store import ExecutionRecord, SagaStore, Transition, WorkerRecord
 
 
 def test_claims_pending_and_expired_oldest_first_with_a_resumed_event(store: SagaStore) -> None:
@@ -142,3 +142,25 @@ def test_held_executions_are_the_live_leases_per_owner(store: SagaStore) -> None
     make(store, "c" * 32, status=SagaStatus.COMPLETED, owner="h:8:9", lease_expires_at=50.0)
 
     assert store.held_executions(["h:8:9", "h:1:1"], 10.0) == {"h:8:9": ["a" * 32], "h:1:1": []}
+
+
+def test_a_refused_candidate_is_left_untouched_and_an_excluded_one_is_never_read(
+    store: SagaStore,
+) -> None:
+    make(store, "a" * 32, created_at=101)
+    make(store, "b" * 32, created_at=102)
+    make(store, "c" * 32, created_at=103)
+    asked: list[str] = []
+
+    def admit(record: ExecutionRecord) -> bool:
+        asked.append(record.id)
+        return record.id != "a" * 32
+
+    taken = store.claim_ready("w:1:1", 260.0, 200.0, limit=3, exclude=["c" * 32], admit=admit)
+
+    assert [r.id for r in taken] == ["b" * 32]
+    assert asked == ["a" * 32, "b" * 32]
+    refused = store.get("a" * 32)
+    assert (refused.owner, refused.lease_expires_at, refused.version) == (None, None, 1)
+    assert [e.type for e in store.events("a" * 32)] == [EventType.SAGA_STARTED]
+    assert store.get("c" * 32).version == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import SagaCli
 from crash.logdb import LogDb, assert_capacity_conserved, assert_terminal_and_consistent
-from support import BOOKING, assert_one_line_error, wait_for
+from support import BOOKING, assert_one_line_error, execute, query, wait_for
 
 from saga_cli.store import WorkerRecord, open_store
 
@@ -35,6 +35,13 @@ order = Saga("shop-order", concurrency_key=lambda p: "sku:" + p["sku"])
 order.step("reserve", compensation=record)(record)
 order.step("charge", compensation=record)(record)
 '''
+BOOKING_PAYLOAD = {
+    "flight": "FL100",
+    "hotel": "GRAND",
+    "car": "ECONOMY",
+    "customer": "guest",
+    "fail": [],
+}
 
 
 def test_book_submit_writes_a_pending_execution_and_prints_its_id(migrated: SagaCli) -> None:
@@ -206,3 +213,31 @@ def test_worker_bad_input_is_one_line_and_exit_2(
     migrated: SagaCli, args: tuple[str, ...], fragment: str
 ) -> None:
     assert_one_line_error(migrated("worker", "--exit-when-idle", *args), 2, fragment)
+
+
+def test_an_execution_a_worker_refuses_is_left_exactly_as_it_was(migrated: SagaCli) -> None:
+    refused = migrated("book", *BOOKING, "--submit").stdout.strip()
+    fine = migrated("book", *BOOKING, "--submit").stdout.strip()
+    # services this process can make no sense of: the travel saga's precondition refuses
+    execute(
+        migrated.db,
+        "UPDATE saga_execution SET payload=? WHERE id=?",
+        (json.dumps({**BOOKING_PAYLOAD, "services": {"boat": "http://x"}}), refused),
+    )
+    before = query(migrated.db, "SELECT * FROM saga_execution WHERE id=?", (refused,))
+    events = query(migrated.db, "SELECT * FROM saga_event WHERE saga_id=?", (refused,))
+
+    worked = migrated("worker", "--exit-when-idle", "--json")
+    resumed = migrated("resume", refused)
+
+    assert worked.code == 0, worked
+    report = worked.json()
+    assert report["completed"] == 1 and list(report["failed"]) == [refused], report
+    assert "malformed booking payload" in report["failed"][refused]
+    assert_one_line_error(resumed, 2, "malformed booking payload")
+    # no version bump, no lease, no event: another worker may take it at once
+    assert query(migrated.db, "SELECT * FROM saga_execution WHERE id=?", (refused,)) == before
+    assert query(migrated.db, "SELECT * FROM saga_event WHERE saga_id=?", (refused,)) == events
+    assert query(migrated.db, "SELECT status FROM saga_execution WHERE id=?", (fine,)) == [
+        ("completed",)
+    ]
