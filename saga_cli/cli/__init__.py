@@ -56,11 +56,13 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     """Logs go to stderr (stdout carries only data): errors only with --quiet, more with -v."""
     import logging
 
+    from saga_cli.terminal import log_formatter
+
     levels = (logging.WARNING, logging.INFO, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter())  # no secret, no escape sequence in a log line
     logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.ERROR if quiet else levels[min(verbose, 2)],
-        format="%(levelname)s %(name)s: %(message)s",
+        level=logging.ERROR if quiet else levels[min(verbose, 2)], handlers=[handler]
     )
 
 
@@ -79,7 +81,9 @@ def _config(ctx: typer.Context, value: str | None) -> str | None:
 
         if not isinstance(exc, SagaError):
             raise
-        typer.echo(f"Error: {exc}", err=True)
+        from saga_cli.terminal import error_line
+
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(ExitCode.USAGE) from None
     return value
 
@@ -156,6 +160,9 @@ def _main(
         typer.echo("Error: --verbose and --quiet exclude each other", err=True)
         raise typer.Exit(ExitCode.USAGE)
     _configure_logging(verbose, quiet)
+    from saga_cli.redact import remember
+
+    remember(db)  # its password never reaches a message, a log line or the JSON output
     state = State()
     state.db = db
     state.load = tuple(load or ())

@@ -21,6 +21,7 @@ from saga_cli.cli.helpers import (
     print_json,
     refuse_local_faults,
     render,
+    say,
     seconds,
     submitted,
     travel,
@@ -471,4 +472,4 @@ def prune(
     if as_json:
         print_json({"deleted": deleted, "older_than": cutoff, "statuses": names})
         return
-    typer.echo(f"Deleted {deleted} execution(s) ({', '.join(names)}) older than {older_than}.")
+    say(f"Deleted {deleted} execution(s) ({', '.join(names)}) older than {older_than}.")

@@ -17,6 +17,7 @@ from saga_cli.cli.helpers import (
     hint,
     open_log,
     render,
+    say,
     travel,
 )
 from saga_cli.cli.options import JsonOption, SagaOption, ServicesOption
@@ -189,8 +190,6 @@ def _announce(ctx: typer.Context, url: str, loopback: bool, access: Access | Non
     hint(ctx, f"saga ui on {url} ({'actions allowed' if access else 'read-only'}; Ctrl-C stops it)")
     if not loopback:
         reach = "read the saga log" + (" (and, with the token, act on it)" if access else "")
-        typer.echo(
-            f"warning: not listening on loopback: anyone who reaches {url} can {reach}", err=True
-        )
+        say(f"warning: not listening on loopback: anyone who reaches {url} can {reach}", err=True)
     if access is not None and access.generated:
-        typer.echo(f"actions token: {access.token}  (sign in at {url}login)", err=True)
+        say(f"actions token: {access.token}  (sign in at {url}login)", err=True)

@@ -12,6 +12,29 @@ import typer
 
 DEFAULT_DB = "saga.db"
 
+
+def secret_bearing(value: str | None) -> str | None:
+    """Callback of an option that holds URLs: their credentials are never printed.
+
+    The value may name a file of URLs (``--services``): its URLs count too.
+    """
+    if value:
+        from pathlib import Path
+
+        from saga_cli.redact import remember
+
+        remember(value)
+        if "://" not in value and "=" not in value and Path(value).is_file():
+            from saga_cli.errors import SagaError
+            from saga_cli.limits import MAX_SETTINGS_BYTES, read_capped
+
+            try:
+                remember(read_capped(value, MAX_SETTINGS_BYTES, f"the services file {value}"))
+            except SagaError:
+                pass  # reported when the option is used
+    return value
+
+
 IdArgument = Annotated[str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
 SagaOption = Annotated[
@@ -53,6 +76,7 @@ ServicesOption = Annotated[
     typer.Option(
         "--services",
         envvar="SAGA_SERVICES",
+        callback=secret_bearing,
         metavar="URLS",
         help="Call the flight, hotel and car services over HTTP (`saga serve`): three URLs "
         "in that order, NAME=URL pairs, or a file of NAME=URL lines. Resume with the same.",
