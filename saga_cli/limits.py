@@ -32,6 +32,17 @@ MAX_CURSOR_CHARS = 200
 MAX_DURATION_SECONDS = 10 * 365 * 86400.0
 
 
+def bounded(value: float, low: float, high: float, what: str) -> float:
+    """`value` if it is a finite number within [low, high].
+
+    Raises:
+        InvalidInputError: NaN, infinite, or out of range (the message names `what`).
+    """
+    if not (math.isfinite(value) and low <= value <= high):
+        raise InvalidInputError(f"{what} must be a number from {low:g} to {high:g} (got {value})")
+    return value
+
+
 def _size(limit: int) -> str:
     return f"{limit // MiB} MiB" if limit >= MiB else f"{limit // 1024} KiB"
 

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from saga_cli.cli import alerting, database, executions, observability, travel, workers
 from saga_cli.cli.helpers import ExitCode, State
@@ -30,8 +33,46 @@ from saga_cli.cli.options import DEFAULT_DB
 
 __all__ = ["ExitCode", "app", "main"]
 
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """The root command: a usage error is one ``Error:`` line too, like every other error.
+
+    Click prints the usage and a hint above it; a script (and the README's
+    promise) wants exactly one line on stderr, so the hint joins the line.
+    """
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line() -> Iterator[None]:
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    try:
+        yield
+    except usage_error as exc:
+        context = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" or context is None:
+            raise
+        line = f"{exc.format_message()} (see '{context.command_path} --help')"
+
+        def show(file: Any = None) -> None:
+            from saga_cli.terminal import error_line
+
+            typer.echo(error_line(line), err=True)
+
+        exc.show = show  # type: ignore[method-assign]
+        raise
+
+
 app = typer.Typer(
     name="saga",
+    cls=_OneLineErrors,
     help=(
         "Durable sagas on a saga log (SQLite, or PostgreSQL shared by many workers): book "
         "the demo trip or run your own saga, kill the process, resume it, and every "

@@ -27,6 +27,7 @@ from saga_cli.cli.options import (
     OutageOption,
     SlowOption,
     TimeoutOption,
+    seconds_between,
 )
 
 app = commands()
@@ -52,11 +53,18 @@ def worker(
         float,
         typer.Option(
             metavar="SECONDS",
-            help="Lease length: a dead worker's executions go to others this long after it.",
+            parser=seconds_between(1, 86400),
+            help="Lease length, 1 to 86400 s: a dead worker's executions go to others this "
+            "long after it.",
         ),
     ] = 30.0,
     poll: Annotated[
-        float, typer.Option(metavar="SECONDS", help="Seconds between looks while idle.")
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            parser=seconds_between(0.01, 3600),
+            help="Seconds between looks while idle (0.01 to 3600).",
+        ),
     ] = 1.0,
     exit_when_idle: Annotated[
         bool, typer.Option("--exit-when-idle", help="Exit 0 once nothing is ready.")
