@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import IO, Any
 
 from saga_cli.errors import InvalidInputError
@@ -30,6 +31,28 @@ MAX_NOTE_CHARS = 2000
 MAX_CURSOR_CHARS = 200
 # Any duration or age: --deadline, --since, --older-than, --grace, --lease...
 MAX_DURATION_SECONDS = 10 * 365 * 86400.0
+# C0 and C1 controls except tab and newline, DEL, the bidirectional overrides
+# and isolates (they reorder what the eye reads), and lone surrogates (they
+# cannot be encoded for a terminal): what a terminal would obey or choke on.
+CONTROL_CHARACTERS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def check_note(note: str) -> str:
+    """`note` if it is plain text of at most MAX_NOTE_CHARS characters.
+
+    Raises:
+        InvalidInputError: empty, too long, or holding control characters
+            (escape sequences a terminal would obey when `saga show` prints it).
+    """
+    if not note.strip():
+        raise InvalidInputError("a resolution needs a note saying what was done (--note)")
+    if len(note) > MAX_NOTE_CHARS:
+        raise InvalidInputError(f"the note is {len(note)} characters; at most {MAX_NOTE_CHARS}")
+    if CONTROL_CHARACTERS.search(note):
+        raise InvalidInputError("the note holds control characters (escape sequences); plain text")
+    return note
 
 
 def bounded(value: float, low: float, high: float, what: str) -> float:

@@ -13,14 +13,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from saga_cli.limits import CONTROL_CHARACTERS as _CONTROLS
 from saga_cli.redact import mask
 
-# C0 and C1 controls except tab and newline, DEL, and the bidirectional
-# overrides and isolates (they reorder what the eye reads), and lone surrogates
-# (they cannot be encoded for the terminal).
-_CONTROLS = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
 _LINE_BREAKS = re.compile(r"[\t\n]+")
 # An Error: line is one line of at most this many characters.
 MAX_ERROR_CHARS = 1000
