@@ -104,8 +104,9 @@ def _malformed(request: Request, exc: Exception) -> JSONResponse:
 class BodyLimit:
     """ASGI middleware: a request body longer than `limit` bytes is refused with a 413.
 
-    It counts what arrives, so a chunked body without a Content-Length is
-    capped too; nothing past the limit is read into memory.
+    It reads the body itself, at most `limit` bytes, before the app sees it,
+    so a chunked body without a Content-Length is capped too and nothing past
+    the limit is held in memory (the service's bodies are a few dozen bytes).
     """
 
     def __init__(self, app: Any, limit: int) -> None:
@@ -113,6 +114,7 @@ class BodyLimit:
         self.limit = limit
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Handle one ASGI call: refuse an oversized body, else replay it to the app."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -120,28 +122,27 @@ class BodyLimit:
         if not declared.isdigit() or int(declared) > self.limit:
             await self._refuse(send)
             return
-        seen = 0
-
-        async def capped() -> Any:
-            nonlocal seen
+        body = bytearray()
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
-
-        started = False
-
-        async def tracking(message: Any) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, capped, tracking)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if len(body) > self.limit:
                 await self._refuse(send)
+                return
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Any) -> None:
         response = JSONResponse(
@@ -152,10 +153,6 @@ class BodyLimit:
             },
         )
         await response({"type": "http"}, _no_body, send)
-
-
-class _TooLarge(Exception):
-    """A request body grew past the limit while it was read."""
 
 
 async def _no_body() -> Any:
