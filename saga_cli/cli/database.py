@@ -74,7 +74,17 @@ def db_copy(
     """
     from saga_cli.store.copy import copy_log
 
-    report = copy_log(log_url(ctx), to)
+    from saga_cli.redact import redact_url
+
+    try:
+        report = copy_log(log_url(ctx), to)
+    except KeyboardInterrupt:
+        # Not errors_to_exit_codes' message, which is about sagas to resume.
+        say(
+            f"Interrupted; the copy was rolled back: {redact_url(to)} holds none of it.",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     if as_json:
         tables = [dataclasses.asdict(table) for table in report.tables]
         print_json({"source": report.source, "target": report.target, "tables": tables})
