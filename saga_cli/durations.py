@@ -24,7 +24,8 @@ def parse_duration(text: str) -> float:
     match = _PATTERN.match(text) if len(text) <= 100 else None
     if match is None:
         raise InvalidInputError(
-            f"{text[:100]!r} is not a duration; write e.g. 30s, 500ms, 2m, 1h (a bare number is seconds)"
+            f"{text[:100]!r} is not a duration; write e.g. 30s, 500ms, 2m, 1h "
+            "(a bare number is seconds)"
         )
     seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
     if not 0 < seconds < math.inf:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saga_cli.limits import CONTROL_CHARACTERS as _CONTROLS
 from saga_cli.redact import mask
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _LINE_BREAKS = re.compile(r"[\t\n]+")
 # An Error: line is one line of at most this many characters.
@@ -46,7 +49,7 @@ def _clean_segments(segments: Iterable[Any]) -> Iterable[Any]:
             yield Segment(printable(segment.text), segment.style)
 
 
-def console_class() -> type[Any]:
+def console_class() -> type[Console]:
     """A rich Console whose output holds no control characters but rich's own styles.
 
     Tables show what the log holds (notes, step names, errors, payloads);

@@ -52,21 +52,26 @@ class _OneLineErrors(typer.core.TyperGroup):
 
 @contextmanager
 def _one_line() -> Iterator[None]:
-    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    # Click's UsageError, wherever this typer version keeps click (it may vendor it).
+    usage_error: type[Exception] = next(
+        c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+    )
     try:
         yield
     except usage_error as exc:
         context = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError" or context is None:
             raise
-        line = f"{exc.format_message()} (see '{context.command_path} --help')"
+        line = (
+            f"{getattr(exc, 'format_message', exc.__str__)()} (see '{context.command_path} --help')"
+        )
 
         def show(file: Any = None) -> None:
             from saga_cli.terminal import error_line
 
             typer.echo(error_line(line), err=True)
 
-        exc.show = show  # type: ignore[method-assign]
+        setattr(exc, "show", show)  # noqa: B010 - replaces the usage-and-hint display
         raise
 
 

@@ -72,9 +72,8 @@ def db_copy(
 
     Example: saga --db saga.db db copy --to postgresql+psycopg://saga@db.internal/saga
     """
-    from saga_cli.store.copy import copy_log
-
     from saga_cli.redact import redact_url
+    from saga_cli.store.copy import copy_log
 
     try:
         report = copy_log(log_url(ctx), to)

@@ -232,8 +232,7 @@ def _refuse_unless_empty(target: _Side, tables: Sequence[str]) -> None:
         found = target.count(table)
         if found:
             raise InvalidInputError(
-                f"{target.name} is not empty ({table} has {found} rows); "
-                "copy into a new, empty log"
+                f"{target.name} is not empty ({table} has {found} rows); copy into a new, empty log"
             )
 
 

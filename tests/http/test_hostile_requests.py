@@ -5,8 +5,6 @@ A 500 would make the orchestrator retry a malformed call as a transient failure.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 
