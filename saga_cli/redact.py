@@ -114,9 +114,11 @@ def scrub(text: str, urls: Iterable[str]) -> str:
 MIN_REMEMBERED = 4
 _known: set[str] = set()
 _known_lock = threading.Lock()
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+# A scheme starts a word and is short: matching stays linear on long text.
+_SCHEME = r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,30}://"
+_URL = re.compile(_SCHEME + r"\S+")
 # userinfo in any URL, and key=value secrets in any text (libpq's conninfo included).
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:)[^\s\"']*@")
+_USERINFO = re.compile(r"(?P<head>" + _SCHEME + r"[^\s/@:]{0,256}:)[^\s\"']{0,1024}@")
 _ASSIGNED = re.compile(
     r"(?P<head>\b(?:"
     + "|".join(sorted(SECRET_PARAMETERS))
