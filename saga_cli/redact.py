@@ -54,12 +54,13 @@ def _redact_query(rest: str) -> str:
     path, sep, query = rest.partition("?")
     if not sep:
         return rest
-    query, hash_, fragment = query.partition("#")
+    # No fragment is split off: a ``#`` may be part of a password, so a
+    # secret's value runs to the next ``&`` (a wrong guess masks more, never less).
     parts = []
     for item in query.split("&"):
         name, eq, _value = item.partition("=")
         parts.append(f"{name}={MASK}" if eq and _is_secret(name) else item)
-    return f"{path}?{'&'.join(parts)}{hash_}{fragment}"
+    return f"{path}?{'&'.join(parts)}"
 
 
 def redact_url(url: str) -> str:
@@ -90,7 +91,7 @@ def secrets_of(url: str) -> list[str]:
         found.append(userinfo.partition(":")[2])
     _path, sep, query = rest.partition("?")
     if sep:
-        for item in query.partition("#")[0].split("&"):
+        for item in query.split("&"):
             name, eq, value = item.partition("=")
             if eq and _is_secret(name):
                 found.append(value)
