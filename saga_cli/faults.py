@@ -19,6 +19,10 @@ from typing import Any
 
 from saga_cli.domain import SagaDefinition, StepContext, StepKind, is_async
 from saga_cli.errors import BusinessError, InvalidInputError, TransientError
+from saga_cli.limits import whole
+
+# The most attempts a fault may count (--flaky car:N, --crash-at car:after@N).
+MAX_ATTEMPT = 1_000_000
 
 Call = Callable[[StepContext[Any]], Any]
 
@@ -61,9 +65,11 @@ class CrashPoint:
         spec, _, attempt_text = text.partition("@")
         attempt = None
         if attempt_text:
-            if not attempt_text.isdigit() or int(attempt_text) < 1:
-                raise InvalidInputError(f"crash point {text!r}: after @ give an attempt >= 1")
-            attempt = int(attempt_text)
+            attempt = whole(attempt_text, 1, MAX_ATTEMPT)
+            if attempt is None:
+                raise InvalidInputError(
+                    f"crash point {text[:100]!r}: after @ give an attempt from 1 to {MAX_ATTEMPT}"
+                )
         target, _, when = spec.partition(":")
         compensation = target.startswith("compensate-")
         step = target.removeprefix("compensate-")
@@ -201,10 +207,12 @@ def parse_step_count(
         return step, 1
     if always and count == "always":
         return step, None
-    if not count.isdigit() or int(count) < 1:
-        shape = "N (a whole number >= 1) or always" if always else "N (a whole number >= 1)"
-        raise InvalidInputError(f"{option} {text!r}: after the colon give {shape}")
-    return step, int(count)
+    number = whole(count, 1, MAX_ATTEMPT)
+    if number is None:
+        shape = f"N (a whole number from 1 to {MAX_ATTEMPT})"
+        shape += " or always" if always else ""
+        raise InvalidInputError(f"{option} {text[:100]!r}: after the colon give {shape}")
+    return step, number
 
 
 def parse_flaky(

@@ -55,6 +55,18 @@ def check_note(note: str) -> str:
     return note
 
 
+def whole(text: str, low: int, high: int) -> int | None:
+    """`text` as a whole number from `low` to `high`, or None (never an exception).
+
+    ``str.isdigit`` accepts ``²`` and a 5,000-digit string, on which ``int``
+    raises: this accepts ASCII digits only, at most 18 of them.
+    """
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        return None
+    number = int(text)
+    return number if low <= number <= high else None
+
+
 def bounded(value: float, low: float, high: float, what: str) -> float:
     """`value` if it is a finite number within [low, high].
 

@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 
 from saga_cli.errors import BusinessError, InvalidInputError, StoreError, TransientError
-from saga_cli.limits import MAX_REQUEST_BYTES
+from saga_cli.limits import MAX_REQUEST_BYTES, whole
 from saga_cli.services.database import DemoDatabase
 from saga_cli.services.travel import SERVICES, ReservationService
 from saga_cli.store import open_store
@@ -119,7 +119,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or ()).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.limit:
+        if whole(declared.decode("latin-1"), 0, self.limit) is None:
             await self._refuse(send)
             return
         body = bytearray()

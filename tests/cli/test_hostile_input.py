@@ -115,6 +115,10 @@ def numbers_outside(low: float, high: float, *, whole: bool = False) -> st.Searc
     ).filter(refused)
 
 
+# What follows STEP: in --flaky STEP:N (and @ in --crash-at): never a count from 1 to 10**6.
+COUNTS = st.sampled_from(
+    ["0", "-1", "²", "١", "1.5", "nan", "9" * 5000, "1000001"]
+) | st.integers(min_value=10**6 + 1).map(str)
 DURATIONS = (
     st.sampled_from(["1000000d", "3651d", "0s", "-5s", "1e5", "", "nan", "infs", "9" * 400 + "h"])
     | st.integers(min_value=10**9).map(lambda n: f"{n}s")
@@ -175,6 +179,11 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[Log], st.SearchStrategy[str]]]
     ("book --services", ("book", *BOOKING, "--services", "{}"), values(SECRET_URLS)),
     ("book --services FILE", ("book", *BOOKING, "--services", "{}"),
      files("services", "zero", "directory", "latin-1", "big")),
+    ("book --flaky", ("book", *BOOKING, "--flaky", "{}"), values(COUNTS.map("car:{}".format))),
+    ("book --crash-at", ("book", *BOOKING, "--crash-at", "{}"),
+     values(COUNTS.map("car:after@{}".format) | ANY_TEXT)),
+    ("run --slow", ("run", FREE, "--payload", "{}", "--slow", "{}"),
+     values(numbers_outside(0, 3600).map("only:{}".format))),
     ("resume ID", ("resume", "{}"), values(NOT_IDS)),
     ("resume --concurrency", ("resume", "--all", "--concurrency", "{}"),
      values(numbers_outside(1, 1024, whole=True))),
