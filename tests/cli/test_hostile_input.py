@@ -116,9 +116,9 @@ def numbers_outside(low: float, high: float, *, whole: bool = False) -> st.Searc
 
 
 # What follows STEP: in --flaky STEP:N (and @ in --crash-at): never a count from 1 to 10**6.
-COUNTS = st.sampled_from(
-    ["0", "-1", "²", "١", "1.5", "nan", "9" * 5000, "1000001"]
-) | st.integers(min_value=10**6 + 1).map(str)
+COUNTS = st.sampled_from(["0", "-1", "²", "١", "1.5", "nan", "9" * 5000, "1000001"]) | st.integers(
+    min_value=10**6 + 1
+).map(str)
 DURATIONS = (
     st.sampled_from(["1000000d", "3651d", "0s", "-5s", "1e5", "", "nan", "infs", "9" * 400 + "h"])
     | st.integers(min_value=10**9).map(lambda n: f"{n}s")
@@ -279,3 +279,21 @@ def test_show_json_never_prints_nan_even_from_an_old_log(log: Log, tmp_path: Pat
     assert shown.code == 0, shown
     assert "NaN" not in shown.stdout
     json.loads(shown.stdout, parse_constant=lambda name: pytest.fail(f"{name} in the output"))
+
+
+def test_escape_sequences_in_the_log_never_reach_the_terminal(log: Log, tmp_path: Path) -> None:
+    """A log written by an older saga (or by hand) may hold them: show prints them as `?`."""
+    from support import execute
+
+    db = tmp_path / "old.db"
+    shutil.copyfile(log.db, db)
+    hostile = "\x1b]0;owned\x07\x1b[2J\u202egnp.exe"
+    execute(db, "UPDATE saga_execution SET saga=? WHERE id=?", (hostile, log.stuck))
+
+    shown = invoke_saga(db, "show", log.stuck)
+    listed = invoke_saga(db, "list")
+
+    assert shown.code == 0, shown
+    for output in (shown.stdout, listed.stdout):
+        assert "\x1b]" not in output and "\x07" not in output and "\u202e" not in output
+    assert "?]0;owned" in shown.stdout and "?[2J?gnp.exe" in shown.stdout
