@@ -32,8 +32,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 
+from saga_cli.body_limit import BodyLimit
 from saga_cli.errors import BusinessError, InvalidInputError, StoreError, TransientError
-from saga_cli.limits import MAX_REQUEST_BYTES, whole
+from saga_cli.limits import MAX_REQUEST_BYTES
 from saga_cli.services.database import DemoDatabase
 from saga_cli.services.travel import SERVICES, ReservationService
 from saga_cli.store import open_store
@@ -99,64 +100,6 @@ def _malformed(request: Request, exc: Exception) -> JSONResponse:
     )
     detail = problems.encode("utf-8", "replace").decode("utf-8")[:1000] or "malformed request"
     return JSONResponse(status_code=422, content={"detail": detail, "error": "InvalidInputError"})
-
-
-class BodyLimit:
-    """ASGI middleware: a request body longer than `limit` bytes is refused with a 413.
-
-    It reads the body itself, at most `limit` bytes, before the app sees it,
-    so a chunked body without a Content-Length is capped too and nothing past
-    the limit is held in memory (the service's bodies are a few dozen bytes).
-    """
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Handle one ASGI call: refuse an oversized body, else replay it to the app."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or ()).get(b"content-length", b"0")
-        if whole(declared.decode("latin-1"), 0, self.limit) is None:
-            await self._refuse(send)
-            return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body += message.get("body", b"")
-            if len(body) > self.limit:
-                await self._refuse(send)
-                return
-            if not message.get("more_body"):
-                break
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, send: Any) -> None:
-        response = JSONResponse(
-            status_code=413,
-            content={
-                "detail": f"request body over {self.limit} bytes",
-                "error": "InvalidInputError",
-            },
-        )
-        await response({"type": "http"}, _no_body, send)
-
-
-async def _no_body() -> Any:
-    return {"type": "http.disconnect"}
 
 
 def open_service(service: str, db: str | Path) -> ReservationService:
