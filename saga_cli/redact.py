@@ -3,7 +3,7 @@
 One place decides it, whatever the password's characters: every message,
 log line, JSON output and stored payload that names a URL goes through
 :func:`redact_url`, and text that may quote one (a driver's error message)
-through :func:`scrub`. The CLI also :func:`remember`\ s the secrets of the URLs
+through :func:`scrub`. The CLI hands :func:`remember` the URLs
 it is given (--db, --to, --services) and passes every line it prints through
 :func:`mask`, so a secret quoted anywhere (an exception, a -v line) is hidden.
 """
