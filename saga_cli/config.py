@@ -113,6 +113,8 @@ def load_config(path: str | None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidInputError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and tables
+        raise InvalidInputError(f"{path} nests too deeply to be a configuration") from None
     known = {*GLOBAL_OPTIONS, *COMMAND_OPTIONS, *TABLES}
     _refuse_unknown(path, "", data, known)
     return Config(

@@ -6,25 +6,32 @@ import math
 import re
 
 from saga_cli.errors import InvalidInputError
+from saga_cli.limits import MAX_DURATION_SECONDS
+
+# The earliest and latest instants a filter may name: 1970 to 9999 (datetime's range).
+_EARLIEST, _LATEST = 0.0, 253402300799.0
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in `text`; a bare number means seconds.
+    """Seconds in `text`; a bare number means seconds; at most ten years.
 
     Raises:
-        InvalidInputError: not a positive duration.
+        InvalidInputError: not a positive duration, or longer than ten years.
     """
-    match = _PATTERN.match(text)
+    match = _PATTERN.match(text) if len(text) <= 100 else None
     if match is None:
         raise InvalidInputError(
-            f"{text!r} is not a duration; write e.g. 30s, 500ms, 2m, 1h (a bare number is seconds)"
+            f"{text[:100]!r} is not a duration; write e.g. 30s, 500ms, 2m, 1h "
+            "(a bare number is seconds)"
         )
     seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
     if not 0 < seconds < math.inf:
         raise InvalidInputError(f"{text!r}: a duration must be more than zero")
+    if seconds > MAX_DURATION_SECONDS:
+        raise InvalidInputError(f"{text!r}: a duration must be at most ten years (3650d)")
     return seconds
 
 
@@ -38,21 +45,24 @@ def parse_instant(text: str, now: float) -> float:
         Seconds since the epoch.
 
     Raises:
-        InvalidInputError: neither a duration nor an ISO 8601 time.
+        InvalidInputError: neither a duration nor an ISO 8601 time from 1970 to 9999.
     """
-    if _PATTERN.match(text) is not None:
-        return now - parse_duration(text)
+    if len(text) <= 100 and _PATTERN.match(text) is not None:
+        return max(_EARLIEST, now - parse_duration(text))
     import datetime as dt
 
     try:
         moment = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        instant = moment.timestamp()
+    except (ValueError, OverflowError):
         raise InvalidInputError(
-            f"{text!r} is neither a duration (30m, 1h, 7d) nor an ISO date (2026-11-27T10:30)"
+            f"{text[:100]!r} is neither a duration (30m, 1h, 7d) nor an ISO date (2026-11-27T10:30)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
+    if not _EARLIEST <= instant <= _LATEST:
+        raise InvalidInputError(f"{text[:100]!r}: give a time from 1970 to 9999")
+    return instant
 
 
 def format_seconds(value: float | None) -> str:

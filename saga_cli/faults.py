@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from saga_cli.errors import BusinessError, InvalidInputError, TransientError
+from saga_cli.limits import whole
+
+# The most attempts a fault may count (--flaky car:N, --crash-at car:after@N).
+MAX_ATTEMPT = 1_000_000
 
 if TYPE_CHECKING:
     from saga_cli.domain import SagaDefinition, StepContext
@@ -71,9 +75,11 @@ class CrashPoint:
         spec, _, attempt_text = text.partition("@")
         attempt = None
         if attempt_text:
-            if not attempt_text.isdigit() or int(attempt_text) < 1:
-                raise InvalidInputError(f"crash point {text!r}: after @ give an attempt >= 1")
-            attempt = int(attempt_text)
+            attempt = whole(attempt_text, 1, MAX_ATTEMPT)
+            if attempt is None:
+                raise InvalidInputError(
+                    f"crash point {text[:100]!r}: after @ give an attempt from 1 to {MAX_ATTEMPT}"
+                )
         target, _, when = spec.partition(":")
         compensation = target.startswith("compensate-")
         step = target.removeprefix("compensate-")
@@ -212,10 +218,12 @@ def parse_step_count(
         return step, 1
     if always and count == "always":
         return step, None
-    if not count.isdigit() or int(count) < 1:
-        shape = "N (a whole number >= 1) or always" if always else "N (a whole number >= 1)"
-        raise InvalidInputError(f"{option} {text!r}: after the colon give {shape}")
-    return step, int(count)
+    number = whole(count, 1, MAX_ATTEMPT)
+    if number is None:
+        shape = f"N (a whole number from 1 to {MAX_ATTEMPT})"
+        shape += " or always" if always else ""
+        raise InvalidInputError(f"{option} {text[:100]!r}: after the colon give {shape}")
+    return step, number
 
 
 def parse_flaky(
@@ -300,7 +308,7 @@ class StepFaults:
         flaky_steps, failing = parse_flaky(flaky, fail_compensation, names, compensatable)
         return cls(
             frozenset(fail),
-            CrashPoint.parse(crash_at, names, compensatable) if crash_at else None,
+            CrashPoint.parse(crash_at, names, compensatable) if crash_at is not None else None,
             flaky_steps,
             failing,
             dict(parse_slow(text, names) for text in slow),

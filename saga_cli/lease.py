@@ -13,6 +13,7 @@ import os
 import socket
 from functools import cache
 
+from saga_cli.limits import whole
 from saga_cli.store import ExecutionRecord, SagaStore
 
 DEFAULT_LEASE_SECONDS = 30.0
@@ -46,9 +47,9 @@ def owner_is_dead(owner: str) -> bool:
     """True when `owner` was a process on this host that no longer runs."""
     host, _, rest = owner.partition(":")
     pid_text, _, start = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
+    pid = whole(pid_text, 1, 2**31 - 1)
+    if host != socket.gethostname() or pid is None:
         return False
-    pid = int(pid_text)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -75,7 +75,9 @@ def console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     if not os.environ.get("COLUMNS", "").isdigit() and not stream.isatty():
         width = PIPED_WIDTH
-    return Console(stderr=stderr, highlight=False, width=width)
+    from saga_cli.terminal import console_class
+
+    return console_class()(stderr=stderr, highlight=False, width=width)
 
 
 def _count(number: int, noun: str) -> str:

@@ -25,6 +25,7 @@ from saga_cli.domain import (
     policies_of,
 )
 from saga_cli.errors import InvalidInputError
+from saga_cli.limits import MAX_CURSOR_CHARS
 from saga_cli.store import ExecutionRecord, SagaStore
 from saga_cli.timeline import Timeline, build, failure_text
 
@@ -297,14 +298,18 @@ def parse_cursor(token: str) -> tuple[float, str]:
     Raises:
         InvalidInputError: the token was not made by ``saga list``.
     """
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        created, _, execution_id = raw.partition(":")
-        after = (float(created), execution_id)
-    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
-        after = (math.nan, "")
-    if math.isnan(after[0]) or not after[1]:
-        raise InvalidInputError(f"{token!r} is not a cursor printed by saga list")
+    after = (math.nan, "")
+    if len(token) <= MAX_CURSOR_CHARS:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            created, _, execution_id = raw.partition(":")
+            after = (float(created), execution_id)
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            pass
+    if not math.isfinite(after[0]) or not after[1]:
+        raise InvalidInputError(
+            f"{token[:MAX_CURSOR_CHARS]!r} is not a cursor printed by saga list"
+        )
     return after
 
 

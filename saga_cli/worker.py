@@ -40,6 +40,7 @@ from saga_cli.domain import SagaStatus
 from saga_cli.engine import Outcome
 from saga_cli.engine.observer import EngineObserver
 from saga_cli.errors import DatabaseLockedError, InvalidInputError, LeaseLostError, SagaError
+from saga_cli.limits import MAX_DURATION_SECONDS
 from saga_cli.orchestrator import Orchestrator
 from saga_cli.store import ExecutionRecord, SagaStore, WorkerRecord
 
@@ -162,11 +163,13 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise InvalidInputError(f"--concurrency must be at least 1 (got {concurrency})")
-        if not lease_seconds > 0:
+        # Finite too: an infinite lease would never expire, and its heartbeat
+        # thread would overflow computing the next renewal.
+        if not 0 < lease_seconds <= MAX_DURATION_SECONDS:
             raise InvalidInputError(
                 f"--lease must be a positive number of seconds (got {lease_seconds})"
             )
-        if not poll > 0:
+        if not 0 < poll <= MAX_DURATION_SECONDS:
             raise InvalidInputError(f"--poll must be a positive number of seconds (got {poll})")
         if prune_after is not None and not prune_after > 0:
             raise InvalidInputError(

@@ -88,6 +88,22 @@ def run_saga(db: str, *args: str, timeout: float = 120) -> CliResult:
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
+def invoke_saga(db: Path | str, *args: str, stdin: str | None = None) -> CliResult:
+    """`saga --db DB ARGS…` run in this process (Typer's CliRunner): fast enough to run hundreds.
+
+    An exception that escaped the command (a traceback for a user) fails the
+    test at once, with its traceback; a clean exit gives its code and output.
+    """
+    from typer.testing import CliRunner
+
+    from saga_cli.cli import app
+
+    result = CliRunner().invoke(app, ["--db", str(db), *args], input=stdin)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"saga {' '.join(args)!r} raised") from result.exception
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
 def run_python(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run this interpreter with `args` in directory `cwd`, in the CLI's test environment."""
     return subprocess.run(

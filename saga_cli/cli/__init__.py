@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from saga_cli.cli import alerting, database, executions, observability, travel, workers
 from saga_cli.cli.helpers import ExitCode, State
@@ -30,8 +33,51 @@ from saga_cli.cli.options import DEFAULT_DB
 
 __all__ = ["ExitCode", "app", "main"]
 
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """The root command: a usage error is one ``Error:`` line too, like every other error.
+
+    Click prints the usage and a hint above it; a script (and the README's
+    promise) wants exactly one line on stderr, so the hint joins the line.
+    """
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line() -> Iterator[None]:
+    # Click's UsageError, wherever this typer version keeps click (it may vendor it).
+    usage_error: type[Exception] = next(
+        c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+    )
+    try:
+        yield
+    except usage_error as exc:
+        context = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" or context is None:
+            raise
+        line = (
+            f"{getattr(exc, 'format_message', exc.__str__)()} (see '{context.command_path} --help')"
+        )
+
+        def show(file: Any = None) -> None:
+            from saga_cli.terminal import error_line
+
+            typer.echo(error_line(line), err=True)
+
+        setattr(exc, "show", show)  # noqa: B010 - replaces the usage-and-hint display
+        raise
+
+
 app = typer.Typer(
     name="saga",
+    cls=_OneLineErrors,
     help=(
         "Durable sagas on a saga log (SQLite, or PostgreSQL shared by many workers): book "
         "the demo trip or run your own saga, kill the process, resume it, and every "
@@ -56,11 +102,13 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     """Logs go to stderr (stdout carries only data): errors only with --quiet, more with -v."""
     import logging
 
+    from saga_cli.terminal import log_formatter
+
     levels = (logging.WARNING, logging.INFO, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter())  # no secret, no escape sequence in a log line
     logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.ERROR if quiet else levels[min(verbose, 2)],
-        format="%(levelname)s %(name)s: %(message)s",
+        level=logging.ERROR if quiet else levels[min(verbose, 2)], handlers=[handler]
     )
 
 
@@ -79,7 +127,9 @@ def _config(ctx: typer.Context, value: str | None) -> str | None:
 
         if not isinstance(exc, SagaError):
             raise
-        typer.echo(f"Error: {exc}", err=True)
+        from saga_cli.terminal import error_line
+
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(ExitCode.USAGE) from None
     return value
 
@@ -156,6 +206,9 @@ def _main(
         typer.echo("Error: --verbose and --quiet exclude each other", err=True)
         raise typer.Exit(ExitCode.USAGE)
     _configure_logging(verbose, quiet)
+    from saga_cli.redact import remember
+
+    remember(db)  # its password never reaches a message, a log line or the JSON output
     state = State()
     state.db = db
     state.load = tuple(load or ())

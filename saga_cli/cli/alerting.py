@@ -16,6 +16,7 @@ from saga_cli.cli.helpers import (
     open_log,
     print_json,
     render,
+    say,
 )
 from saga_cli.cli.options import JsonOption
 
@@ -89,7 +90,7 @@ def deliver(ctx: typer.Context, as_json: JsonOption = False) -> None:
     else:
         hint(ctx, f"{len(report.delivered)} alert(s) delivered, {len(report.retrying)} to retry")
         for alert_id, error in report.retrying.items():
-            typer.echo(f"{alert_id}: {error}", err=True)
+            say(f"{alert_id}: {error}", err=True)
     if report.retrying:
         raise typer.Exit(ExitCode.ERROR)
 
@@ -112,6 +113,6 @@ def test(ctx: typer.Context, as_json: JsonOption = False) -> None:
         print_json({name: {"ok": error is None, "error": error} for name, error in results.items()})
     else:
         for name, error in results.items():
-            typer.echo(f"{name}: {'ok' if error is None else 'failed: ' + error}")
+            say(f"{name}: {'ok' if error is None else 'failed: ' + error}")
     if any(error is not None for error in results.values()):
         raise typer.Exit(ExitCode.ERROR)

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from saga_cli.cli.helpers import commands, errors_to_exit_codes, log_url, open_log, print_json
-from saga_cli.cli.options import JsonOption
+from saga_cli.cli.helpers import commands, errors_to_exit_codes, log_url, open_log, print_json, say
+from saga_cli.cli.options import JsonOption, secret_bearing
 
 app = commands(help="Inspect and migrate the saga log's schema.", no_args_is_help=True)
 
@@ -24,7 +24,7 @@ def db_upgrade(ctx: typer.Context) -> None:
 
     with open_log(ctx) as store:
         where = getattr(store, "display_url", store.url)  # no password on the terminal
-        typer.echo(f"{where}: schema at revision {HEAD_REVISION} (latest)")
+        say(f"{where}: schema at revision {HEAD_REVISION} (latest)")
 
 
 @app.command("status")
@@ -48,9 +48,9 @@ def db_status(ctx: typer.Context) -> None:
         KNOWN_REVISIONS[: KNOWN_REVISIONS.index(current) + 1] if current in KNOWN_REVISIONS else ()
     )
     pending = [r for r in KNOWN_REVISIONS if r not in applied]
-    typer.echo(f"{path}: revision {current or 'none (empty or new database)'}")
-    typer.echo(f"applied: {', '.join(applied) or '-'}")
-    typer.echo(f"pending: {', '.join(pending) or '-'}")
+    say(f"{path}: revision {current or 'none (empty or new database)'}")
+    say(f"applied: {', '.join(applied) or '-'}")
+    say(f"pending: {', '.join(pending) or '-'}")
 
 
 @app.command("copy")
@@ -62,6 +62,7 @@ def db_copy(
         typer.Option(
             "--to",
             metavar="PATH_OR_URL",
+            callback=secret_bearing,
             help="The empty log to copy into: a SQLite path or a postgresql+psycopg:// URL.",
         ),
     ],
@@ -71,16 +72,25 @@ def db_copy(
 
     Example: saga --db saga.db db copy --to postgresql+psycopg://saga@db.internal/saga
     """
+    from saga_cli.redact import redact_url
     from saga_cli.store.copy import copy_log
 
-    report = copy_log(log_url(ctx), to)
+    try:
+        report = copy_log(log_url(ctx), to)
+    except KeyboardInterrupt:
+        # Not errors_to_exit_codes' message, which is about sagas to resume.
+        say(
+            f"Interrupted; the copy was rolled back: {redact_url(to)} holds none of it.",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     if as_json:
         tables = [dataclasses.asdict(table) for table in report.tables]
         print_json({"source": report.source, "target": report.target, "tables": tables})
         return
     for t in report.tables:
-        typer.echo(f"{t.table:<22} {t.rows:>9} rows  checksum {t.checksum}")
-    typer.echo(
+        say(f"{t.table:<22} {t.rows:>9} rows  checksum {t.checksum}")
+    say(
         f"copied {report.rows} rows in {len(report.tables)} tables from {report.source} "
         f"to {report.target}; counts and checksums verified"
     )

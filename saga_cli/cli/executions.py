@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +19,7 @@ from saga_cli.cli.helpers import (
     print_json,
     refuse_local_faults,
     render,
+    say,
     seconds,
     submitted,
     travel,
@@ -236,20 +235,15 @@ def _read_payload(payload: str | None, payload_file: str | None) -> Any:
 
     if (payload is None) == (payload_file is None):
         raise InvalidInputError("give the input with either --payload JSON or --payload-file FILE")
-    text = payload
+    from saga_cli.limits import MAX_PAYLOAD_BYTES, loads, read_capped
+
+    text = payload or ""
     if payload_file is not None:
-        try:
-            if payload_file == "-":
-                text = sys.stdin.read()
-            else:
-                with open(payload_file, encoding="utf-8") as handle:
-                    text = handle.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInputError(f"cannot read --payload-file {payload_file}: {exc}") from None
-    try:
-        data = json.loads(text or "")
-    except ValueError as exc:
-        raise InvalidInputError(f"the payload is not valid JSON: {exc}") from None
+        where = "standard input" if payload_file == "-" else payload_file
+        text = read_capped(payload_file, MAX_PAYLOAD_BYTES, f"--payload-file {where}")
+    elif len(text) > MAX_PAYLOAD_BYTES:
+        raise InvalidInputError(f"--payload is larger than {MAX_PAYLOAD_BYTES // 2**20} MiB")
+    data = loads(text, "the payload")
     if not isinstance(data, dict):
         raise InvalidInputError(f"the payload must be a JSON object, not {type(data).__name__}")
     return data
@@ -471,4 +465,4 @@ def prune(
     if as_json:
         print_json({"deleted": deleted, "older_than": cutoff, "statuses": names})
         return
-    typer.echo(f"Deleted {deleted} execution(s) ({', '.join(names)}) older than {older_than}.")
+    say(f"Deleted {deleted} execution(s) ({', '.join(names)}) older than {older_than}.")

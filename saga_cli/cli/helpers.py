@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -170,7 +169,9 @@ def errors_to_exit_codes(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except SagaError as exc:
-            typer.echo(f"Error: {exc}", err=True)
+            from saga_cli.terminal import error_line
+
+            typer.echo(error_line(exc), err=True)
             code = ExitCode.USAGE if exc.bad_input else ExitCode.ERROR
             raise typer.Exit(code) from None
         except KeyboardInterrupt:
@@ -192,10 +193,18 @@ def quiet(ctx: typer.Context) -> bool:
     return bool(ctx.obj and ctx.obj.quiet)
 
 
+def say(message: str, *, err: bool = False) -> None:
+    """Print a line for people: no secret and no control character reaches the terminal."""
+    from saga_cli.redact import mask
+    from saga_cli.terminal import printable
+
+    typer.echo(printable(mask(message)), err=err)
+
+
 def hint(ctx: typer.Context, message: str) -> None:
     """A note for people on stderr (not data, so not on stdout); --quiet drops it."""
     if not quiet(ctx):
-        typer.echo(message, err=True)
+        say(message, err=True)
 
 
 # -- the log, and the engine on it ----------------------------------------------------
@@ -319,8 +328,11 @@ def delivering_alerts(
 
 
 def print_json(data: Any) -> None:
-    """`data` as indented JSON on stdout (times and the like as strings)."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """`data` as strict indented JSON on stdout (times and the like as strings), no secrets."""
+    from saga_cli.limits import dumps
+    from saga_cli.redact import mask
+
+    sys.stdout.write(mask(dumps(data, indent=2, default=str)) + "\n")
 
 
 def emit(as_json: bool, data: Any, draw: Callable[[Console], object]) -> None:
@@ -360,7 +372,7 @@ def submitted(execution_id: str, as_json: bool) -> None:
     if as_json:
         print_json({"id": execution_id, "status": "pending"})
     else:
-        typer.echo(execution_id)
+        say(execution_id)
 
 
 # -- parsing ------------------------------------------------------------------------

@@ -17,9 +17,10 @@ from saga_cli.cli.helpers import (
     hint,
     open_log,
     render,
+    say,
     travel,
 )
-from saga_cli.cli.options import JsonOption, SagaOption, ServicesOption
+from saga_cli.cli.options import JsonOption, SagaOption, ServicesOption, seconds_between
 
 if TYPE_CHECKING:
     from saga_cli.ui import Access
@@ -97,14 +98,20 @@ def stats(
 def watch(
     ctx: typer.Context,
     interval: Annotated[
-        float, typer.Option(metavar="SECONDS", min=0.1, help="Seconds between refreshes.")
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            parser=seconds_between(0.1, 3600),
+            help="Seconds between refreshes (0.1 to 3600).",
+        ),
     ] = 1.0,
     window: Annotated[
         str, typer.Option(metavar="DURATION", help="Count executions created this recently.")
     ] = "5m",
     saga: SagaOption = None,
     count: Annotated[
-        int | None, typer.Option(metavar="N", min=1, help="Stop after N refreshes.")
+        int | None,
+        typer.Option(metavar="N", min=1, max=1_000_000, help="Stop after N refreshes."),
     ] = None,
 ) -> None:
     """Watch executions in flight and the counters, refreshed live from the log.
@@ -189,8 +196,6 @@ def _announce(ctx: typer.Context, url: str, loopback: bool, access: Access | Non
     hint(ctx, f"saga ui on {url} ({'actions allowed' if access else 'read-only'}; Ctrl-C stops it)")
     if not loopback:
         reach = "read the saga log" + (" (and, with the token, act on it)" if access else "")
-        typer.echo(
-            f"warning: not listening on loopback: anyone who reaches {url} can {reach}", err=True
-        )
+        say(f"warning: not listening on loopback: anyone who reaches {url} can {reach}", err=True)
     if access is not None and access.generated:
-        typer.echo(f"actions token: {access.token}  (sign in at {url}login)", err=True)
+        say(f"actions token: {access.token}  (sign in at {url}login)", err=True)

@@ -6,13 +6,67 @@ command takes are written inline in that command.
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import Annotated, Any
 
 import typer
 
 from saga_cli.faults import TRAVEL_SERVICES, TRAVEL_STEPS
 
 DEFAULT_DB = "saga.db"
+
+
+class Finite:
+    """Parser of a number option: finite (no nan, no inf) and within [low, high].
+
+    Every float option is parsed by one (a test checks), so no option can hand
+    the library a value it would choke on later (an infinite lease, a NaN delay).
+    """
+
+    __name__ = "number"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def __call__(self, value: Any) -> float:
+        """`value` as a float, or typer's usage error (one line, exit 2)."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise typer.BadParameter(f"{value!r} is not a number") from None
+        if not (math.isfinite(number) and self.low <= number <= self.high):
+            raise typer.BadParameter(
+                f"{value!r} is not a number from {self.low:g} to {self.high:g}"
+            )
+        return number
+
+
+def seconds_between(low: float, high: float) -> Finite:
+    """The parser of an option given in seconds: a finite number from `low` to `high`."""
+    return Finite(low, high)
+
+
+def secret_bearing(value: str | None) -> str | None:
+    """Callback of an option that holds URLs: their credentials are never printed.
+
+    The value may name a file of URLs (``--services``): its URLs count too.
+    """
+    if value:
+        from pathlib import Path
+
+        from saga_cli.redact import remember
+
+        remember(value)
+        if "://" not in value and "=" not in value and Path(value).is_file():
+            from saga_cli.errors import SagaError
+            from saga_cli.limits import MAX_SETTINGS_BYTES, read_capped
+
+            try:
+                remember(read_capped(value, MAX_SETTINGS_BYTES, f"the services file {value}"))
+            except SagaError:
+                pass  # reported when the option is used
+    return value
+
 
 IdArgument = Annotated[str, typer.Argument(metavar="ID", help="Execution id or a unique prefix.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
@@ -55,6 +109,7 @@ ServicesOption = Annotated[
     typer.Option(
         "--services",
         envvar="SAGA_SERVICES",
+        callback=secret_bearing,
         metavar="URLS",
         help="The flight, hotel and car services over HTTP (`saga serve`): three URLs "
         "in that order, NAME=URL pairs, or a file of NAME=URL lines. New bookings use them; "
@@ -68,9 +123,9 @@ ServiceTimeoutOption = Annotated[
         "--service-timeout",
         envvar="SAGA_SERVICE_TIMEOUT",
         metavar="SECONDS",
-        min=0.001,
-        help="With --services: seconds a call may take; a reservation without a reply "
-        "by then is compensated (default 2).",
+        parser=seconds_between(0.001, 3600),
+        help="With --services: seconds a call may take, 0.001 to 3600; a reservation "
+        "without a reply by then is compensated (default 2).",
     ),
 ]
 

@@ -28,6 +28,7 @@ from saga_cli.cli.options import (
     DeadlineOption,
     FailCompensationOption,
     FailOption,
+    Finite,
     FlakyOption,
     JsonOption,
     OutageOption,
@@ -35,6 +36,7 @@ from saga_cli.cli.options import (
     ServiceTimeoutOption,
     SlowOption,
     TimeoutOption,
+    seconds_between,
 )
 
 if TYPE_CHECKING:
@@ -48,24 +50,38 @@ app = commands()
 @errors_to_exit_codes
 def simulate(
     ctx: typer.Context,
-    count: Annotated[int, typer.Option(max=10_000_000, help="How many bookings to make.")] = 10,
+    count: Annotated[
+        int, typer.Option(min=1, max=10_000_000, help="How many bookings to make.")
+    ] = 10,
     fail: FailOption = None,
     fail_rate: Annotated[
-        float, typer.Option(metavar="P", help="Chance that a booking fails at a random step.")
+        float,
+        typer.Option(
+            metavar="P",
+            parser=Finite(0.0, 1.0),
+            help="Chance that a booking fails at a random step (0 to 1).",
+        ),
     ] = 0.0,
     seed: Annotated[
-        int | None, typer.Option(help="Seed for reproducible trips and failures.")
+        int | None,
+        typer.Option(min=0, max=2**63 - 1, help="Seed for reproducible trips and failures."),
     ] = None,
     concurrency: Annotated[
         int,
         typer.Option(
-            metavar="K", max=1024, help="Run K bookings at once (their log writes share commits)."
+            metavar="K",
+            min=1,
+            max=1024,
+            help="Run K bookings at once (their log writes share commits).",
         ),
     ] = 1,
     capacity: Annotated[
         int | None,
         typer.Option(
-            metavar="N", max=1_000_000_000, help="First restock every resource to capacity N."
+            metavar="N",
+            min=1,
+            max=1_000_000_000,
+            help="First restock every resource to capacity N.",
         ),
     ] = None,
     flaky: FlakyOption = None,
@@ -139,7 +155,10 @@ def inventory(
     restock: Annotated[
         int | None,
         typer.Option(
-            metavar="N", max=1_000_000_000, help="First set every resource's capacity to N."
+            metavar="N",
+            min=1,
+            max=1_000_000_000,
+            help="First set every resource's capacity to N.",
         ),
     ] = None,
     services: ServicesOption = None,
@@ -262,8 +281,8 @@ def serve(
         float,
         typer.Option(
             metavar="SECONDS",
-            min=0.0,
-            help="Hold each reserve SECONDS before handling it (a slow network: the "
+            parser=seconds_between(0, 3600),
+            help="Hold each reserve SECONDS (0 to 3600) before handling it (a slow network: the "
             "orchestrator times out and compensates first).",
         ),
     ] = 0.0,

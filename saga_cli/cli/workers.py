@@ -29,6 +29,7 @@ from saga_cli.cli.options import (
     ServiceTimeoutOption,
     SlowOption,
     TimeoutOption,
+    seconds_between,
 )
 
 app = commands()
@@ -54,11 +55,18 @@ def worker(
         float,
         typer.Option(
             metavar="SECONDS",
-            help="Lease length: a dead worker's executions go to others this long after it.",
+            parser=seconds_between(1, 86400),
+            help="Lease length, 1 to 86400 s: a dead worker's executions go to others this "
+            "long after it.",
         ),
     ] = 30.0,
     poll: Annotated[
-        float, typer.Option(metavar="SECONDS", help="Seconds between looks while idle.")
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            parser=seconds_between(0.01, 3600),
+            help="Seconds between looks while idle (0.01 to 3600).",
+        ),
     ] = 1.0,
     exit_when_idle: Annotated[
         bool, typer.Option("--exit-when-idle", help="Exit 0 once nothing is ready.")
@@ -75,6 +83,8 @@ def worker(
         int | None,
         typer.Option(
             metavar="PORT",
+            min=1,
+            max=65535,
             help="Serve GET /healthz, /readyz and /metrics (Prometheus) on this port.",
         ),
     ] = None,

@@ -507,11 +507,13 @@ class SagaRunner:
         its point of no return), with `note` in the log.
 
         Raises:
-            InvalidInputError: the note is empty or the execution is not stuck.
+            InvalidInputError: the note is empty, too long or not plain text, or
+                the execution is not stuck.
             LeaseLostError: it changed while this ran.
         """
-        if not note.strip():
-            raise InvalidInputError("a resolution needs a note saying what was done (--note)")
+        from saga_cli.limits import check_note
+
+        check_note(note)
         record = self.store.get(execution_id)
         if record.status is not SagaStatus.STUCK:
             raise InvalidInputError(

@@ -28,10 +28,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
+from saga_cli.body_limit import BodyLimit
 from saga_cli.errors import BusinessError, InvalidInputError, StoreError, TransientError
+from saga_cli.limits import MAX_REQUEST_BYTES
 from saga_cli.services.database import DemoDatabase
 from saga_cli.services.travel import SERVICES, ReservationService
 from saga_cli.store import open_store
@@ -48,18 +51,30 @@ def default_port(service: str) -> int:
     return DEFAULT_PORT + SERVICES.index(service)
 
 
+def _encodable(text: str) -> str:
+    """`text` if it can be stored (UTF-8): a lone surrogate is refused with a 422, not a 500."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone surrogate, which is not text") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
 class ReserveBody(BaseModel):
     """The body of ``POST /reserve``."""
 
-    saga_id: str = Field(min_length=1, max_length=32)
-    resource: str = Field(min_length=1, max_length=40)
-    customer: str = Field(max_length=200)
+    saga_id: Text = Field(min_length=1, max_length=32)
+    resource: Text = Field(min_length=1, max_length=40)
+    customer: Text = Field(max_length=200)
 
 
 class CancelBody(BaseModel):
     """The body of ``POST /cancel``."""
 
-    saga_id: str = Field(min_length=1, max_length=32)
+    saga_id: Text = Field(min_length=1, max_length=32)
 
 
 class RestockBody(BaseModel):
@@ -69,6 +84,22 @@ class RestockBody(BaseModel):
 
 
 Key = Annotated[str, Header(alias=KEY_HEADER, min_length=1, max_length=200)]
+
+
+def _malformed(request: Request, exc: Exception) -> JSONResponse:
+    """A malformed request is a 422 that names the fields, never echoing what was sent.
+
+    FastAPI's own answer repeats the input, and an input holding NaN or a
+    lone surrogate cannot be encoded as JSON: the service answered 500, which
+    the orchestrator retries as a transient failure.
+    """
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in errors
+    )
+    detail = problems.encode("utf-8", "replace").decode("utf-8")[:1000] or "malformed request"
+    return JSONResponse(status_code=422, content={"detail": detail, "error": "InvalidInputError"})
 
 
 def open_service(service: str, db: str | Path) -> ReservationService:
@@ -111,8 +142,8 @@ def create_app(
         InvalidInputError: an unknown service or a negative delay.
         StoreError: the database cannot be opened.
     """
-    if delay < 0:
-        raise InvalidInputError("--delay must be >= 0")
+    if not 0 <= delay <= 3600:  # NaN too: every reserve would answer 500
+        raise InvalidInputError("--delay must be a number of seconds from 0 to 3600")
     participant = open_service(service, db)
     options: dict[str, Any] = {}
     if tracing is not None and "telemetry" in inspect.signature(FastAPI).parameters:
@@ -165,6 +196,8 @@ def create_app(
     app.add_exception_handler(TransientError, refused(409))
     app.add_exception_handler(InvalidInputError, refused(422))
     app.add_exception_handler(StoreError, refused(503))
+    app.add_exception_handler(RequestValidationError, _malformed)
+    app.add_middleware(BodyLimit, limit=MAX_REQUEST_BYTES)
 
     # Plain `def` endpoints run on FastAPI's thread pool: a delayed reserve
     # does not hold up the cancel that overtakes it.

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -178,10 +177,9 @@ def parse_services(text: str) -> dict[str, str]:
     """
     spec = text.strip()
     if spec and "://" not in spec and "=" not in spec:
-        try:
-            lines = Path(spec).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInputError(f"cannot read the services file {spec}: {exc}") from None
+        from saga_cli.limits import MAX_SETTINGS_BYTES, read_capped
+
+        lines = read_capped(spec, MAX_SETTINGS_BYTES, f"the services file {spec}").splitlines()
         spec = ",".join(line.split("#", 1)[0].strip() for line in lines)
     parts = [part.strip() for part in spec.split(",") if part.strip()]
     if not parts:

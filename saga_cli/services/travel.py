@@ -666,7 +666,7 @@ class FaultPlan:
                     f"unknown step {step!r} in --timeout; choose from {', '.join(STEPS)}"
                 )
         return cls(
-            CrashPoint.parse(crash_at, STEPS, SERVICES) if crash_at else None,
+            CrashPoint.parse(crash_at, STEPS, SERVICES) if crash_at is not None else None,
             flaky_steps,
             failing,
             delays,

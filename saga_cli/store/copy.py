@@ -200,30 +200,40 @@ def _copy(source: _Side, target: _Side) -> CopyReport:
                 f"{source.name} and {target.name} hold different tables: "
                 f"{sorted(set(tables) ^ set(target.tables()))}"
             )
-        for table in tables:
-            if table.endswith("_resource"):
-                continue  # seeded by the migrations: replaced below
-            found = target.count(table)
-            if found:
-                raise InvalidInputError(
-                    f"{target.name} is not empty ({table} has {found} rows); "
-                    "copy into a new, empty log"
-                )
-        # One snapshot of the source: a read transaction that sees every table
-        # as of the same moment.
-        source.db.execute(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if source.postgres else "BEGIN"
-        )
+        # The target's write transaction starts, and locks its tables, before
+        # the emptiness check: two copies into one target cannot both find
+        # it empty; the second waits, then finds the first one's rows.
         target.db.execute("BEGIN" if target.postgres else "BEGIN IMMEDIATE")
         try:
-            report = [_copy_table(source, target, table) for table in tables]
+            if target.postgres:
+                names = ", ".join(f'"{t}"' for t in tables)
+                target.db.execute(f"LOCK TABLE {names} IN EXCLUSIVE MODE")
+            _refuse_unless_empty(target, tables)
+            # One snapshot of the source: a read transaction that sees every
+            # table as of the same moment.
+            source.db.execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if source.postgres else "BEGIN"
+            )
+            try:
+                report = [_copy_table(source, target, table) for table in tables]
+            finally:
+                source.db.execute("ROLLBACK")
         except BaseException:
             target.db.execute("ROLLBACK")
             raise
-        finally:
-            source.db.execute("ROLLBACK")
         target.db.execute("COMMIT")
     return CopyReport(source.name, target.name, report)
+
+
+def _refuse_unless_empty(target: _Side, tables: Sequence[str]) -> None:
+    for table in tables:
+        if table.endswith("_resource"):
+            continue  # seeded by the migrations: replaced by the copy
+        found = target.count(table)
+        if found:
+            raise InvalidInputError(
+                f"{target.name} is not empty ({table} has {found} rows); copy into a new, empty log"
+            )
 
 
 def _copy_table(source: _Side, target: _Side, table: str) -> TableCopy:

@@ -190,7 +190,9 @@ def upgrade_postgres(url: str, *, branches: Sequence[str] = ()) -> None:
         engine = create_engine(sqlalchemy_url(url), poolclass=_null_pool())
         _apply(engine, branches, first=f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
     except Exception as exc:  # alembic and drivers raise many types; report one
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        from saga_cli.redact import scrub
+
+        first = scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0], [url])
         raise MigrationError(f"migrating {safe_url(url)} failed: {first}") from exc
 
 

@@ -20,7 +20,6 @@ import contextlib
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import (
@@ -28,6 +27,7 @@ from saga_cli.errors import (
     InvalidInputError,
     StoreError,
 )
+from saga_cli.redact import redact_url, scrub
 from saga_cli.store import ExecutionRecord, Participant, migrate
 from saga_cli.store.sql import (
     EXECUTION_COLUMNS,
@@ -67,16 +67,8 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def safe_url(url: str) -> str:
-    """`url` with any password replaced by ``***``, fit for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-    except ValueError:
-        return url.split("://", 1)[0] + "://…"
+    """`url` with any password replaced by ``***``, fit for messages and logs (see redact)."""
+    return redact_url(url)
 
 
 def _psycopg() -> Any:
@@ -92,7 +84,8 @@ def _psycopg() -> Any:
 def translated(exc: Exception, url: str) -> StoreError:
     """The library's one-line error for one of psycopg's."""
     psycopg = _psycopg()
-    message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    # libpq's messages may quote the URL or its password: scrubbed first.
+    message = scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0], [url])
     where = safe_url(url)
     if isinstance(exc, psycopg.OperationalError):
         return StoreError(f"cannot reach the PostgreSQL saga log at {where}: {message}")

@@ -25,9 +25,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from saga_cli.body_limit import BodyLimit
 from saga_cli.domain import SagaStatus
 from saga_cli.durations import format_seconds
 from saga_cli.errors import SagaError, StoreError, UnknownExecutionError
+from saga_cli.limits import MAX_REQUEST_BYTES
 from saga_cli.orchestrator import Orchestrator
 from saga_cli.store import SagaStore
 from saga_cli.ui import readable
@@ -214,6 +216,8 @@ def create_app(
     app.state.dashboard = dashboard
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    # The dashboard's forms are a token and a note: a larger body is refused unread.
+    app.add_middleware(BodyLimit, limit=MAX_REQUEST_BYTES)
     app.add_exception_handler(SagaError, _error_page)
     app.include_router(pages.router)
     if dashboard.actions_allowed:

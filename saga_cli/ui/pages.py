@@ -54,9 +54,14 @@ def _given(value: str | None) -> str | None:
 def _limit(text: str | None, default: int = DEFAULT_PAGE_SIZE, most: int = 500) -> int:
     if text is None:
         return default
-    if not text.isdigit() or not 1 <= int(text) <= most:
-        raise InvalidInputError(f"limit must be a whole number from 1 to {most} (got {text!r})")
-    return int(text)
+    from saga_cli.limits import whole
+
+    number = whole(text, 1, most)
+    if number is None:
+        raise InvalidInputError(
+            f"limit must be a whole number from 1 to {most} (got {text[:40]!r})"
+        )
+    return number
 
 
 def _url(path: str, **params: str | int | None) -> str:

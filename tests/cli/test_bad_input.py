@@ -86,13 +86,13 @@ CASES = [
         ("book", "--flight", "FL100", "--hotel", "RITZ"), "unknown hotel 'RITZ'", id="hotel"
     ),
     pytest.param(("book", *BOOKING[:4], "--car", "LIMO"), "unknown car 'LIMO'", id="car"),
-    pytest.param(("simulate", "--count", "0"), "--count must be at least 1", id="count-0"),
-    pytest.param(("simulate", "--count", "-3"), "--count must be at least 1", id="count-neg"),
-    pytest.param(("simulate", "--fail-rate", "1.5"), "within [0, 1]", id="fail-rate-1.5"),
-    pytest.param(("simulate", "--fail-rate", "-0.1"), "within [0, 1]", id="fail-rate--0.1"),
-    pytest.param(("simulate", "--fail-rate=-0.1"), "within [0, 1]", id="fail-rate=-0.1"),
+    pytest.param(("simulate", "--count", "0"), "1<=x<=10000000", id="count-0"),
+    pytest.param(("simulate", "--count", "-3"), "1<=x<=10000000", id="count-neg"),
+    pytest.param(("simulate", "--fail-rate", "1.5"), "from 0 to 1", id="fail-rate-1.5"),
+    pytest.param(("simulate", "--fail-rate", "-0.1"), "from 0 to 1", id="fail-rate--0.1"),
+    pytest.param(("simulate", "--fail-rate=-0.1"), "from 0 to 1", id="fail-rate=-0.1"),
     pytest.param(("list", "--status", "done"), "unknown status 'done'", id="list-status"),
-    pytest.param(("inventory", "--restock", "0"), "at least 1", id="restock-0"),
+    pytest.param(("inventory", "--restock", "0"), "1<=x", id="restock-0"),
 ]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import CliResult, SagaCli
 from support import BOOKING, assert_one_line_error, run_saga
 
 from saga_cli.errors import StoreError
@@ -127,5 +128,52 @@ def test_a_failed_verification_rolls_the_target_back(
     assert all(
         rows == 0
         for table, (rows, _sum) in table_digests(pg_empty_url).items()
+        if not table.endswith("_resource")
+    )
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_two_copies_into_one_target_started_together_one_wins_the_other_is_refused(
+    busy_log: Path, pg_empty_url: str, tmp_path: Path, backend: str
+) -> None:
+    """The emptiness check runs inside the copy's write transaction (issue #15)."""
+    target = pg_empty_url if backend == "postgres" else str(tmp_path / "target.db")
+    source = SagaCli(busy_log)
+    copies = [source.popen("db", "copy", "--to", target) for _ in range(2)]
+    results = [CliResult(p.wait(timeout=120), *p.communicate()) for p in copies]
+
+    codes = sorted(r.code for r in results)
+    assert codes == [0, 2], results
+    loser = next(r for r in results if r.code == 2)
+    assert_one_line_error(loser, 2, "is not empty")
+    assert table_digests(target) == table_digests(str(busy_log))
+
+
+def test_ctrl_c_during_a_copy_says_it_was_rolled_back(
+    busy_log: Path, pg_empty_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from saga_cli.cli import app
+
+    real = copy_module._copy_table
+    calls = []
+
+    def interrupted(source: Any, target: Any, table: str) -> Any:
+        calls.append(table)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(source, target, table)
+
+    monkeypatch.setattr(copy_module, "_copy_table", interrupted)
+
+    result = CliRunner().invoke(app, ["--db", str(busy_log), "db", "copy", "--to", pg_empty_url])
+
+    assert result.exit_code == 130
+    assert "the copy was rolled back" in result.output
+    assert "saga resume" not in result.output
+    assert all(
+        rows == 0
+        for table, (rows, _) in table_digests(pg_empty_url).items()
         if not table.endswith("_resource")
     )

@@ -319,3 +319,17 @@ def test_a_running_action_is_handed_back_when_the_dashboard_stops(log: Log, page
     assert code == 0
     row = query(saga.db, "SELECT status, owner FROM saga_execution WHERE id=?", (target,))
     assert row == [("running", None)]  # handed back: any process may resume it at once
+
+
+def test_a_form_body_over_the_limit_is_refused_unread(dashboard: Dashboard) -> None:
+    """Issue #15: the dashboard, like `saga serve`, reads at most MAX_REQUEST_BYTES of a body."""
+    from saga_cli.limits import MAX_REQUEST_BYTES
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    big = b"token=" + b"x" * MAX_REQUEST_BYTES
+
+    declared = dashboard.post("login", content=big, headers=form)
+    streamed = dashboard.post("login", content=iter([big[:1000], big[1000:]]), headers=form)
+
+    assert declared.status_code == 413
+    assert streamed.status_code == 413
