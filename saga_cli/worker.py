@@ -14,6 +14,11 @@ it and a claim does. A worker that is paused past its lease (SIGSTOP, a long
 GC, a frozen VM) has its executions claimed by another; when it wakes, its
 next write is refused and it lets those executions go.
 
+Outages of the log (a restart, a failover, a lock held too long) are waited
+out (saga_cli.engine.outage): nothing new is claimed, the executions in hand
+are kept while their leases last, and their records commit once the log
+answers again; ``max_outage`` bounds the wait.
+
 Each worker keeps a row in the registry (``saga_worker``), upserted on every
 heartbeat and deleted on a clean exit, so ``saga workers`` can list the live
 ones and mark the stale ones.
@@ -33,7 +38,13 @@ from typing import Any
 from saga_cli import lease
 from saga_cli.domain import SagaStatus
 from saga_cli.engine import Outcome
-from saga_cli.errors import DatabaseLockedError, InvalidInputError, LeaseLostError, SagaError
+from saga_cli.errors import (
+    InvalidInputError,
+    LeaseLostError,
+    LogUnavailableError,
+    OutageTooLongError,
+    SagaError,
+)
 from saga_cli.orchestrator import Orchestrator
 from saga_cli.store import ExecutionRecord, SagaStore, WorkerRecord
 
@@ -91,6 +102,8 @@ class Worker:
         progress: called with each execution the worker brings to rest.
         grace: after stop(), seconds the calls in flight may take to finish
             before their executions are handed back regardless (None: wait).
+        max_outage: seconds the log may stay unreachable before run() gives
+            up with OutageTooLongError (None: wait for it forever).
 
     Raises:
         InvalidInputError: a bad number, or no saga to take.
@@ -108,12 +121,17 @@ class Worker:
         exit_when_idle: bool = False,
         progress: Callable[[Outcome], None] | None = None,
         grace: float | None = None,
+        max_outage: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidInputError(f"--concurrency must be at least 1 (got {concurrency})")
         if not lease_seconds > 0:
             raise InvalidInputError(
                 f"--lease must be a positive number of seconds (got {lease_seconds})"
+            )
+        if max_outage is not None and not max_outage >= 0:
+            raise InvalidInputError(
+                f"--max-outage must be a duration of at least 0 (got {max_outage})"
             )
         if not poll > 0:
             raise InvalidInputError(f"--poll must be a positive number of seconds (got {poll})")
@@ -136,6 +154,9 @@ class Worker:
         self.progress = progress
         self.grace = grace
         self.id = self.runner.owner
+        # The log's outages: `count`, `active`, `seconds_total` (for health checks and metrics).
+        self.outage = self.runner.outage
+        self.outage.max_seconds = max_outage
         self.report = WorkerReport()
         self._stopping = False
         self._stop_now = False
@@ -165,7 +186,7 @@ class Worker:
             were released (counted in `released`) for another worker to take.
         """
         started = time.time()
-        self._register(started, started)
+        self.outage.call(lambda: self._register(started, started), lambda: self._stopping)
         beat = threading.Thread(
             target=self._beat, args=(started,), name="saga-worker-registry", daemon=True
         )
@@ -187,24 +208,22 @@ class Worker:
             beat.join()
             try:
                 self.store.remove_worker(self.id)
-            except SagaError as exc:  # the row goes stale and `saga workers` says so
+            except Exception as exc:  # the row goes stale and `saga workers` says so
                 log.warning("could not remove worker %s from the registry: %s", self.id, exc)
         return self.report
 
     # -- the queue ---------------------------------------------------------------
 
     def _claim(self, limit: int) -> Sequence[ExecutionRecord]:
-        """Claim up to `limit` ready executions (runs on a thread of the engine)."""
+        """Claim up to `limit` ready executions (runs on a thread of the engine).
+
+        Raises:
+            LogUnavailableError: the log did not answer (the engine waits and tries again).
+        """
         now = time.time()
-        try:
-            return self.store.claim_ready(
-                self.id, now + self.lease_seconds, now, sagas=self.sagas, limit=limit
-            )
-        except DatabaseLockedError:
-            # Other writers kept the log busy past the busy timeout: nothing
-            # was claimed; look again later rather than die with work in hand.
-            log.warning("the log stayed locked; no execution claimed this time")
-            return []
+        return self.store.claim_ready(
+            self.id, now + self.lease_seconds, now, sagas=self.sagas, limit=limit
+        )
 
     def _finished(self, outcome: Outcome) -> None:
         self.report.count(outcome)
@@ -216,6 +235,8 @@ class Worker:
             # Fenced: another worker claimed it after our lease expired.
             log.warning("lost execution %s to another worker: %s", execution_id, error)
             self.report.lost.append(execution_id)
+        elif isinstance(error, OutageTooLongError):
+            self.report.failed[execution_id] = str(error)  # run() raises it, once
         else:
             log.warning("cannot run execution %s here: %s", execution_id, error)
             self.report.failed[execution_id] = str(error)
@@ -242,8 +263,12 @@ class Worker:
         while not self._beating.wait(interval):
             try:
                 self._register(started, time.time())
-            except Exception:  # a missed beat only makes the row look stale for a while
-                log.warning("could not update the worker registry", exc_info=True)
+            except LogUnavailableError as exc:  # a missed beat only makes the row look stale
+                self.outage.failed(exc)
+            except Exception as exc:
+                log.warning("could not update the worker registry: %s", exc)
+            else:
+                self.outage.succeeded()
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,14 @@ def worker(
             "executions are handed back regardless.",
         ),
     ] = "30s",
+    max_outage: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Give up (exit 1) once the log has been unreachable this long "
+            "(default: wait for it forever).",
+        ),
+    ] = None,
     flaky: FlakyOption = None,
     fail_compensation: FailCompensationOption = None,
     slow: SlowOption = None,
@@ -83,7 +91,9 @@ def worker(
     submitted with --submit, and those whose owner's lease expired; renews
     its leases while it runs them. SIGTERM or Ctrl-C: finish the calls in
     flight (for at most --grace), release the leases, exit 0; a second signal
-    releases them at once.
+    releases them at once. While the log is unreachable it claims nothing,
+    keeps what it holds while the leases last, and carries on once the log
+    answers (--max-outage: give up after that long).
 
     Example: saga --load examples/bank_transfer.py worker --concurrency 8
     """
@@ -101,6 +111,7 @@ def worker(
             poll=poll,
             exit_when_idle=exit_when_idle,
             grace=seconds(grace),
+            max_outage=seconds(max_outage),
         )
 
         def stop(_signum: int, _frame: object) -> None:

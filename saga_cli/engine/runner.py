@@ -20,6 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from saga_cli import lease
@@ -51,6 +52,7 @@ from saga_cli.engine.execution import (
     encode_payload,
     new_execution_id,
 )
+from saga_cli.engine.outage import Outage
 from saga_cli.engine.scheduler import NOTHING_YET, Feed, Window, _NothingYet
 from saga_cli.engine.threads import CallPool
 from saga_cli.engine.writer import CommitThread, LogWriter, Write
@@ -58,6 +60,7 @@ from saga_cli.errors import (
     ConcurrencyKeyBusyError,
     ExecutionBusyError,
     InvalidInputError,
+    LogUnavailableError,
     SagaError,
 )
 from saga_cli.saga import SagaLike, as_definition
@@ -121,15 +124,23 @@ class SagaRunner:
         self.alerts = alerts
         self.clock = clock
         self.rng = rng or random.Random()
+        # Shared by all that talk to the log here: they wait its outages out together.
+        self.outage = Outage()
         self.leases = Leases(
-            store, definitions, lease.current_owner(), lease_seconds, clock, self._notify
+            store,
+            definitions,
+            lease.current_owner(),
+            lease_seconds,
+            clock,
+            self._notify,
+            self.outage,
         )
         self.pool = CallPool(threads)
         self.caller = StepCaller(self.pool, step_timeout)
         self._tracing = tracing
         self.caller.tracing = tracing
         self._sleep = sleep
-        self._commits = CommitThread(store)
+        self._commits = CommitThread(store, self.outage, self.leases.expired)
         self._drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Driver] = (
             weakref.WeakKeyDictionary()
         )
@@ -580,22 +591,36 @@ class SagaRunner:
         def claim_page(page: list[ExecutionRecord]) -> list[Execution | Outcome]:
             now = self.clock()
             todo = []
+            busy = []
             for record in page:
                 if self.leases.driving(record.id):
                     continue  # this process is driving it already (an earlier page)
                 if record.owner != self.owner and lease.holds_lease(record, now):
-                    report.busy.append(record.id)
+                    busy.append(record.id)
                 else:
                     todo.append(record)
-            return self.leases.claim_many(todo, report, force)
+            claimed = self.leases.claim_many(todo, report, force)
+            report.busy.extend(busy)  # once the claims committed: a retried page counts once
+            return claimed
+
+        pages = self.store.unfinished_pages(page=claim_batch)
+
+        def next_page() -> list[ExecutionRecord] | None:
+            nonlocal pages
+            try:
+                return next(pages, None)
+            except LogUnavailableError:
+                # Start over once the log answers: what this process took
+                # meanwhile is skipped, what it finished is no longer unfinished.
+                pages = self.store.unfinished_pages(page=claim_batch)
+                raise
 
         async def feed() -> AsyncIterator[Execution | Outcome]:
-            pages = self.store.unfinished_pages(page=claim_batch)
             while True:
-                page = await self._blocking(next, pages, None)
+                page = await self._waiting_out(next_page)
                 if page is None:
                     return
-                for item in await self._blocking(claim_page, page):
+                for item in await self._waiting_out(claim_page, page):
                     yield item
 
         def finished(outcome: Outcome) -> None:
@@ -674,30 +699,52 @@ class SagaRunner:
         """:meth:`run_claimed` on the caller's event loop."""
         _check_concurrency(concurrency)
         window = self._make_window(concurrency, finished, failed, grace)
+        not_runnable: set[str] = set()  # claimed, and left to a worker with the right code
+
+        def halt() -> bool:  # read on the feed's threads: only flags, never the loop
+            return window.stopping.is_set() or (stop is not None and stop())
 
         def adopt(records: Sequence[ExecutionRecord]) -> list[Execution]:
-            histories = self.store.events_of([record.id for record in records])
+            ids = [record.id for record in records]
+            histories = self.outage.call(lambda: self.store.events_of(ids), halt)
             runs = []
             for record in records:
                 adopted = self.leases.adopt(record, histories[record.id])
                 if isinstance(adopted, SagaError):
+                    not_runnable.add(record.id)
                     failed(record.id, adopted)
                 else:
                     runs.append(adopted)
             return runs
+
+        def orphaned() -> list[str]:
+            """Executions the log says this process holds, yet it does not drive.
+
+            A claim or a commit whose answer an outage cut off took or kept
+            their leases; they are ready again once those run out.
+            """
+            held = self.store.held_executions([self.owner], self.clock())[self.owner]
+            return [i for i in held if i not in not_runnable and not self.leases.driving(i)]
 
         async def feed() -> AsyncIterator[Execution | _NothingYet]:
             loop = asyncio.get_running_loop()
             while not window.stopping.is_set():
                 # The window took a slot for what this yields next: it is free too.
                 limit = window.free_slots() + 1
-                batch = await loop.run_in_executor(None, claim, limit)
-                if batch:
-                    for run in await loop.run_in_executor(None, adopt, batch):
-                        yield run
-                    continue
-                if exit_when_idle and window.in_flight <= 1:
-                    return
+                try:
+                    # During an outage nothing new is claimed: this waits for the log.
+                    batch = await loop.run_in_executor(
+                        None, self.outage.call, partial(claim, limit), halt
+                    )
+                    if batch:
+                        for run in await loop.run_in_executor(None, adopt, batch):
+                            yield run
+                        continue
+                    if exit_when_idle and window.in_flight <= 1:
+                        if not await loop.run_in_executor(None, self.outage.call, orphaned, halt):
+                            return
+                except LogUnavailableError:
+                    return  # stopped during an outage: nothing more to take
                 try:
                     async with asyncio.timeout(poll):
                         await window.stopping.wait()
@@ -743,6 +790,23 @@ class SagaRunner:
         if asyncio.get_running_loop() in self._own_loops:
             return function(*args)
         return await asyncio.to_thread(function, *args)
+
+    async def _waiting_out(self, function: Callable[..., T], *args: Any) -> T:
+        """:meth:`_blocking`, called again (after a back-off) while the log does not answer.
+
+        Raises:
+            OutageTooLongError: the outage outlasted the tracker's max_seconds.
+        """
+        while True:
+            try:
+                result = await self._blocking(function, *args)
+            except LogUnavailableError as exc:
+                self.outage.failed(exc)
+                self.outage.check()
+                await asyncio.sleep(self.outage.delay())
+                continue
+            self.outage.succeeded()
+            return result
 
     async def _pause(self, seconds: float) -> None:
         if self._sleep is None:
@@ -875,6 +939,8 @@ class SagaRunner:
         resting = is_terminal(state.status) or state.status is SagaStatus.STUCK
         owner = None if resting or run.release else self.owner
         lease_until = None if owner is None else now + self.lease_seconds
+        if lease_until is not None:
+            self.leases.writing[run.id] = lease_until
         definition = run.definition
         alerts = (
             () if self.alerts is None else alerts_for(self.alerts, run.id, definition.name, events)
@@ -924,10 +990,13 @@ class SagaRunner:
             self._registered.add((run.definition.name, run.definition.version))
             run.created = True
         status = run.state.status
+        lease_until = self.leases.writing.pop(run.id, None)
         if run.release or is_terminal(status) or status is SagaStatus.STUCK:
             self.leases.held.pop(run.id, None)  # the write released the lease
         else:
             self.leases.held[run.id] = version
+            if lease_until is not None:
+                self.leases.valid_until[run.id] = lease_until
         self._notify(run.id, events)
 
     def _notify(self, execution_id: str, events: list[Event]) -> None:

@@ -247,7 +247,9 @@ class Window:
     async def _watch(
         self, stop: Callable[[], bool] | None, stop_now: Callable[[], bool] | None
     ) -> None:
-        while not self._cancelled:
+        # Watches on after the grace ran out: handing back may wait for the log
+        # (an outage), and a second signal must still cut that short.
+        while True:
             if stop_now is not None and stop_now():
                 self.stop(now=True)
                 return

@@ -25,10 +25,12 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import cast
 
 from saga_cli.domain import Event
 from saga_cli.engine.execution import Execution
-from saga_cli.errors import SagaError
+from saga_cli.engine.outage import Outage
+from saga_cli.errors import LeaseLostError, LogUnavailableError, OutageTooLongError, SagaError
 from saga_cli.store import Creation, SagaStore, Transition
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,28 @@ class CommitThread:
 
     Shared by every event loop of a runner: batches from several loops that
     arrive while a commit is in progress go to disk in the next one.
+
+    When the log does not answer, a batch is tried again (see
+    saga_cli.engine.outage) until it does; an execution whose lease runs
+    out meanwhile is dropped from it (LeaseLostError: whoever claims it next
+    resumes it from the log), and once the outage outlasts --max-outage the
+    whole batch fails.
+
+    Args:
+        store: the log.
+        outage: the process's outage tracker.
+        expired: whether this process's lease of an execution has run out.
     """
 
-    def __init__(self, store: SagaStore) -> None:
+    def __init__(
+        self,
+        store: SagaStore,
+        outage: Outage | None = None,
+        expired: Callable[[str], bool] = lambda _execution_id: False,
+    ) -> None:
         self._store = store
+        self.outage = outage or Outage()
+        self._expired = expired
         self._jobs: queue.SimpleQueue[tuple[list[Write], Callable[[Results], None]]] = (
             queue.SimpleQueue()
         )
@@ -76,11 +96,7 @@ class CommitThread:
                 except queue.Empty:
                     break
             writes = [write for batch, _done in jobs for write in batch]
-            results: Results
-            try:
-                results = self._store.commit_all(writes)
-            except BaseException as exc:  # handed to every waiter of the batch
-                results = exc
+            results = self.commit(writes)
             start = 0
             for batch, done in jobs:
                 part = results if isinstance(results, BaseException) else results[start:]
@@ -89,6 +105,52 @@ class CommitThread:
                     done(part if isinstance(part, BaseException) else part[: len(batch)])
                 except Exception:  # a closed loop: its executions are gone anyway
                     log.debug("could not hand commit results back", exc_info=True)
+
+    def commit(self, writes: list[Write]) -> Results:
+        """Commit `writes`, waiting out an outage of the log: their results, or what failed all."""
+        results: list[int | SagaError | None] = [None] * len(writes)
+        todo = list(range(len(writes)))
+        while True:
+            try:
+                done = self._store.commit_all([writes[i] for i in todo])
+            except LogUnavailableError as exc:
+                self.outage.failed(exc)
+                try:
+                    self.outage.check()
+                except OutageTooLongError as gave_up:
+                    return _fill(results, todo, gave_up)
+                todo = [i for i in todo if not self._drop(writes[i], results, i)]
+                if not todo:
+                    return _fill(results, todo, exc)
+                self.outage.wait()
+                continue
+            except BaseException as exc:  # handed to every waiter of the batch
+                if len(todo) == len(writes) or not isinstance(exc, SagaError):
+                    return exc
+                return _fill(results, todo, exc)
+            self.outage.succeeded()
+            for index, result in zip(todo, done, strict=True):
+                results[index] = result
+            return _fill(results, [], None)
+
+    def _drop(self, write: Write, results: list[int | SagaError | None], index: int) -> bool:
+        """Give up on `write` if its execution's lease ran out during the outage."""
+        if isinstance(write, Creation) or not self._expired(write.execution_id):
+            return False
+        results[index] = LeaseLostError(
+            f"the lease of execution {write.execution_id} ran out while the log was "
+            "unreachable; whoever claims it next resumes it from the log"
+        )
+        return True
+
+
+def _fill(
+    results: list[int | SagaError | None], todo: list[int], error: SagaError | None
+) -> list[int | SagaError]:
+    """`results` with `error` in the places of `todo` (every place then holds a result)."""
+    for index in todo:
+        results[index] = error
+    return cast(list[int | SagaError], results)
 
 
 class LogWriter:
@@ -232,8 +294,15 @@ class LogWriter:
             return
         try:
             results: Results = self._store.commit_all(writes)
+        except LogUnavailableError:
+            # An outage: the commit thread waits it out while this loop stays free
+            # (to hear a stop request, and to let the heartbeat see it is alive).
+            self._thread.submit(writes, partial(self._hand_back, batch))
+            return
         except Exception as exc:  # handed to every waiter, as from the commit thread
             results = exc
+        else:
+            self._thread.outage.succeeded()
         self._settled(batch, results)
 
     def _hand_back(self, batch: list[_Entry], results: Results) -> None:

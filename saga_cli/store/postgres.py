@@ -26,6 +26,7 @@ from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import (
     ForeignDatabaseError,
     InvalidInputError,
+    LogUnavailableError,
     StoreError,
 )
 from saga_cli.store import ExecutionRecord, Participant, migrate
@@ -95,7 +96,8 @@ def translated(exc: Exception, url: str) -> StoreError:
     message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     where = safe_url(url)
     if isinstance(exc, psycopg.OperationalError):
-        return StoreError(f"cannot reach the PostgreSQL saga log at {where}: {message}")
+        # Refused, lost, or the server shutting down: an outage to wait out.
+        return LogUnavailableError(f"cannot reach the PostgreSQL saga log at {where}: {message}")
     return StoreError(f"{where}: {message}")
 
 
@@ -370,7 +372,10 @@ class PostgresParticipant(Participant):
     def __init__(self, url: str) -> None:
         self.url = url
         self._errors = translate_errors(url)
-        self._db = connect(url, autocommit=True)
+        self._db = self._connect()
+
+    def _connect(self) -> Any:
+        connection = connect(self.url, autocommit=True)
         # As on SQLite (participant_synchronous, see store/sqlite.py), a
         # participant's commit need not wait for its own WAL flush: the runner
         # records the call's outcome in the log only after the call returns,
@@ -378,30 +383,51 @@ class PostgresParticipant(Participant):
         # earlier participant commit too. A crash in between loses both the
         # participant's write and the outcome, and resume repeats the call
         # under the same idempotency key.
-        with self._errors:
-            self._db.execute("SET synchronous_commit TO off")
+        try:
+            with self._errors:
+                connection.execute("SET synchronous_commit TO off")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _live(self) -> Any:
+        """The connection, made anew once the server dropped it (a restart, a failover).
+
+        Raises:
+            LogUnavailableError: the server still cannot be reached.
+        """
+        if self._db.broken or self._db.closed:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = self._connect()
+        return self._db
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read-only statement."""
+        db = self._live()
         with self._errors:
-            rows: list[Any] = _execute(self._db.cursor(), sql, params).fetchall()
+            rows: list[Any] = _execute(db.cursor(), sql, params).fetchall()
             return rows
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one writing statement, committed on its own; the rows it changed."""
+        db = self._live()
         with self._errors:
-            return int(_execute(self._db.cursor(), sql, params).rowcount)
+            return int(_execute(db.cursor(), sql, params).rowcount)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_Cursor]:
         """BEGIN and the participants' advisory lock ... COMMIT, or ROLLBACK if the block raises."""
+        db = self._live()
         with self._errors:
-            cursor = self._db.cursor()
+            cursor = db.cursor()
             cursor.execute(_BEGIN)
             try:
                 yield _Cursor(cursor)
             except BaseException:
-                cursor.execute("ROLLBACK")
+                if not db.broken:  # a lost connection rolled it back already
+                    cursor.execute("ROLLBACK")
                 raise
             cursor.execute("COMMIT")
 
