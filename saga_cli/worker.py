@@ -232,8 +232,9 @@ class Worker:
 
     def _failed(self, execution_id: str, error: SagaError) -> None:
         if isinstance(error, LeaseLostError):
-            # Fenced: another worker claimed it after our lease expired.
-            log.warning("lost execution %s to another worker: %s", execution_id, error)
+            # Fenced (another worker claimed it after our lease expired), or
+            # the lease ran out during an outage of the log.
+            log.warning("lost execution %s: %s", execution_id, error)
             self.report.lost.append(execution_id)
         elif isinstance(error, OutageTooLongError):
             self.report.failed[execution_id] = str(error)  # run() raises it, once

@@ -157,6 +157,11 @@ class PostgresStore(SqlStore):
         self._reader = reader  # autocommit on: reads never hold a transaction open
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        # Bumped whenever a connection turns out lost: the server went away, so
+        # the other connection is gone too, and is replaced before its next use
+        # (not failed once more after the server is back).
+        self._losses = 0
+        self._writer_made = self._reader_made = 0
         self.commits = 0  # transactions committed (the benchmark reads it)
 
     @classmethod
@@ -202,6 +207,8 @@ class PostgresStore(SqlStore):
         """Run `work` in one committed transaction; a Rollback rolls it back instead."""
         psycopg = _psycopg()
         with self._write_lock:
+            if self._db.broken or self._db.closed or self._writer_made < self._losses:
+                self._db, self._writer_made = self._fresh(self._db, self._writer_made, False)
             try:
                 with self._db.transaction(), self._db.cursor() as cursor:
                     result = work(cursor)
@@ -214,7 +221,8 @@ class PostgresStore(SqlStore):
                 if self._db.broken or self._db.closed:
                     # The server went away (a restart, a failover): this write
                     # failed, the next one gets a new connection.
-                    self._db = _reconnect(self._db, self.url, autocommit=False)
+                    self._losses += 1
+                    self._db, self._writer_made = self._fresh(self._db, self._writer_made, False)
                 raise translated(exc, self.url) from None
 
     def claim_ready(
@@ -286,6 +294,8 @@ class PostgresStore(SqlStore):
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         psycopg = _psycopg()
         with self._read_lock:
+            if self._reader.broken or self._reader.closed or self._reader_made < self._losses:
+                self._reader, self._reader_made = self._fresh(self._reader, self._reader_made, True)
             try:
                 # Shared queries (store/sql.py) use ``?``; psycopg wants ``%s``.
                 sql = sql.replace("?", "%s")
@@ -293,8 +303,16 @@ class PostgresStore(SqlStore):
                 return rows
             except psycopg.Error as exc:
                 if self._reader.broken or self._reader.closed:
-                    self._reader = _reconnect(self._reader, self.url, autocommit=True)
+                    self._losses += 1
+                    self._reader, self._reader_made = self._fresh(
+                        self._reader, self._reader_made, True
+                    )
                 raise translated(exc, self.url) from None
+
+    def _fresh(self, old: Any, made: int, autocommit: bool) -> tuple[Any, int]:
+        """A new connection in place of `old` and its generation (`old` as is if still down)."""
+        new = _reconnect(old, self.url, autocommit=autocommit)
+        return new, made if new is old else self._losses
 
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?)", [list(values)]
