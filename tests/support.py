@@ -315,9 +315,10 @@ class CuttableProxy:
         self._acceptor.start()
 
     @property
-    def cut_now(self) -> bool:
-        """Whether connections are refused right now."""
-        return self._listener is None
+    def connections(self) -> int:
+        """How many connections pass through it now."""
+        with self._lock:
+            return len(self._sockets) // 2
 
     def url(self, server_url: str) -> str:
         """`server_url` (on 127.0.0.1) with its port replaced by the proxy's."""

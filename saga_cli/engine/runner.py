@@ -615,12 +615,22 @@ class SagaRunner:
                 pages = self.store.unfinished_pages(page=claim_batch)
                 raise
 
+        def claim_again(page: list[ExecutionRecord]) -> list[Execution | Outcome]:
+            # The claim may have committed before the log went away: read the
+            # rows again, so the retry expects their versions as they are now.
+            return claim_page([self.store.get(record.id) for record in page])
+
         async def feed() -> AsyncIterator[Execution | Outcome]:
             while True:
                 page = await self._waiting_out(next_page)
                 if page is None:
                     return
-                for item in await self._waiting_out(claim_page, page):
+                try:
+                    items = await self._blocking(claim_page, page)
+                except LogUnavailableError as exc:
+                    self.outage.failed(exc)
+                    items = await self._waiting_out(claim_again, page)
+                for item in items:
                     yield item
 
         def finished(outcome: Outcome) -> None:

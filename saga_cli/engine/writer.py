@@ -30,7 +30,13 @@ from typing import cast
 from saga_cli.domain import Event
 from saga_cli.engine.execution import Execution
 from saga_cli.engine.outage import Outage
-from saga_cli.errors import LeaseLostError, LogUnavailableError, OutageTooLongError, SagaError
+from saga_cli.errors import (
+    LeaseLostError,
+    LogUnavailableError,
+    OutageTooLongError,
+    SagaError,
+    UnknownExecutionError,
+)
 from saga_cli.store import Creation, SagaStore, Transition
 
 log = logging.getLogger(__name__)
@@ -110,10 +116,14 @@ class CommitThread:
         """Commit `writes`, waiting out an outage of the log: their results, or what failed all."""
         results: list[int | SagaError | None] = [None] * len(writes)
         todo = list(range(len(writes)))
+        retried = False
         while True:
             try:
-                done = self._store.commit_all([writes[i] for i in todo])
+                if retried:  # the last try may have committed, its answer lost on the way
+                    todo = [i for i in todo if not self._landed(writes[i], results, i)]
+                done = self._store.commit_all([writes[i] for i in todo]) if todo else []
             except LogUnavailableError as exc:
+                retried = True
                 self.outage.failed(exc)
                 try:
                     self.outage.check()
@@ -132,6 +142,30 @@ class CommitThread:
             for index, result in zip(todo, done, strict=True):
                 results[index] = result
             return _fill(results, [], None)
+
+    def _landed(self, write: Write, results: list[int | SagaError | None], index: int) -> bool:
+        """Whether `write` is in the log already (its commit's answer was lost); notes its version.
+
+        The row then carries exactly what the write set: the version after
+        the one it expected and its timestamp. Anything else means it did not
+        land (or another owner wrote since, and the retry is refused).
+
+        Raises:
+            LogUnavailableError: the log does not answer (yet).
+        """
+        execution_id = write.record.id if isinstance(write, Creation) else write.execution_id
+        try:
+            row = self._store.get(execution_id)
+        except UnknownExecutionError:
+            return False
+        if isinstance(write, Creation):
+            version, at, owner = 1, write.record.updated_at, write.record.owner
+        else:
+            version, at, owner = write.expected_version + 1, write.now, write.owner
+        if (row.version, row.updated_at, row.owner) != (version, at, owner):
+            return False
+        results[index] = version
+        return True
 
     def _drop(self, write: Write, results: list[int | SagaError | None], index: int) -> bool:
         """Give up on `write` if its execution's lease ran out during the outage."""

@@ -84,6 +84,13 @@ def assert_drained_once_each(url: str, ids: list[str], rows: Callable[[str], lis
     """Every booking finished, `saga check` agrees with the services, each effect happened once."""
     statuses = dict(rows("SELECT id, status FROM saga_execution"))
     assert sorted(statuses) == sorted(ids)
+    assert_finished_once_each(url, statuses, rows)
+
+
+def assert_finished_once_each(
+    url: str, statuses: dict[str, str], rows: Callable[[str], list[Any]]
+) -> None:
+    """The executions finished, `saga check` agrees with the services, each effect happened once."""
     assert set(statuses.values()) <= {"completed", "compensated"}, statuses
     check = subprocess.run(
         [saga_executable(), "--db", url, "check", "--json"],
@@ -192,3 +199,106 @@ def test_max_outage_gives_up_with_one_error_line(
     assert "--max-outage 1s" in errors[0], stderr
     assert stderr.count(OUTAGE_BEGAN) == 1, stderr
     assert time.monotonic() - began < 60  # it gave up, rather than wait for the failsafe
+
+
+def assert_one_outage_ridden_out(result: subprocess.CompletedProcess[str], code: int = 0) -> None:
+    """The command exited with `code`, logged the outage as it began and ended, no traceback."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count(OUTAGE_BEGAN) == result.stderr.count(OUTAGE_ENDED) >= 1, (
+        result.stderr
+    )
+
+
+def run_through(
+    proxy: CuttableProxy, *args: str, url: str = "", then: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
+    """`saga ARGS… --db URL THEN…` through `proxy`, in the background."""
+    return subprocess.Popen(
+        [saga_executable(), *args, "--db", proxy.url(url), *then],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    out, err = process.communicate(timeout=180)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_resume_all_rides_out_a_cut_in_the_middle_of_a_commit(
+    pg_url: str, workers: list[subprocess.Popen[str]]
+) -> None:
+    import psycopg
+
+    from saga_cli.store.postgres import libpq_url
+
+    ids = submit_bookings(pg_url, BOOKINGS, seed=7)
+    proxy = CuttableProxy(5432)
+    try:
+        resume = run_through(
+            proxy, url=pg_url, then=("resume", "--all", "--concurrency", "4", "--json")
+        )
+        workers.append(resume)
+        with finished_count(pg_url) as finished:
+            wait_for(lambda: finished() >= 5, "the resume to get going")
+        proxy.cut_on(b"COMMIT", 1.5)
+        result = finish(resume)
+    finally:
+        proxy.close()
+
+    assert proxy.cuts == 1
+    assert_one_outage_ridden_out(result)
+    report = json.loads(result.stdout)
+    assert report["busy"] == [] and report["failed"] == {}, report
+    with psycopg.connect(libpq_url(pg_url)) as db:
+        assert_drained_once_each(pg_url, ids, lambda sql: db.execute(sql).fetchall())
+
+
+def test_simulate_rides_out_a_cut_in_the_middle_of_a_commit(
+    pg_url: str, workers: list[subprocess.Popen[str]]
+) -> None:
+    import psycopg
+
+    from saga_cli.store.postgres import libpq_url
+
+    proxy = CuttableProxy(5432)
+    args = ("simulate", "--count", str(BOOKINGS), "--concurrency", "4", "--capacity", "1000")
+    try:
+        simulate = run_through(proxy, url=pg_url, then=(*args, "--fail-rate", "0.2", "--json"))
+        workers.append(simulate)
+        with finished_count(pg_url) as finished:
+            wait_for(lambda: finished() >= 5, "the simulation to get going")
+        proxy.cut_on(b"COMMIT", 1.5)
+        result = finish(simulate)
+    finally:
+        proxy.close()
+
+    assert proxy.cuts == 1
+    assert_one_outage_ridden_out(result)
+    with psycopg.connect(libpq_url(pg_url)) as db:
+        statuses: dict[str, str] = dict(
+            db.execute("SELECT id, status FROM saga_execution").fetchall()
+        )
+        assert len(statuses) == BOOKINGS
+        assert_finished_once_each(pg_url, statuses, lambda sql: db.execute(sql).fetchall())
+
+
+def test_watch_rides_out_a_cut(pg_url: str, workers: list[subprocess.Popen[str]]) -> None:
+    proxy = CuttableProxy(5432)
+    try:
+        watch = run_through(
+            proxy, "-v", url=pg_url, then=("watch", "--interval", "0.1", "--count", "30")
+        )
+        workers.append(watch)
+        assert watch.stderr is not None
+        opened = next(line for line in iter(watch.stderr.readline, "") if "opened saga log" in line)
+        assert opened
+        proxy.cut(1.5)
+        result = finish(watch)
+    finally:
+        proxy.close()
+    assert_one_outage_ridden_out(result)
