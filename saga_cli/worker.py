@@ -185,6 +185,10 @@ class Worker:
             What the worker did; executions still in hand when it stopped
             were released (counted in `released`) for another worker to take.
         """
+        with self.outage.waiting():  # for as long as the worker runs
+            return self._run()
+
+    def _run(self) -> WorkerReport:
         started = time.time()
         self.outage.call(lambda: self._register(started, started), lambda: self._stopping)
         beat = threading.Thread(

@@ -7,7 +7,10 @@ waits such an outage out instead of dying with work in hand: whoever meets
 the failure (the claims, the commit thread, the heartbeat, the registry)
 reports it here, waits :meth:`Outage.delay` and tries again. The tracker
 logs one line when an outage begins and one when it ends, and gives up
-once an outage outlasts `max_seconds` (``--max-outage``).
+once an outage outlasts `max_seconds` (``--max-outage``). A one-shot
+operation (``saga book``) does not wait: the runner's tracker waits only
+inside :meth:`Outage.waiting` blocks, which its batch operations open, and
+otherwise hands the first failure back at once.
 
 Its attributes `count`, `active` and `seconds_total` are what a health
 check or a metrics endpoint reads (``Worker.outage`` is this object).
@@ -15,11 +18,12 @@ check or a metrics endpoint reads (``Worker.outage`` is this object).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -43,6 +47,8 @@ class Outage:
     Args:
         max_seconds: give up (OutageTooLongError) once an outage lasts
             longer (None: wait forever).
+        waits: whether to wait outages out at all; False makes :meth:`check`
+            raise the failure at once, except inside :meth:`waiting`.
         clock: monotonic time, for durations.
         rng: jitter of the back-off.
 
@@ -55,10 +61,13 @@ class Outage:
         self,
         max_seconds: float | None = None,
         *,
+        waits: bool = True,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self.max_seconds = max_seconds
+        self._waits = waits
+        self._waiting = 0  # open waiting() blocks
         self.count = 0
         self.active = False
         self._clock = clock
@@ -69,6 +78,7 @@ class Outage:
         self._ended_total = 0.0
         self._failures = 0  # in a row, for the back-off
         self._error = ""
+        self._last: LogUnavailableError | None = None
         self._gave_up: OutageTooLongError | None = None
 
     @property
@@ -78,12 +88,29 @@ class Outage:
             current = self._clock() - self._began if self.active else 0.0
             return self._ended_total + current
 
-    def failed(self, error: BaseException) -> None:
+    @property
+    def waits(self) -> bool:
+        """Whether failures are waited out now (see the `waits` argument and :meth:`waiting`)."""
+        return self._waits or self._waiting > 0
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Wait outages out inside this block (a batch operation's), whatever `waits` says."""
+        with self._lock:
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def failed(self, error: LogUnavailableError) -> None:
         """Note that the log did not answer; the first failure of a stretch logs its beginning."""
         with self._lock:
             self._failures += 1
             self._error = str(error)
-            if self.active:
+            self._last = error
+            if self.active or not self.waits:  # a one-shot's error speaks for itself
                 return
             self.active = True
             self.count += 1
@@ -98,6 +125,7 @@ class Outage:
 
     def succeeded(self) -> None:
         """Note that the log answered; ends the outage in progress (and logs how long it lasted)."""
+        self._last = None
         if not self.active:  # the common case, without the lock
             return
         with self._lock:
@@ -119,7 +147,10 @@ class Outage:
 
         Raises:
             OutageTooLongError: it has (and every later check raises it too).
+            LogUnavailableError: the last failure, when failures are not waited out.
         """
+        if not self.waits and self._last is not None:
+            raise self._last
         with self._lock:
             if self._gave_up is None and self.active and self.max_seconds is not None:
                 lasted = self._clock() - self._began

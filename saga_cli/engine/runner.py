@@ -124,8 +124,9 @@ class SagaRunner:
         self.alerts = alerts
         self.clock = clock
         self.rng = rng or random.Random()
-        # Shared by all that talk to the log here: they wait its outages out together.
-        self.outage = Outage()
+        # Shared by all that talk to the log here: they wait its outages out
+        # together, inside the batch operations (a single run fails at once).
+        self.outage = Outage(waits=False)
         self.leases = Leases(
             store,
             definitions,
@@ -322,7 +323,8 @@ class SagaRunner:
         def failed(_execution_id: str, error: SagaError) -> None:
             raise error
 
-        await self._window(feed(), concurrency, finished, failed)
+        with self.outage.waiting():  # a batch: its outages are waited out
+            await self._window(feed(), concurrency, finished, failed)
         return outcomes
 
     def submit(
@@ -641,7 +643,8 @@ class SagaRunner:
         def failed(execution_id: str, error: SagaError) -> None:
             report.failed[execution_id] = str(error)
 
-        await self._window(feed(), concurrency, finished, failed)
+        with self.outage.waiting():
+            await self._window(feed(), concurrency, finished, failed)
         return report
 
     def run_claimed(
@@ -762,7 +765,8 @@ class SagaRunner:
                     pass
                 yield NOTHING_YET
 
-        await self._run_window(window, feed(), stop, stop_now)
+        with self.outage.waiting():
+            await self._run_window(window, feed(), stop, stop_now)
         return window.released
 
     # -- the engine's plumbing -------------------------------------------------------

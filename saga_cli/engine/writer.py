@@ -33,8 +33,8 @@ from saga_cli.engine.outage import Outage
 from saga_cli.errors import (
     LeaseLostError,
     LogUnavailableError,
-    OutageTooLongError,
     SagaError,
+    StoreError,
     UnknownExecutionError,
 )
 from saga_cli.store import Creation, SagaStore, Transition
@@ -127,7 +127,7 @@ class CommitThread:
                 self.outage.failed(exc)
                 try:
                     self.outage.check()
-                except OutageTooLongError as gave_up:
+                except StoreError as gave_up:  # too long, or a one-shot that does not wait
                     return _fill(results, todo, gave_up)
                 todo = [i for i in todo if not self._drop(writes[i], results, i)]
                 if not todo:
