@@ -167,7 +167,10 @@ class Driver:
             # Told to stop now (a grace period ran out): hand the execution
             # back with what it recorded; a call still running is abandoned,
             # and its step is called again, under the same key, by the next owner.
-            await asyncio.shield(self.let_go(run))
+            # While the log is unreachable it cannot take the release: the lease
+            # runs out instead.
+            if not self.writer.outage.active:
+                await asyncio.shield(self.let_go(run))
             raise
 
     async def let_go(self, run: Execution) -> None:

@@ -237,6 +237,11 @@ class LogWriter:
         self._flush_queued = False
         self._timer: asyncio.TimerHandle | None = None
 
+    @property
+    def outage(self) -> Outage:
+        """The process's outage tracker (the commit thread's)."""
+        return self._thread.outage
+
     async def commit(self, run: Execution) -> None:
         """Return once everything `run` recorded so far is durable (sharing a commit).
 

@@ -302,3 +302,31 @@ def test_watch_rides_out_a_cut(pg_url: str, workers: list[subprocess.Popen[str]]
     finally:
         proxy.close()
     assert_one_outage_ridden_out(result)
+
+
+def test_sigterm_during_an_outage_exits_0_after_the_grace(
+    tmp_path: Path, workers: list[subprocess.Popen[str]]
+) -> None:
+    import signal
+
+    path = tmp_path / "saga.db"
+    url = f"sqlite:///{path}?busy_timeout=200&synchronous=NORMAL"
+    submit_bookings(url, 80, seed=13)
+    log = tmp_path / "worker.err"
+    worker = start_worker(url, log, *WORKER_ARGS, "--grace", "1s")
+    workers.append(worker)
+    with finished_count(url) as finished:
+        wait_for(lambda: finished() >= 5, "the worker to get going")
+    holder = hold_sqlite_lock(path, 600)  # longer than the test may take: never released
+    try:
+        wait_for(lambda: OUTAGE_BEGAN in log.read_text(), "the worker to wait for the log")
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=120)
+    finally:
+        holder.kill()
+        holder.communicate()
+    stderr = log.read_text()
+    assert worker.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "could not remove worker" in stderr  # the registry is locked too: one line, no more
+    json.loads(out)
