@@ -13,7 +13,7 @@ import httpx
 import pytest
 from conftest import SagaCli
 from service_processes import Services, free_port, running_services
-from support import BOOKING, wait_for
+from support import BOOKING, hold_sqlite_lock, wait_for
 
 
 @pytest.fixture
@@ -242,3 +242,24 @@ def test_a_remote_booking_resumes_only_against_the_same_services(
     assert services["hotel"].reservations(execution_id) == [
         (f"{execution_id}:hotel", "GRAND", "confirmed")
     ]
+
+
+def test_a_service_answers_503_while_its_database_is_locked_and_carries_on_after(
+    services: Services,
+) -> None:
+    hotel = services["hotel"]
+    body = {"saga_id": "s1", "resource": "GRAND", "customer": "ada"}
+    holder = hold_sqlite_lock(hotel.db, 600)  # past the service's 5 s busy timeout
+    try:
+        with httpx.Client(base_url=hotel.url, trust_env=False, timeout=60) as client:
+            locked = client.post("/reserve", json=body, headers={"Idempotency-Key": "k1"})
+    finally:
+        holder.kill()
+        holder.communicate()
+    with httpx.Client(base_url=hotel.url, trust_env=False, timeout=60) as client:
+        after = client.post("/reserve", json=body, headers={"Idempotency-Key": "k1"})
+
+    assert locked.status_code == 503, locked.text  # worth retrying: the engine does
+    assert after.status_code == 201, after.text
+    assert hotel.process is not None and hotel.process.poll() is None
+    assert "Traceback" not in hotel.log.read_text()
