@@ -181,8 +181,18 @@ class Outage:
                 return False
             time.sleep(min(left, STOP_CHECK))
 
-    def call(self, function: Callable[[], T], stop: Callable[[], bool] | None = None) -> T:
+    def call(
+        self,
+        function: Callable[[], T],
+        stop: Callable[[], bool] | None = None,
+        *,
+        read: bool = False,
+    ) -> T:
         """Call `function` until the log answers it, waiting between tries.
+
+        A `read` that succeeds does not end an outage: SQLite serves reads
+        while another process holds the write lock, and the log is back only
+        once it takes writes again.
 
         Raises:
             OutageTooLongError: the outage outlasted `max_seconds`.
@@ -197,7 +207,8 @@ class Outage:
                 if self.wait(stop):
                     raise
                 continue
-            self.succeeded()
+            if not read:
+                self.succeeded()
             return result
 
 

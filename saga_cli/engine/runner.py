@@ -624,7 +624,7 @@ class SagaRunner:
 
         async def feed() -> AsyncIterator[Execution | Outcome]:
             while True:
-                page = await self._waiting_out(next_page)
+                page = await self._waiting_out(next_page, read=True)
                 if page is None:
                     return
                 try:
@@ -719,7 +719,7 @@ class SagaRunner:
 
         def adopt(records: Sequence[ExecutionRecord]) -> list[Execution]:
             ids = [record.id for record in records]
-            histories = self.outage.call(lambda: self.store.events_of(ids), halt)
+            histories = self.outage.call(lambda: self.store.events_of(ids), halt, read=True)
             runs = []
             for record in records:
                 adopted = self.leases.adopt(record, histories[record.id])
@@ -754,7 +754,8 @@ class SagaRunner:
                             yield run
                         continue
                     if exit_when_idle and window.in_flight <= 1:
-                        if not await loop.run_in_executor(None, self.outage.call, orphaned, halt):
+                        look = partial(self.outage.call, orphaned, halt, read=True)
+                        if not await loop.run_in_executor(None, look):
                             return
                 except LogUnavailableError:
                     return  # stopped during an outage: nothing more to take
@@ -805,8 +806,10 @@ class SagaRunner:
             return function(*args)
         return await asyncio.to_thread(function, *args)
 
-    async def _waiting_out(self, function: Callable[..., T], *args: Any) -> T:
+    async def _waiting_out(self, function: Callable[..., T], *args: Any, read: bool = False) -> T:
         """:meth:`_blocking`, called again (after a back-off) while the log does not answer.
+
+        A `read` that succeeds does not end the outage (see Outage.call).
 
         Raises:
             OutageTooLongError: the outage outlasted the tracker's max_seconds.
@@ -819,7 +822,8 @@ class SagaRunner:
                 self.outage.check()
                 await asyncio.sleep(self.outage.delay())
                 continue
-            self.outage.succeeded()
+            if not read:
+                self.outage.succeeded()
             return result
 
     async def _pause(self, seconds: float) -> None:
