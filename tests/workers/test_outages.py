@@ -105,6 +105,12 @@ def assert_finished_once_each(
         assert twice == [], (table, twice)
 
 
+def in_outage(log: Path) -> bool:
+    """Whether the process logging to `log` is waiting for the log right now."""
+    text = log.read_text()
+    return text.count(OUTAGE_BEGAN) > text.count(OUTAGE_ENDED)
+
+
 def assert_rode_it_out(worker: subprocess.Popen[str], stderr: Path, outages: int) -> None:
     """The worker exited 0, logged each outage once as it began and once as it ended."""
     out, _ = worker.communicate(timeout=180)
@@ -156,16 +162,17 @@ def test_workers_wait_while_another_process_holds_sqlite_locked(
     import sqlite3
 
     path = tmp_path / "saga.db"
-    # A short busy timeout: the lock below outlasts it many times over.
-    url = f"sqlite:///{path}?busy_timeout=200&synchronous=NORMAL"
+    # A busy timeout the lock below outlasts several times over (and ordinary
+    # contention between the workers and their services does not).
+    url = f"sqlite:///{path}?busy_timeout=1000&synchronous=NORMAL"
     ids = submit_bookings(url, BOOKINGS, seed=13)
     logs = [tmp_path / f"worker{n}.err" for n in range(2)]
     workers += [start_worker(url, log, *WORKER_ARGS) for log in logs]
     with finished_count(url) as finished:
         wait_for(lambda: finished() >= 20, "the workers to get going")
 
-    holder = hold_sqlite_lock(path, 3.0)
-    wait_for(lambda: all(OUTAGE_BEGAN in log.read_text() for log in logs), "the workers to wait")
+    holder = hold_sqlite_lock(path, 4.0)
+    wait_for(lambda: all(in_outage(log) for log in logs), "the workers to wait")
     holder.communicate(timeout=60)
     for worker, log in zip(workers, logs, strict=True):
         assert_rode_it_out(worker, log, outages=1)
@@ -310,7 +317,7 @@ def test_sigterm_during_an_outage_exits_0_after_the_grace(
     import signal
 
     path = tmp_path / "saga.db"
-    url = f"sqlite:///{path}?busy_timeout=200&synchronous=NORMAL"
+    url = f"sqlite:///{path}?busy_timeout=1000&synchronous=NORMAL"
     submit_bookings(url, 80, seed=13)
     log = tmp_path / "worker.err"
     worker = start_worker(url, log, *WORKER_ARGS, "--grace", "1s")
@@ -319,7 +326,7 @@ def test_sigterm_during_an_outage_exits_0_after_the_grace(
         wait_for(lambda: finished() >= 5, "the worker to get going")
     holder = hold_sqlite_lock(path, 600)  # longer than the test may take: never released
     try:
-        wait_for(lambda: OUTAGE_BEGAN in log.read_text(), "the worker to wait for the log")
+        wait_for(lambda: in_outage(log), "the worker to wait for the log")
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=120)
     finally:
