@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from saga_cli.engine.alerting import DEFAULT_POLICY, AlertPolicy
-from saga_cli.errors import InvalidInputError, SagaError
+from saga_cli.errors import InvalidInputError, LogUnavailableError, SagaError
 from saga_cli.store import AlertRecord, SagaStore
 
 log = logging.getLogger(__name__)
@@ -369,7 +369,11 @@ class Deliverer:
             self._wake.clear()
             try:
                 deliver_due(self.store, self.settings)
-            except Exception:  # the log or a sink broke: the alerts wait for the next pass
+            except LogUnavailableError as exc:  # an outage, which the command reports itself
+                log.debug("alert delivery waits for the log: %s", exc)
+            except SagaError as exc:  # the alerts wait for the next pass
+                log.warning("alert delivery failed; retried later: %s", exc)
+            except Exception:  # a sink broke: the alerts wait for the next pass
                 log.warning("alert delivery failed; retried later", exc_info=True)
             if self._stopping:
                 return

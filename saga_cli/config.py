@@ -53,6 +53,7 @@ WORKER_OPTIONS = {
     "http_port": int,
     "http_host": str,
     "prune_after": str,
+    "max_outage": str,
 }
 TABLES = ("worker", "alerts", "tracing")
 
@@ -227,7 +228,14 @@ def _typed(
         value = table[name]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        elif kind is str and name in ("grace", "prune_after", "step_timeout", "retry", "retry_max"):
+        elif kind is str and name in (
+            "grace",
+            "prune_after",
+            "max_outage",
+            "step_timeout",
+            "retry",
+            "retry_max",
+        ):
             if isinstance(value, int | float) and not isinstance(value, bool):
                 value = f"{value}s"
         elif kind is list and isinstance(value, str):

@@ -66,8 +66,20 @@ class SchemaTooNewError(StoreError):
     bad_input = True
 
 
-class DatabaseLockedError(StoreError):
+class LogUnavailableError(StoreError):
+    """Raised when the log cannot be reached for now (a lost connection, a lock, an I/O error).
+
+    Long-running commands wait such an outage out (saga_cli.engine.outage);
+    a one-shot command fails with it, leaving its execution resumable.
+    """
+
+
+class DatabaseLockedError(LogUnavailableError):
     """Raised when another writer held the database past the busy timeout."""
+
+
+class OutageTooLongError(StoreError):
+    """Raised when the log stayed unreachable for longer than --max-outage allows."""
 
 
 class WouldBlockError(SagaError):

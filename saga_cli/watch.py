@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from saga_cli.domain import SagaStatus
+from saga_cli.engine.outage import Outage
+from saga_cli.errors import LogUnavailableError
 from saga_cli.stats import in_flight
 from saga_cli.store import ExecutionRecord, SagaStore
 from saga_cli.views import is_interrupted
@@ -68,18 +70,31 @@ def run(
     interval: float,
     count: int | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    outage: Outage | None = None,
 ) -> int:
     """Take and show snapshots every `interval` seconds until `count` or Ctrl-C.
+
+    While the log is unreachable the last snapshot stays on screen and the
+    next is taken once it answers (`outage` logs when it went and came back).
 
     Returns:
         How many snapshots were shown. Ctrl-C ends the loop normally: it is
         how a watch is meant to stop, not an error.
     """
+    outage = outage or Outage()
     shown = 0
     try:
         while count is None or shown < count:
             began = time.perf_counter()
-            show(take())
+            try:
+                snap = take()
+            except LogUnavailableError as exc:
+                outage.failed(exc)
+                outage.check()
+                sleep(min(interval, outage.delay()))
+                continue
+            outage.succeeded()
+            show(snap)
             shown += 1
             log.debug("refresh %d took %.3f s", shown, time.perf_counter() - began)
             if count is None or shown < count:

@@ -14,6 +14,11 @@ it and a claim does. A worker that is paused past its lease (SIGSTOP, a long
 GC, a frozen VM) has its executions claimed by another; when it wakes, its
 next write is refused and it lets those executions go.
 
+Outages of the log (a restart, a failover, a lock held too long) are waited
+out (saga_cli.engine.outage): nothing new is claimed, the executions in hand
+are kept while their leases last, and their records commit once the log
+answers again; ``max_outage`` bounds the wait.
+
 Each worker keeps a row in the registry (``saga_worker``), upserted on every
 heartbeat and deleted on a clean exit, so ``saga workers`` can list the live
 ones and mark the stale ones. A worker that died leaves its row behind: the
@@ -39,7 +44,13 @@ from saga_cli import lease
 from saga_cli.domain import SagaStatus
 from saga_cli.engine import Outcome
 from saga_cli.engine.observer import EngineObserver
-from saga_cli.errors import DatabaseLockedError, InvalidInputError, LeaseLostError, SagaError
+from saga_cli.errors import (
+    InvalidInputError,
+    LeaseLostError,
+    LogUnavailableError,
+    OutageTooLongError,
+    SagaError,
+)
 from saga_cli.limits import MAX_DURATION_SECONDS
 from saga_cli.orchestrator import Orchestrator
 from saga_cli.store import ExecutionRecord, SagaStore, WorkerRecord
@@ -141,6 +152,8 @@ class Worker:
             seconds are removed while this worker runs (None: never).
         observer: told each claim, outcome and lost execution, and the
             engine's call and commit timings (for metrics).
+        max_outage: seconds the log may stay unreachable before run() gives
+            up with OutageTooLongError (None: wait for it forever).
 
     Raises:
         InvalidInputError: a bad number, or no saga to take.
@@ -160,6 +173,7 @@ class Worker:
         grace: float | None = None,
         prune_after: float | None = DEFAULT_PRUNE_AFTER,
         observer: WorkerObserver | None = None,
+        max_outage: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidInputError(f"--concurrency must be at least 1 (got {concurrency})")
@@ -168,6 +182,10 @@ class Worker:
         if not 0 < lease_seconds <= MAX_DURATION_SECONDS:
             raise InvalidInputError(
                 f"--lease must be a positive number of seconds (got {lease_seconds})"
+            )
+        if max_outage is not None and not 0 <= max_outage <= MAX_DURATION_SECONDS:
+            raise InvalidInputError(
+                f"--max-outage must be a duration of at least 0 (got {max_outage})"
             )
         if not 0 < poll <= MAX_DURATION_SECONDS:
             raise InvalidInputError(f"--poll must be a positive number of seconds (got {poll})")
@@ -198,6 +216,9 @@ class Worker:
         if observer is not None:
             self.observe(observer)
         self.id = self.runner.owner
+        # The log's outages: `count`, `active`, `seconds_total` (for health checks and metrics).
+        self.outage = self.runner.outage
+        self.outage.max_seconds = max_outage
         self.report = WorkerReport()
         self._stopping = False
         self._stop_now = False
@@ -261,8 +282,12 @@ class Worker:
             What the worker did; executions still in hand when it stopped
             were released (counted in `released`) for another worker to take.
         """
+        with self.outage.waiting():  # for as long as the worker runs
+            return self._run()
+
+    def _run(self) -> WorkerReport:
         started = time.time()
-        self._register(started, started)
+        self.outage.call(lambda: self._register(started, started), lambda: self._stopping)
         self._phase = "running"
         self._prune(started)
         beat = threading.Thread(
@@ -287,14 +312,18 @@ class Worker:
             beat.join()
             try:
                 self.store.remove_worker(self.id)
-            except SagaError as exc:  # the row goes stale and `saga workers` says so
+            except Exception as exc:  # the row goes stale and `saga workers` says so
                 log.warning("could not remove worker %s from the registry: %s", self.id, exc)
         return self.report
 
     # -- the queue ---------------------------------------------------------------
 
     def _claim(self, limit: int) -> Sequence[ExecutionRecord]:
-        """Claim up to `limit` ready executions (runs on a thread of the engine)."""
+        """Claim up to `limit` ready executions (runs on a thread of the engine).
+
+        Raises:
+            LogUnavailableError: the log did not answer (the engine waits and tries again).
+        """
         try:
             self._rescue_dead_owners()
             now = time.time()
@@ -307,12 +336,6 @@ class Worker:
                 exclude=self._refused,
                 admit=self._admit,
             )
-        except DatabaseLockedError as exc:
-            # Other writers kept the log busy past the busy timeout: nothing
-            # was claimed; look again later rather than die with work in hand.
-            log.warning("the log stayed locked; no execution claimed this time")
-            self._log_error = str(exc)
-            return []
         except SagaError as exc:
             self._log_error = str(exc)
             raise
@@ -354,11 +377,14 @@ class Worker:
 
     def _failed(self, execution_id: str, error: SagaError) -> None:
         if isinstance(error, LeaseLostError):
-            # Fenced: another worker claimed it after our lease expired.
-            log.warning("lost execution %s to another worker: %s", execution_id, error)
+            # Fenced (another worker claimed it after our lease expired), or
+            # the lease ran out during an outage of the log.
+            log.warning("lost execution %s: %s", execution_id, error)
             self.report.lost.append(execution_id)
             if self.observer is not None:
                 self.observer.lost(execution_id)
+        elif isinstance(error, OutageTooLongError):
+            self.report.failed[execution_id] = str(error)  # run() raises it, once
         else:
             log.warning("cannot run execution %s here: %s", execution_id, error)
             self.report.failed[execution_id] = str(error)
@@ -388,11 +414,16 @@ class Worker:
         while not self._beating.wait(interval):
             try:
                 self._register(started, time.time())
-            except Exception as exc:  # a missed beat only makes the row look stale for a while
+            except LogUnavailableError as exc:  # a missed beat only makes the row look stale
                 self._log_error = str(exc) or type(exc).__name__
-                log.warning("could not update the worker registry", exc_info=True)
+                self.outage.failed(exc)
+                continue
+            except Exception as exc:
+                self._log_error = str(exc) or type(exc).__name__
+                log.warning("could not update the worker registry: %s", exc)
                 continue
             self._log_error = None
+            self.outage.succeeded()
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_EVERY
                 self._prune(time.time())

@@ -318,6 +318,219 @@ def http_get(url: str, timeout: float = 10) -> tuple[int, str] | None:
         return None
 
 
+# -- submitted bookings and the workers that drain them --------------------------------
+
+
+def submit_bookings(url: str, count: int, *, fail_rate: float = 0.2, seed: int = 0) -> list[str]:
+    """Submit `count` bookings in one commit (a share declined at the car), restocked to fit."""
+    import random
+
+    from saga_cli.booking import TravelBooking
+    from saga_cli.services.travel import BookingRequest
+    from saga_cli.store import open_store
+
+    rng = random.Random(seed)
+    store = open_store(url)
+    travel = TravelBooking(store)
+    try:
+        travel.restock(count + 100)
+        payloads = [
+            BookingRequest(
+                rng.choice(["FL100", "FL200", "FL300"]),
+                rng.choice(["GRAND", "PLAZA", "HARBOUR"]),
+                rng.choice(["ECONOMY", "COMPACT", "SUV"]),
+                f"c{n}",
+                ("car",) if rng.random() < fail_rate else (),
+            ).to_payload()
+            for n in range(count)
+        ]
+        ids = travel.orchestrator.submit_many(travel.definition, payloads)
+    finally:
+        travel.close()
+        store.close()
+    assert all(isinstance(i, str) for i in ids)
+    return [str(i) for i in ids]
+
+
+def start_worker(url: str, stderr: Path, *args: str) -> subprocess.Popen[str]:
+    """`saga --db URL worker --json ARGS…` in the background, its stderr going to a file."""
+    with stderr.open("w") as err:
+        return subprocess.Popen(
+            [saga_executable(), "--db", url, "worker", "--json", *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=cli_env(),
+            stdin=subprocess.DEVNULL,
+        )
+
+
+# -- outages of the log ------------------------------------------------------------------
+
+# What a process logs when the log stops answering, and when it answers again.
+OUTAGE_BEGAN = "the saga log is unreachable since"
+OUTAGE_ENDED = "the saga log answers again"
+
+
+class CuttableProxy:
+    """A loopback TCP proxy in front of a server, whose connections a test cuts at will.
+
+    While cut, every connection through it is closed and new ones are refused
+    (nothing listens on the port): what a server restart or a failover looks
+    like to its clients. Threads only; it never leaves 127.0.0.1.
+
+    Args:
+        port: the server's port on 127.0.0.1.
+    """
+
+    def __init__(self, port: int) -> None:
+        import socket
+        import threading
+
+        self._target = port
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._marker: bytes | None = None
+        self._marked_outage = 0.0
+        self._closed = False
+        self.cuts = 0
+        self._listener: socket.socket | None = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port: int = self._listener.getsockname()[1]
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    @property
+    def connections(self) -> int:
+        """How many connections pass through it now."""
+        with self._lock:
+            return len(self._sockets) // 2
+
+    def url(self, server_url: str) -> str:
+        """`server_url` (on 127.0.0.1) with its port replaced by the proxy's."""
+        return server_url.replace(f"127.0.0.1:{self._target}", f"127.0.0.1:{self.port}")
+
+    def cut(self, seconds: float) -> None:
+        """Close every connection, refuse new ones for `seconds` (the outage), then accept again."""
+        import threading
+
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = self._sockets, set()
+            self.cuts += 1
+        if listener is not None:
+            listener.close()
+        for sock in sockets:
+            _close(sock)
+        threading.Timer(seconds, self._restore).start()
+
+    def cut_on(self, marker: bytes, seconds: float) -> None:
+        """Cut for `seconds` right after a client sends `marker` (e.g. b"COMMIT"), once."""
+        with self._lock:
+            self._marker, self._marked_outage = marker, seconds
+
+    def close(self) -> None:
+        """Stop accepting and close every connection."""
+        self._closed = True
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = self._sockets, set()
+        if listener is not None:
+            listener.close()
+        for sock in sockets:
+            _close(sock)
+
+    def _restore(self) -> None:
+        import socket
+
+        if self._closed:
+            return
+        listener = socket.create_server(("127.0.0.1", self.port))
+        listener.settimeout(0.05)
+        with self._lock:
+            self._listener = listener
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._closed:
+            listener = self._listener
+            if listener is None:
+                time.sleep(0.01)
+                continue
+            try:
+                client, _address = listener.accept()
+            except OSError:  # a timeout, or the listener closed by a cut
+                continue
+            client.settimeout(None)
+            try:
+                server = socket.create_connection(("127.0.0.1", self._target))
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    _close(client)
+                    _close(server)
+                    continue
+                self._sockets |= {client, server}
+            for source, sink, watch in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=(source, sink, watch), daemon=True).start()
+
+    def _pump(self, source: Any, sink: Any, watch: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+                marker = self._marker
+                if watch and marker is not None and marker in data:
+                    with self._lock:
+                        fire, self._marker = self._marker is not None, None
+                    if fire:
+                        self.cut(self._marked_outage)
+        except OSError:
+            pass
+        finally:
+            _close(source)
+            _close(sink)
+
+
+def _close(sock: Any) -> None:
+    import socket
+
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+def hold_sqlite_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process that holds `path`'s write lock (BEGIN EXCLUSIVE) for `seconds`.
+
+    Returns once the lock is taken; the process commits and exits after that.
+    """
+    script = (
+        "import sqlite3, sys, time\n"
+        "db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
+        "db.execute('BEGIN EXCLUSIVE')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+        "db.execute('COMMIT')\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(path), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
 # -- waiting ---------------------------------------------------------------------------
 
 

@@ -98,6 +98,14 @@ def worker(
             help="Remove registry rows of workers dead or stale for this long.",
         ),
     ] = "1h",
+    max_outage: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Give up (exit 1) once the log has been unreachable this long "
+            "(default: wait for it forever).",
+        ),
+    ] = None,
     flaky: FlakyOption = None,
     fail_compensation: FailCompensationOption = None,
     slow: SlowOption = None,
@@ -115,8 +123,10 @@ def worker(
     submitted with --submit, and those whose owner's lease expired; renews
     its leases while it runs them. SIGTERM or Ctrl-C: finish the calls in
     flight (for at most --grace), release the leases, exit 0; a second signal
-    releases them at once. With --http-port, answers liveness and readiness
-    probes and Prometheus scrapes while it runs.
+    releases them at once. While the log is unreachable it claims nothing,
+    keeps what it holds while the leases last, and carries on once the log
+    answers (--max-outage: give up after that long). With --http-port, answers
+    liveness and readiness probes and Prometheus scrapes while it runs.
 
     Example: saga --load examples/bank_transfer.py worker --concurrency 8
     """
@@ -140,6 +150,7 @@ def worker(
             exit_when_idle=exit_when_idle,
             grace=seconds(grace),
             prune_after=seconds(prune_after),
+            max_outage=seconds(max_outage),
         )
         if http_port is not None:
             from saga_cli.health import HealthServer

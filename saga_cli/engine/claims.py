@@ -30,7 +30,13 @@ from saga_cli.domain import (
     shape_of,
 )
 from saga_cli.engine.execution import DefinitionLookup, Execution, Outcome, RecoveryReport
-from saga_cli.errors import DefinitionChangedError, ExecutionBusyError, SagaError
+from saga_cli.engine.outage import Outage
+from saga_cli.errors import (
+    DefinitionChangedError,
+    ExecutionBusyError,
+    LogUnavailableError,
+    SagaError,
+)
 from saga_cli.store import Claim, ExecutionRecord, SagaStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,7 @@ class Leases:
         lease_seconds: how long a claim lasts without a write or a beat.
         clock: the time.
         notify: called with an execution's id and events once they are durable.
+        outage: where the heartbeat reports that the log does not answer.
     """
 
     def __init__(
@@ -56,6 +63,7 @@ class Leases:
         lease_seconds: float,
         clock: Callable[[], float],
         notify: Callable[[str, list[Event]], None],
+        outage: Outage | None = None,
     ) -> None:
         self.store = store
         self.definitions = definitions
@@ -65,6 +73,13 @@ class Leases:
         self.notify = notify
         # Versions of the executions this process holds, for the heartbeat.
         self.held: dict[str, int] = {}
+        # Until when the log holds each of them for us, as far as we know: the
+        # lease of its last committed write or renewal. During an outage an
+        # execution is kept in memory only until then (see CommitThread).
+        self.valid_until: dict[str, float] = {}
+        # The lease each execution's write being committed gives it, once it commits.
+        self.writing: dict[str, float] = {}
+        self.outage = outage or Outage()
         self._active: set[str] = set()
         self._active_lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
@@ -89,6 +104,13 @@ class Leases:
         with self._active_lock:
             self._active.discard(execution_id)
         self.held.pop(execution_id, None)
+        self.valid_until.pop(execution_id, None)
+        self.writing.pop(execution_id, None)
+
+    def expired(self, execution_id: str) -> bool:
+        """Whether the lease this process last wrote for `execution_id` has run out."""
+        until = self.valid_until.get(execution_id)
+        return until is not None and until < self.clock()
 
     def driving(self, execution_id: str) -> bool:
         """Whether this process drives `execution_id` right now."""
@@ -232,6 +254,8 @@ class Leases:
         run.step_name = record.step
         run.key = record.concurrency_key
         self.held[record.id] = record.version
+        if record.lease_expires_at is not None:
+            self.valid_until[record.id] = record.lease_expires_at
         return run
 
     def _claimed(
@@ -249,6 +273,7 @@ class Leases:
         run.step_name = record.step
         run.key = record.concurrency_key
         self.held[record.id] = version
+        self.valid_until[record.id] = event.at + self.lease_seconds
         return run
 
     # -- the heartbeat ---------------------------------------------------------------
@@ -272,7 +297,17 @@ class Leases:
             held = dict(self.held)
             if not held:
                 continue
+            until = self.clock() + self.lease_seconds
             try:
-                self.store.renew_leases(self.owner, held, self.clock() + self.lease_seconds)
-            except Exception:  # a missed beat only shortens the lease
-                log.warning("could not renew %d lease(s)", len(held), exc_info=True)
+                self.store.renew_leases(self.owner, held, until)
+            except LogUnavailableError as exc:  # a missed beat only shortens the lease
+                self.outage.failed(exc)
+                continue
+            except SagaError as exc:
+                log.warning("could not renew %d lease(s): %s", len(held), exc)
+                continue
+            self.outage.succeeded()
+            for execution_id in held:
+                current = self.valid_until.get(execution_id)
+                if current is not None:
+                    self.valid_until[execution_id] = max(current, until)

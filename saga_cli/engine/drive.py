@@ -167,8 +167,23 @@ class Driver:
             # Told to stop now (a grace period ran out): hand the execution
             # back with what it recorded; a call still running is abandoned,
             # and its step is called again, under the same key, by the next owner.
-            await asyncio.shield(self.let_go(run))
+            await self._hand_back(run)
             raise
+
+    async def _hand_back(self, run: Execution) -> None:
+        """:meth:`let_go`, unless the log is unreachable: then the lease runs out instead.
+
+        Shielded from the cancellation being handled (a second one cuts it short).
+        """
+        release = asyncio.ensure_future(self.let_go(run))
+        try:
+            while not release.done():
+                if self.writer.outage.active:  # the release would wait for the log
+                    return
+                await asyncio.wait({release}, timeout=0.05)
+            release.result()
+        finally:
+            release.cancel()  # a no-op once done
 
     async def let_go(self, run: Execution) -> None:
         """Commit what `run` recorded and release its lease, in one write.

@@ -20,6 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from saga_cli import lease
@@ -52,6 +53,7 @@ from saga_cli.engine.execution import (
     new_execution_id,
 )
 from saga_cli.engine.observer import EngineObserver
+from saga_cli.engine.outage import Outage
 from saga_cli.engine.scheduler import NOTHING_YET, Feed, Window, _NothingYet
 from saga_cli.engine.threads import CallPool
 from saga_cli.engine.writer import CommitThread, LogWriter, Write
@@ -59,6 +61,7 @@ from saga_cli.errors import (
     ConcurrencyKeyBusyError,
     ExecutionBusyError,
     InvalidInputError,
+    LogUnavailableError,
     SagaError,
 )
 from saga_cli.saga import SagaLike, as_definition
@@ -122,15 +125,24 @@ class SagaRunner:
         self.alerts = alerts
         self.clock = clock
         self.rng = rng or random.Random()
+        # Shared by all that talk to the log here: they wait its outages out
+        # together, inside the batch operations (a single run fails at once).
+        self.outage = Outage(waits=False)
         self.leases = Leases(
-            store, definitions, lease.current_owner(), lease_seconds, clock, self._notify
+            store,
+            definitions,
+            lease.current_owner(),
+            lease_seconds,
+            clock,
+            self._notify,
+            self.outage,
         )
         self.pool = CallPool(threads)
         self.caller = StepCaller(self.pool, step_timeout)
         self._tracing = tracing
         self.caller.tracing = tracing
         self._sleep = sleep
-        self._commits = CommitThread(store)
+        self._commits = CommitThread(store, self.outage, self.leases.expired)
         self._drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Driver] = (
             weakref.WeakKeyDictionary()
         )
@@ -322,7 +334,8 @@ class SagaRunner:
         def failed(_execution_id: str, error: SagaError) -> None:
             raise error
 
-        await self._window(feed(), concurrency, finished, failed)
+        with self.outage.waiting():  # a batch: its outages are waited out
+            await self._window(feed(), concurrency, finished, failed)
         return outcomes
 
     def submit(
@@ -593,22 +606,46 @@ class SagaRunner:
         def claim_page(page: list[ExecutionRecord]) -> list[Execution | Outcome]:
             now = self.clock()
             todo = []
+            busy = []
             for record in page:
                 if self.leases.driving(record.id):
                     continue  # this process is driving it already (an earlier page)
                 if record.owner != self.owner and lease.holds_lease(record, now):
-                    report.busy.append(record.id)
+                    busy.append(record.id)
                 else:
                     todo.append(record)
-            return self.leases.claim_many(todo, report, force)
+            claimed = self.leases.claim_many(todo, report, force)
+            report.busy.extend(busy)  # once the claims committed: a retried page counts once
+            return claimed
+
+        pages = self.store.unfinished_pages(page=claim_batch)
+
+        def next_page() -> list[ExecutionRecord] | None:
+            nonlocal pages
+            try:
+                return next(pages, None)
+            except LogUnavailableError:
+                # Start over once the log answers: what this process took
+                # meanwhile is skipped, what it finished is no longer unfinished.
+                pages = self.store.unfinished_pages(page=claim_batch)
+                raise
+
+        def claim_again(page: list[ExecutionRecord]) -> list[Execution | Outcome]:
+            # The claim may have committed before the log went away: read the
+            # rows again, so the retry expects their versions as they are now.
+            return claim_page([self.store.get(record.id) for record in page])
 
         async def feed() -> AsyncIterator[Execution | Outcome]:
-            pages = self.store.unfinished_pages(page=claim_batch)
             while True:
-                page = await self._blocking(next, pages, None)
+                page = await self._waiting_out(next_page, read=True)
                 if page is None:
                     return
-                for item in await self._blocking(claim_page, page):
+                try:
+                    items = await self._blocking(claim_page, page)
+                except LogUnavailableError as exc:
+                    self.outage.failed(exc)
+                    items = await self._waiting_out(claim_again, page)
+                for item in items:
                     yield item
 
         def finished(outcome: Outcome) -> None:
@@ -619,7 +656,8 @@ class SagaRunner:
         def failed(execution_id: str, error: SagaError) -> None:
             report.failed[execution_id] = str(error)
 
-        await self._window(feed(), concurrency, finished, failed)
+        with self.outage.waiting():
+            await self._window(feed(), concurrency, finished, failed)
         return report
 
     def run_claimed(
@@ -689,30 +727,53 @@ class SagaRunner:
         """:meth:`run_claimed` on the caller's event loop."""
         _check_concurrency(concurrency)
         window = self._make_window(concurrency, finished, failed, grace)
+        not_runnable: set[str] = set()  # claimed, and left to a worker with the right code
+
+        def halt() -> bool:  # read on the feed's threads: only flags, never the loop
+            return window.stopping.is_set() or (stop is not None and stop())
 
         def adopt(records: Sequence[ExecutionRecord]) -> list[Execution]:
-            histories = self.store.events_of([record.id for record in records])
+            ids = [record.id for record in records]
+            histories = self.outage.call(lambda: self.store.events_of(ids), halt, read=True)
             runs = []
             for record in records:
                 adopted = self.leases.adopt(record, histories[record.id])
                 if isinstance(adopted, SagaError):
+                    not_runnable.add(record.id)
                     failed(record.id, adopted)
                 else:
                     runs.append(adopted)
             return runs
+
+        def orphaned() -> list[str]:
+            """Executions the log says this process holds, yet it does not drive.
+
+            A claim or a commit whose answer an outage cut off took or kept
+            their leases; they are ready again once those run out.
+            """
+            held = self.store.held_executions([self.owner], self.clock())[self.owner]
+            return [i for i in held if i not in not_runnable and not self.leases.driving(i)]
 
         async def feed() -> AsyncIterator[Execution | _NothingYet]:
             loop = asyncio.get_running_loop()
             while not window.stopping.is_set():
                 # The window took a slot for what this yields next: it is free too.
                 limit = window.free_slots() + 1
-                batch = await loop.run_in_executor(None, claim, limit)
-                if batch:
-                    for run in await loop.run_in_executor(None, adopt, batch):
-                        yield run
-                    continue
-                if exit_when_idle and window.in_flight <= 1:
-                    return
+                try:
+                    # During an outage nothing new is claimed: this waits for the log.
+                    batch = await loop.run_in_executor(
+                        None, self.outage.call, partial(claim, limit), halt
+                    )
+                    if batch:
+                        for run in await loop.run_in_executor(None, adopt, batch):
+                            yield run
+                        continue
+                    if exit_when_idle and window.in_flight <= 1:
+                        look = partial(self.outage.call, orphaned, halt, read=True)
+                        if not await loop.run_in_executor(None, look):
+                            return
+                except LogUnavailableError:
+                    return  # stopped during an outage: nothing more to take
                 try:
                     async with asyncio.timeout(poll):
                         await window.stopping.wait()
@@ -720,7 +781,8 @@ class SagaRunner:
                     pass
                 yield NOTHING_YET
 
-        await self._run_window(window, feed(), stop, stop_now)
+        with self.outage.waiting():
+            await self._run_window(window, feed(), stop, stop_now)
         return window.released
 
     # -- the engine's plumbing -------------------------------------------------------
@@ -758,6 +820,26 @@ class SagaRunner:
         if asyncio.get_running_loop() in self._own_loops:
             return function(*args)
         return await asyncio.to_thread(function, *args)
+
+    async def _waiting_out(self, function: Callable[..., T], *args: Any, read: bool = False) -> T:
+        """:meth:`_blocking`, called again (after a back-off) while the log does not answer.
+
+        A `read` that succeeds does not end the outage (see Outage.call).
+
+        Raises:
+            OutageTooLongError: the outage outlasted the tracker's max_seconds.
+        """
+        while True:
+            try:
+                result = await self._blocking(function, *args)
+            except LogUnavailableError as exc:
+                self.outage.failed(exc)
+                self.outage.check()
+                await asyncio.sleep(self.outage.delay())
+                continue
+            if not read:
+                self.outage.succeeded()
+            return result
 
     async def _pause(self, seconds: float) -> None:
         if self._sleep is None:
@@ -890,6 +972,8 @@ class SagaRunner:
         resting = is_terminal(state.status) or state.status is SagaStatus.STUCK
         owner = None if resting or run.release else self.owner
         lease_until = None if owner is None else now + self.lease_seconds
+        if lease_until is not None:
+            self.leases.writing[run.id] = lease_until
         definition = run.definition
         alerts = (
             () if self.alerts is None else alerts_for(self.alerts, run.id, definition.name, events)
@@ -939,10 +1023,13 @@ class SagaRunner:
             self._registered.add((run.definition.name, run.definition.version))
             run.created = True
         status = run.state.status
+        lease_until = self.leases.writing.pop(run.id, None)
         if run.release or is_terminal(status) or status is SagaStatus.STUCK:
             self.leases.held.pop(run.id, None)  # the write released the lease
         else:
             self.leases.held[run.id] = version
+            if lease_until is not None:
+                self.leases.valid_until[run.id] = lease_until
         self._notify(run.id, events)
 
     def _notify(self, execution_id: str, events: list[Event]) -> None:

@@ -77,6 +77,7 @@ class Window:
         self._error: BaseException | None = None
         self._cancelled = False
         self._stop_flag: Callable[[], bool] | None = None
+        self._stop_now_flag: Callable[[], bool] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -95,6 +96,13 @@ class Window:
 
     def stop(self, *, now: bool = False) -> None:
         """Take nothing more; hand back what is in hand (at once with `now`)."""
+        if not self.stopping.is_set() and not now and self._busy:
+            log.warning(
+                "stopping: %d execution(s) in hand finish their calls%s, then are handed back%s",
+                self._busy,
+                "" if self.grace is None else f" (for at most {self.grace:g}s)",
+                "" if self._stop_now_flag is None else "; signal again to hand them back at once",
+            )
         self.stopping.set()
         self._freed.set()
         if now:
@@ -121,6 +129,7 @@ class Window:
             executions in hand came to rest).
         """
         self._stop_flag = stop
+        self._stop_now_flag = stop_now
         watcher = None
         if stop is not None or stop_now is not None:
             watcher = asyncio.ensure_future(self._watch(stop, stop_now))
@@ -247,7 +256,9 @@ class Window:
     async def _watch(
         self, stop: Callable[[], bool] | None, stop_now: Callable[[], bool] | None
     ) -> None:
-        while not self._cancelled:
+        # Watches on after the grace ran out: handing back may wait for the log
+        # (an outage), and a second signal must still cut that short.
+        while True:
             if stop_now is not None and stop_now():
                 self.stop(now=True)
                 return

@@ -26,11 +26,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import cast
 
 from saga_cli.domain import Event
 from saga_cli.engine.execution import Execution
 from saga_cli.engine.observer import EngineObserver
-from saga_cli.errors import SagaError
+from saga_cli.engine.outage import Outage
+from saga_cli.errors import (
+    LeaseLostError,
+    LogUnavailableError,
+    SagaError,
+    StoreError,
+    UnknownExecutionError,
+)
 from saga_cli.store import Creation, SagaStore, Transition
 
 log = logging.getLogger(__name__)
@@ -48,10 +56,28 @@ class CommitThread:
 
     Shared by every event loop of a runner: batches from several loops that
     arrive while a commit is in progress go to disk in the next one.
+
+    When the log does not answer, a batch is tried again (see
+    saga_cli.engine.outage) until it does; an execution whose lease runs
+    out meanwhile is dropped from it (LeaseLostError: whoever claims it next
+    resumes it from the log), and once the outage outlasts --max-outage the
+    whole batch fails.
+
+    Args:
+        store: the log.
+        outage: the process's outage tracker.
+        expired: whether this process's lease of an execution has run out.
     """
 
-    def __init__(self, store: SagaStore) -> None:
+    def __init__(
+        self,
+        store: SagaStore,
+        outage: Outage | None = None,
+        expired: Callable[[str], bool] = lambda _execution_id: False,
+    ) -> None:
         self._store = store
+        self.outage = outage or Outage()
+        self._expired = expired
         self._jobs: queue.SimpleQueue[tuple[list[Write], Callable[[Results], None]]] = (
             queue.SimpleQueue()
         )
@@ -94,11 +120,7 @@ class CommitThread:
                 except queue.Empty:
                     break
             writes = [write for batch, _done in jobs for write in batch]
-            results: Results
-            try:
-                results = self.commit_now(writes)
-            except BaseException as exc:  # handed to every waiter of the batch
-                results = exc
+            results = self.commit(writes)
             start = 0
             for batch, done in jobs:
                 part = results if isinstance(results, BaseException) else results[start:]
@@ -107,6 +129,80 @@ class CommitThread:
                     done(part if isinstance(part, BaseException) else part[: len(batch)])
                 except Exception:  # a closed loop: its executions are gone anyway
                     log.debug("could not hand commit results back", exc_info=True)
+
+    def commit(self, writes: list[Write]) -> Results:
+        """Commit `writes`, waiting out an outage of the log: their results, or what failed all."""
+        results: list[int | SagaError | None] = [None] * len(writes)
+        todo = list(range(len(writes)))
+        retried = False
+        while True:
+            try:
+                if retried:  # the last try may have committed, its answer lost on the way
+                    todo = [i for i in todo if not self._landed(writes[i], results, i)]
+                done = self.commit_now([writes[i] for i in todo]) if todo else []
+            except LogUnavailableError as exc:
+                retried = True
+                self.outage.failed(exc)
+                try:
+                    self.outage.check()
+                except StoreError as gave_up:  # too long, or a one-shot that does not wait
+                    return _fill(results, todo, gave_up)
+                todo = [i for i in todo if not self._drop(writes[i], results, i)]
+                if not todo:
+                    return _fill(results, todo, exc)
+                self.outage.wait()
+                continue
+            except BaseException as exc:  # handed to every waiter of the batch
+                if len(todo) == len(writes) or not isinstance(exc, SagaError):
+                    return exc
+                return _fill(results, todo, exc)
+            self.outage.succeeded()
+            for index, result in zip(todo, done, strict=True):
+                results[index] = result
+            return _fill(results, [], None)
+
+    def _landed(self, write: Write, results: list[int | SagaError | None], index: int) -> bool:
+        """Whether `write` is in the log already (its commit's answer was lost); notes its version.
+
+        The row then carries exactly what the write set: the version after
+        the one it expected and its timestamp. Anything else means it did not
+        land (or another owner wrote since, and the retry is refused).
+
+        Raises:
+            LogUnavailableError: the log does not answer (yet).
+        """
+        execution_id = write.record.id if isinstance(write, Creation) else write.execution_id
+        try:
+            row = self._store.get(execution_id)
+        except UnknownExecutionError:
+            return False
+        if isinstance(write, Creation):
+            version, at, owner = 1, write.record.updated_at, write.record.owner
+        else:
+            version, at, owner = write.expected_version + 1, write.now, write.owner
+        if (row.version, row.updated_at, row.owner) != (version, at, owner):
+            return False
+        results[index] = version
+        return True
+
+    def _drop(self, write: Write, results: list[int | SagaError | None], index: int) -> bool:
+        """Give up on `write` if its execution's lease ran out during the outage."""
+        if isinstance(write, Creation) or not self._expired(write.execution_id):
+            return False
+        results[index] = LeaseLostError(
+            f"the lease of execution {write.execution_id} ran out while the log was "
+            "unreachable; whoever claims it next resumes it from the log"
+        )
+        return True
+
+
+def _fill(
+    results: list[int | SagaError | None], todo: list[int], error: SagaError | None
+) -> list[int | SagaError]:
+    """`results` with `error` in the places of `todo` (every place then holds a result)."""
+    for index in todo:
+        results[index] = error
+    return cast(list[int | SagaError], results)
 
 
 class LogWriter:
@@ -158,6 +254,11 @@ class LogWriter:
         self._busy = False  # a batch is being committed
         self._flush_queued = False
         self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def outage(self) -> Outage:
+        """The process's outage tracker (the commit thread's)."""
+        return self._thread.outage
 
     async def commit(self, run: Execution) -> None:
         """Return once everything `run` recorded so far is durable (sharing a commit).
@@ -250,8 +351,15 @@ class LogWriter:
             return
         try:
             results: Results = self._thread.commit_now(writes)
+        except LogUnavailableError:
+            # An outage: the commit thread waits it out while this loop stays free
+            # (to hear a stop request, and to let the heartbeat see it is alive).
+            self._thread.submit(writes, partial(self._hand_back, batch))
+            return
         except Exception as exc:  # handed to every waiter, as from the commit thread
             results = exc
+        else:
+            self._thread.outage.succeeded()
         self._settled(batch, results)
 
     def _hand_back(self, batch: list[_Entry], results: Results) -> None:

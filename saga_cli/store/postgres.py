@@ -25,6 +25,7 @@ from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import (
     ForeignDatabaseError,
     InvalidInputError,
+    LogUnavailableError,
     StoreError,
 )
 from saga_cli.redact import redact_url, scrub
@@ -88,7 +89,8 @@ def translated(exc: Exception, url: str) -> StoreError:
     message = scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0], [url])
     where = safe_url(url)
     if isinstance(exc, psycopg.OperationalError):
-        return StoreError(f"cannot reach the PostgreSQL saga log at {where}: {message}")
+        # Refused, lost, or the server shutting down: an outage to wait out.
+        return LogUnavailableError(f"cannot reach the PostgreSQL saga log at {where}: {message}")
     return StoreError(f"{where}: {message}")
 
 
@@ -148,6 +150,11 @@ class PostgresStore(SqlStore):
         self._reader = reader  # autocommit on: reads never hold a transaction open
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        # Bumped whenever a connection turns out lost: the server went away, so
+        # the other connection is gone too, and is replaced before its next use
+        # (not failed once more after the server is back).
+        self._losses = 0
+        self._writer_made = self._reader_made = 0
         self.commits = 0  # transactions committed (the benchmark reads it)
 
     @classmethod
@@ -193,6 +200,8 @@ class PostgresStore(SqlStore):
         """Run `work` in one committed transaction; a Rollback rolls it back instead."""
         psycopg = _psycopg()
         with self._write_lock:
+            if self._db.broken or self._db.closed or self._writer_made < self._losses:
+                self._db, self._writer_made = self._fresh(self._db, self._writer_made, False)
             try:
                 with self._db.transaction(), self._db.cursor() as cursor:
                     result = work(cursor)
@@ -205,7 +214,8 @@ class PostgresStore(SqlStore):
                 if self._db.broken or self._db.closed:
                     # The server went away (a restart, a failover): this write
                     # failed, the next one gets a new connection.
-                    self._db = _reconnect(self._db, self.url, autocommit=False)
+                    self._losses += 1
+                    self._db, self._writer_made = self._fresh(self._db, self._writer_made, False)
                 raise translated(exc, self.url) from None
 
     def claim_ready(
@@ -285,6 +295,8 @@ class PostgresStore(SqlStore):
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         psycopg = _psycopg()
         with self._read_lock:
+            if self._reader.broken or self._reader.closed or self._reader_made < self._losses:
+                self._reader, self._reader_made = self._fresh(self._reader, self._reader_made, True)
             try:
                 # Shared queries (store/sql.py) use ``?``; psycopg wants ``%s``.
                 sql = sql.replace("?", "%s")
@@ -292,8 +304,16 @@ class PostgresStore(SqlStore):
                 return rows
             except psycopg.Error as exc:
                 if self._reader.broken or self._reader.closed:
-                    self._reader = _reconnect(self._reader, self.url, autocommit=True)
+                    self._losses += 1
+                    self._reader, self._reader_made = self._fresh(
+                        self._reader, self._reader_made, True
+                    )
                 raise translated(exc, self.url) from None
+
+    def _fresh(self, old: Any, made: int, autocommit: bool) -> tuple[Any, int]:
+        """A new connection in place of `old` and its generation (`old` as is if still down)."""
+        new = _reconnect(old, self.url, autocommit=autocommit)
+        return new, made if new is old else self._losses
 
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?)", [list(values)]
@@ -371,7 +391,10 @@ class PostgresParticipant(Participant):
     def __init__(self, url: str) -> None:
         self.url = url
         self._errors = translate_errors(url)
-        self._db = connect(url, autocommit=True)
+        self._db = self._connect()
+
+    def _connect(self) -> Any:
+        connection = connect(self.url, autocommit=True)
         # As on SQLite (participant_synchronous, see store/sqlite.py), a
         # participant's commit need not wait for its own WAL flush: the runner
         # records the call's outcome in the log only after the call returns,
@@ -379,30 +402,51 @@ class PostgresParticipant(Participant):
         # earlier participant commit too. A crash in between loses both the
         # participant's write and the outcome, and resume repeats the call
         # under the same idempotency key.
-        with self._errors:
-            self._db.execute("SET synchronous_commit TO off")
+        try:
+            with self._errors:
+                connection.execute("SET synchronous_commit TO off")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _live(self) -> Any:
+        """The connection, made anew once the server dropped it (a restart, a failover).
+
+        Raises:
+            LogUnavailableError: the server still cannot be reached.
+        """
+        if self._db.broken or self._db.closed:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = self._connect()
+        return self._db
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read-only statement."""
+        db = self._live()
         with self._errors:
-            rows: list[Any] = _execute(self._db.cursor(), sql, params).fetchall()
+            rows: list[Any] = _execute(db.cursor(), sql, params).fetchall()
             return rows
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one writing statement, committed on its own; the rows it changed."""
+        db = self._live()
         with self._errors:
-            return int(_execute(self._db.cursor(), sql, params).rowcount)
+            return int(_execute(db.cursor(), sql, params).rowcount)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_Cursor]:
         """BEGIN and the participants' advisory lock ... COMMIT, or ROLLBACK if the block raises."""
+        db = self._live()
         with self._errors:
-            cursor = self._db.cursor()
+            cursor = db.cursor()
             cursor.execute(_BEGIN)
             try:
                 yield _Cursor(cursor)
             except BaseException:
-                cursor.execute("ROLLBACK")
+                if not db.broken:  # a lost connection rolled it back already
+                    cursor.execute("ROLLBACK")
                 raise
             cursor.execute("COMMIT")
 

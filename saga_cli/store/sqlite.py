@@ -29,6 +29,7 @@ from saga_cli.errors import (
     DatabaseLockedError,
     ForeignDatabaseError,
     InvalidInputError,
+    LogUnavailableError,
     NotADatabaseError,
     StoreError,
     WouldBlockError,
@@ -152,6 +153,9 @@ def translated(exc: sqlite3.DatabaseError, path: str) -> StoreError:
             f"{path} is locked by another writer and stayed locked past the busy timeout; "
             "try again, or raise it with ?busy_timeout=MS"
         )
+    if "disk I/O error" in message:
+        # A full disk, a flaky mount: it may clear, and long commands wait for it.
+        return LogUnavailableError(f"{path}: {message}")
     if "not a database" in message or "malformed" in message:
         return NotADatabaseError(f"{path} is not a saga log (SQLite says: {message})")
     return StoreError(f"{path}: {message}")

@@ -105,7 +105,6 @@ def write_locked(db: Path) -> Iterator[None]:
     "args",
     [
         pytest.param(("book", *BOOKING), id="book"),
-        pytest.param(("simulate", "--count", "3"), id="simulate"),
         pytest.param(("inventory", "--restock", "20"), id="restock"),
     ],
 )

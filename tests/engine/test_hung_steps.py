@@ -117,3 +117,42 @@ def test_a_worker_finishes_the_healthy_executions_and_stops_on_sigterm_within_it
         saga.db, "SELECT status, owner, lease_expires_at FROM saga_execution WHERE id=?", (hung,)
     )
     assert row == ("running", None, None)
+
+
+def test_a_second_signal_hands_back_at_once_without_waiting_for_the_grace(
+    saga: SagaCli, tmp_path: Path
+) -> None:
+    module = tmp_path / "hanging.py"
+    module.write_text(MODULE)
+    hung, healthy = _submit(saga, module, "hangs_long")
+    owner = "SELECT owner FROM saga_execution WHERE id=?"
+    done = "SELECT COUNT(*) FROM saga_execution WHERE status = 'completed'"
+    for second in (signal.SIGTERM, signal.SIGINT):
+        worker = saga.popen(
+            "--load", str(module), "worker", "--concurrency", "4", "--grace", "1h", "--json"
+        )
+        try:
+            wait_for(lambda: query(saga.db, owner, (hung,))[0][0], "the hung execution taken")
+            wait_for(lambda: query(saga.db, done) == [(3,)], "the healthy ones to complete")
+            worker.send_signal(signal.SIGTERM)
+            assert worker.stderr is not None
+            lines = iter(worker.stderr.readline, "")
+            stopping = next(line for line in lines if "stopping" in line)
+            assert "signal again to hand them back at once" in stopping, stopping
+            worker.send_signal(second)  # the grace (an hour) is not waited for
+            out, err = worker.communicate(timeout=60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        assert worker.returncode == 0, err
+        assert "Traceback" not in err, err
+        assert json.loads(out)["released"] == 1
+        (row,) = query(
+            saga.db,
+            "SELECT status, owner, lease_expires_at FROM saga_execution WHERE id=?",
+            (hung,),
+        )
+        assert row == ("running", None, None)  # handed back: ready for the next worker at once
+    completed = query(saga.db, "SELECT id FROM saga_execution WHERE status = 'completed'")
+    assert {str(i) for (i,) in completed} == set(healthy)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from conftest import SagaCli
 from service_processes import Services, free_port, running_services
-from support import BOOKING, dump, newest_execution_id, wait_for
+from support import BOOKING, dump, hold_sqlite_lock, newest_execution_id, wait_for
 
 
 @pytest.fixture
@@ -289,3 +289,24 @@ def test_service_credentials_are_used_but_never_stored_or_shown(
     assert secret not in shown.stdout
     assert shown.json()["payload"]["services"]["car"] == services["car"].url
     assert not any(secret in line for line in dump(saga.db))
+
+
+def test_a_service_answers_503_while_its_database_is_locked_and_carries_on_after(
+    services: Services,
+) -> None:
+    hotel = services["hotel"]
+    body = {"saga_id": "s1", "resource": "GRAND", "customer": "ada"}
+    holder = hold_sqlite_lock(hotel.db, 600)  # past the service's 5 s busy timeout
+    try:
+        with httpx.Client(base_url=hotel.url, trust_env=False, timeout=60) as client:
+            locked = client.post("/reserve", json=body, headers={"Idempotency-Key": "k1"})
+    finally:
+        holder.kill()
+        holder.communicate()
+    with httpx.Client(base_url=hotel.url, trust_env=False, timeout=60) as client:
+        after = client.post("/reserve", json=body, headers={"Idempotency-Key": "k1"})
+
+    assert locked.status_code == 503, locked.text  # worth retrying: the engine does
+    assert after.status_code == 201, after.text
+    assert hotel.process is not None and hotel.process.poll() is None
+    assert "Traceback" not in hotel.log.read_text()

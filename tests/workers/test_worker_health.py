@@ -243,10 +243,10 @@ def test_an_outage_tracker_drives_readiness_and_the_outage_metrics(
     answered(url, "readyz", 200)
 
     # The attributes saga_cli reads of `worker.outage` (None or missing: no outage).
-    worker.outage = SimpleNamespace(count=2, active=True, seconds_total=7.5)  # type: ignore[attr-defined]
+    worker.outage = SimpleNamespace(count=2, active=True, seconds_total=7.5)  # type: ignore[assignment]
     during = probe(url, "readyz")
     samples_during = scrape(url)
-    worker.outage = SimpleNamespace(count=2, active=False, seconds_total=9.0)  # type: ignore[attr-defined]
+    worker.outage = SimpleNamespace(count=2, active=False, seconds_total=9.0)  # type: ignore[assignment]
     after = probe(url, "readyz")
     samples_after = scrape(url)
 
