@@ -23,11 +23,7 @@ from crash.logdb import (
     assert_terminal_and_consistent,
     compensation_plan,
 )
-from support import SERVICES, wait_for
-
-from saga_cli.booking import TravelBooking
-from saga_cli.services.travel import BookingRequest
-from saga_cli.store import open_store
+from support import SERVICES, submit_bookings, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -39,27 +35,7 @@ SEED = 20261127
 
 def submit(db: Path, count: int, *, fail_rate: float = 0.2) -> list[str]:
     """Submit `count` bookings in one commit (a share of them declined at the car)."""
-    rng = random.Random(SEED)
-    store = open_store(f"sqlite:///{db}{QUERY}")
-    travel = TravelBooking(store)
-    try:
-        travel.restock(count + 100)
-        payloads = [
-            BookingRequest(
-                rng.choice(["FL100", "FL200", "FL300"]),
-                rng.choice(["GRAND", "PLAZA", "HARBOUR"]),
-                rng.choice(["ECONOMY", "COMPACT", "SUV"]),
-                f"c{n}",
-                ("car",) if rng.random() < fail_rate else (),
-            ).to_payload()
-            for n in range(count)
-        ]
-        ids = travel.orchestrator.submit_many(travel.definition, payloads)
-    finally:
-        travel.close()
-        store.close()
-    assert all(isinstance(i, str) for i in ids)
-    return [str(i) for i in ids]
+    return submit_bookings(f"sqlite:///{db}{QUERY}", count, fail_rate=fail_rate, seed=SEED)
 
 
 def start_worker(db: Path, *args: str) -> subprocess.Popen[str]:
