@@ -25,4 +25,6 @@ PY
 "$venv/bin/ruff" format --check .
 "$venv/bin/mypy"
 # The pytest script (not `python -m pytest`) keeps this directory off sys.path.
-SAGA_EXPECT_INSTALLED=1 exec "$venv/bin/pytest" "$@"
+# Three test processes (pytest-xdist): the tests mostly wait on subprocesses,
+# fsyncs and sockets, so this halves the run on 2 cores; SAGA_TEST_PROCESSES=0 runs serially.
+SAGA_EXPECT_INSTALLED=1 exec "$venv/bin/pytest" -n "${SAGA_TEST_PROCESSES:-3}" "$@"

@@ -284,7 +284,7 @@ def test_a_busy_concurrency_key_is_refused_or_waited_for(
         "--payload",
         '{"sku": "K"}',
         "--slow",
-        "reserve:1.5",
+        "reserve:5",  # long enough to outlast a loaded machine's process start-ups
         "--json",
         SHOP_DB=str(effects_db),
     )

@@ -6,6 +6,7 @@ import json
 import signal
 import textwrap
 import time
+from functools import partial
 from pathlib import Path
 
 from conftest import SagaCli
@@ -119,20 +120,25 @@ def test_a_worker_finishes_the_healthy_executions_and_stops_on_sigterm_within_it
     assert row == ("running", None, None)
 
 
+def _owned_by(db: Path, execution_id: str, pid: int) -> bool:
+    """Whether process `pid` holds `execution_id` (owner ids are host:pid:start)."""
+    rows = query(db, "SELECT owner FROM saga_execution WHERE id=?", (execution_id,))
+    return f":{pid}:" in str(rows[0][0] or "")
+
+
 def test_a_second_signal_hands_back_at_once_without_waiting_for_the_grace(
     saga: SagaCli, tmp_path: Path
 ) -> None:
     module = tmp_path / "hanging.py"
     module.write_text(MODULE)
     hung, healthy = _submit(saga, module, "hangs_long")
-    owner = "SELECT owner FROM saga_execution WHERE id=?"
     done = "SELECT COUNT(*) FROM saga_execution WHERE status = 'completed'"
     for second in (signal.SIGTERM, signal.SIGINT):
         worker = saga.popen(
             "--load", str(module), "worker", "--concurrency", "4", "--grace", "1h", "--json"
         )
         try:
-            wait_for(lambda: query(saga.db, owner, (hung,))[0][0], "the hung execution taken")
+            wait_for(partial(_owned_by, saga.db, hung, worker.pid), "the hung one taken by it")
             wait_for(lambda: query(saga.db, done) == [(3,)], "the healthy ones to complete")
             worker.send_signal(signal.SIGTERM)
             assert worker.stderr is not None
