@@ -307,7 +307,7 @@ def run_scenario(
         travel.restock(10 * count + 100)
         warm = batch[: min(50, count)]
         counted_from = service_commits()
-        travel.runner.run_many(travel.definition, (r.to_payload() for r in warm))
+        travel.runner.run_many(travel.definition, (travel.payload_of(r) for r in warm))
         services_per_saga: float | None = (service_commits() - counted_from) / len(warm)
         if services:
             services_per_saga = None  # the in-process payment's only; the rest is remote
@@ -326,7 +326,7 @@ def run_scenario(
     cpu_started = time.process_time()
     started = time.perf_counter()
     outcomes = travel.runner.run_many(
-        travel.definition, (r.to_payload() for r in batch), concurrency=concurrency
+        travel.definition, (travel.payload_of(r) for r in batch), concurrency=concurrency
     )
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
