@@ -255,6 +255,32 @@ def table_foreign_keys(
 # -- the log through the store ----------------------------------------------------------
 
 
+def execution_record(
+    execution_id: str,
+    *,
+    status: SagaStatus = SagaStatus.PENDING,
+    created_at: float = 100.0,
+    owner: str | None = None,
+    lease_expires_at: float | None = None,
+    saga: str = "trip",
+    key: str | None = None,
+) -> ExecutionRecord:
+    """An execution's row at version 1, as a test sets it up (nothing written)."""
+    return ExecutionRecord(
+        id=execution_id,
+        saga=saga,
+        payload="{}",
+        status=status,
+        step=None,
+        created_at=created_at,
+        updated_at=created_at,
+        owner=owner,
+        lease_expires_at=lease_expires_at,
+        version=1,
+        concurrency_key=key,
+    )
+
+
 def make_execution(
     store: SagaStore,
     execution_id: str,
@@ -266,17 +292,13 @@ def make_execution(
     saga: str = "trip",
 ) -> ExecutionRecord:
     """Create one execution through `store` (any backend), with a started step unless pending."""
-    record = ExecutionRecord(
-        id=execution_id,
-        saga=saga,
-        payload="{}",
+    record = execution_record(
+        execution_id,
         status=status,
-        step=None,
         created_at=created_at,
-        updated_at=created_at,
         owner=owner,
         lease_expires_at=lease_expires_at,
-        version=1,
+        saga=saga,
     )
     events = [Event(1, EventType.SAGA_STARTED, at=created_at)]
     if status is not SagaStatus.PENDING:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 from conftest import pg_admin
+from support import execution_record
 
 from saga_cli.domain import Event, EventType, SagaStatus
 from saga_cli.errors import (
@@ -20,33 +21,10 @@ from saga_cli.errors import (
     SchemaTooNewError,
     StoreError,
 )
-from saga_cli.store import ExecutionRecord, Transition, migrate, open_store
+from saga_cli.store import Transition, migrate, open_store
 from saga_cli.store.postgres import PostgresStore, libpq_url, safe_url
 
-
-def record(
-    execution_id: str,
-    *,
-    status: SagaStatus = SagaStatus.PENDING,
-    created_at: float = 100.0,
-    owner: str | None = None,
-    lease_expires_at: float | None = None,
-    saga: str = "trip",
-    key: str | None = None,
-) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=execution_id,
-        saga=saga,
-        payload="{}",
-        status=status,
-        step=None,
-        created_at=created_at,
-        updated_at=created_at,
-        owner=owner,
-        lease_expires_at=lease_expires_at,
-        version=1,
-        concurrency_key=key,
-    )
+record = execution_record  # the row a test sets up, written by each test itself
 
 
 FIRST = [Event(1, EventType.SAGA_STARTED, at=1.0), Event(2, EventType.STEP_STARTED, "s0", 1)]

@@ -236,6 +236,24 @@ def finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+def ride_one_commit_cut(
+    pg_url: str, workers: list[subprocess.Popen[str]], then: tuple[str, ...], what: str
+) -> subprocess.CompletedProcess[str]:
+    """`saga --db PG THEN…` through a proxy that cuts once, right after a COMMIT; how it ended."""
+    proxy = CuttableProxy(5432)
+    try:
+        process = run_through(proxy, url=pg_url, then=then)
+        workers.append(process)
+        with finished_count(pg_url) as finished:
+            wait_for(lambda: finished() >= 5, what)
+        proxy.cut_on(b"COMMIT", 1.5)
+        result = finish(process)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1
+    return result
+
+
 def test_resume_all_rides_out_a_cut_in_the_middle_of_a_commit(
     pg_url: str, workers: list[subprocess.Popen[str]]
 ) -> None:
@@ -244,20 +262,13 @@ def test_resume_all_rides_out_a_cut_in_the_middle_of_a_commit(
     from saga_cli.store.postgres import libpq_url
 
     ids = submit_bookings(pg_url, BOOKINGS, seed=7)
-    proxy = CuttableProxy(5432)
-    try:
-        resume = run_through(
-            proxy, url=pg_url, then=("resume", "--all", "--concurrency", "4", "--json")
-        )
-        workers.append(resume)
-        with finished_count(pg_url) as finished:
-            wait_for(lambda: finished() >= 5, "the resume to get going")
-        proxy.cut_on(b"COMMIT", 1.5)
-        result = finish(resume)
-    finally:
-        proxy.close()
+    result = ride_one_commit_cut(
+        pg_url,
+        workers,
+        ("resume", "--all", "--concurrency", "4", "--json"),
+        "the resume to get going",
+    )
 
-    assert proxy.cuts == 1
     assert_one_outage_ridden_out(result)
     report = json.loads(result.stdout)
     assert report["busy"] == [] and report["failed"] == {}, report
@@ -272,19 +283,11 @@ def test_simulate_rides_out_a_cut_in_the_middle_of_a_commit(
 
     from saga_cli.store.postgres import libpq_url
 
-    proxy = CuttableProxy(5432)
     args = ("simulate", "--count", str(BOOKINGS), "--concurrency", "4", "--capacity", "1000")
-    try:
-        simulate = run_through(proxy, url=pg_url, then=(*args, "--fail-rate", "0.2", "--json"))
-        workers.append(simulate)
-        with finished_count(pg_url) as finished:
-            wait_for(lambda: finished() >= 5, "the simulation to get going")
-        proxy.cut_on(b"COMMIT", 1.5)
-        result = finish(simulate)
-    finally:
-        proxy.close()
+    result = ride_one_commit_cut(
+        pg_url, workers, (*args, "--fail-rate", "0.2", "--json"), "the simulation to get going"
+    )
 
-    assert proxy.cuts == 1
     assert_one_outage_ridden_out(result)
     with psycopg.connect(libpq_url(pg_url)) as db:
         statuses: dict[str, str] = dict(
